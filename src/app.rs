@@ -1,0 +1,161 @@
+//! Wiring: builds the checkpoint store, the admin server, the AWS clients and, per enabled mapping,
+//! its source, dispatcher and destination; runs the supervisors until `shutdown` fires, then gives
+//! in-flight work the grace period to finish (each finished batch is checkpointed as it completes).
+
+use anyhow::Context;
+use std::sync::Arc;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{error, info, warn};
+
+use crate::checkpoint::{CheckpointStore, FileCheckpointStore};
+use crate::config::{Config, SourceArn, Target};
+use crate::destination::{AwsDestination, Destination};
+use crate::dispatch::{Dispatcher, HttpDispatcher, LambdaDispatcher};
+use crate::retry::RetryPolicy;
+use crate::server::{self, AdminState};
+use crate::source::kinesis::{EventContext, KinesisSource};
+use crate::source::StreamSource;
+use crate::telemetry::{Metrics, Status};
+use crate::worker::{supervisor, MappingContext};
+
+/// Runs sluice until `shutdown` is cancelled.
+pub async fn run(cfg: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let metrics = Arc::new(Metrics::new());
+    let enabled: Vec<_> = cfg.mappings.iter().filter(|m| m.enabled).cloned().collect();
+    let status = Arc::new(Status::new(enabled.len()));
+    let checkpoints: Arc<dyn CheckpointStore> = Arc::new(
+        FileCheckpointStore::open(&cfg.checkpoint_dir)
+            .context("opening the checkpoint directory")?,
+    );
+
+    let listener = tokio::net::TcpListener::bind(cfg.admin_listen)
+        .await
+        .with_context(|| format!("binding the admin server to {}", cfg.admin_listen))?;
+    info!(address = %listener.local_addr()?, "admin server listening");
+    let server_stop = CancellationToken::new();
+    let app = server::router(AdminState {
+        metrics: metrics.clone(),
+        status: status.clone(),
+    });
+    let stop = server_stop.clone();
+    let server = tokio::spawn(async move {
+        axum::serve(listener, app)
+            .with_graceful_shutdown(stop.cancelled_owned())
+            .await
+    });
+
+    let clients = crate::aws::clients(&cfg).await;
+    let tracker = TaskTracker::new();
+    for mapping in &cfg.mappings {
+        if !mapping.enabled {
+            info!(mapping = %mapping.name, "mapping disabled");
+        }
+    }
+    for mapping in enabled {
+        let dispatcher: Arc<dyn Dispatcher> = match &mapping.target {
+            Target::Lambda { function_name } => {
+                let (region, account) = match &mapping.source {
+                    SourceArn::Kinesis {
+                        region, account, ..
+                    } => (region.clone(), account.clone()),
+                };
+                Arc::new(LambdaDispatcher::new(
+                    clients.lambda.clone(),
+                    function_name.clone(),
+                    &region,
+                    &account,
+                ))
+            }
+            Target::Http(h) => {
+                Arc::new(HttpDispatcher::new(h).context("building the HTTP client")?)
+            }
+        };
+        let source: Arc<dyn StreamSource> = match &mapping.source {
+            SourceArn::Kinesis {
+                arn,
+                region,
+                stream,
+                ..
+            } => Arc::new(KinesisSource::new(
+                clients.kinesis.clone(),
+                stream.clone(),
+                EventContext {
+                    stream_arn: arn.clone(),
+                    region: region.clone(),
+                    invoke_identity_arn: cfg.invoke_identity_arn.clone(),
+                },
+            )),
+        };
+        let (metrics, status, checkpoints, clients) = (
+            metrics.clone(),
+            status.clone(),
+            checkpoints.clone(),
+            clients.clone(),
+        );
+        let (tracker2, cancel) = (tracker.clone(), shutdown.clone());
+        tracker.spawn(async move {
+            let destination = match &mapping.errors.on_failure {
+                None => None,
+                Some(arn) => match connect_destination(arn, &clients, &cancel).await {
+                    Some(d) => Some(d),
+                    None => return,
+                },
+            };
+            let ctx = Arc::new(MappingContext {
+                policy: RetryPolicy::new(&mapping.errors),
+                mapping,
+                dispatcher,
+                checkpoints,
+                destination,
+                metrics,
+                status,
+            });
+            supervisor::run_mapping(ctx, source, tracker2, cancel).await;
+        });
+    }
+
+    shutdown.cancelled().await;
+    info!(
+        grace_s = cfg.shutdown_grace.as_secs(),
+        "shutting down: no new reads; waiting for in-flight invocations"
+    );
+    tracker.close();
+    if tokio::time::timeout(cfg.shutdown_grace, tracker.wait())
+        .await
+        .is_err()
+    {
+        warn!("grace period over: abandoning in-flight invocations (their records are re-read after the checkpoint on restart)");
+    } else {
+        info!("all workers stopped; checkpoints written");
+    }
+    server_stop.cancel();
+    match server.await {
+        Ok(Err(e)) => error!(error = %e, "admin server failed"),
+        Err(e) => error!(error = %e, "admin server task failed"),
+        Ok(Ok(())) => {}
+    }
+    Ok(())
+}
+
+/// Resolves an on-failure destination, retrying until it answers (the mapping waits meanwhile).
+async fn connect_destination(
+    arn: &crate::config::DestinationArn,
+    clients: &crate::aws::Clients,
+    cancel: &CancellationToken,
+) -> Option<Arc<dyn Destination>> {
+    let mut delay = std::time::Duration::from_millis(500);
+    loop {
+        match AwsDestination::connect(arn, clients).await {
+            Ok(d) => return Some(Arc::new(d)),
+            Err(e) => {
+                warn!(destination = %arn, error = %e, "cannot resolve the on-failure destination; retrying");
+                tokio::select! {
+                    _ = cancel.cancelled() => return None,
+                    _ = tokio::time::sleep(delay) => {}
+                }
+                delay = (delay * 2).min(std::time::Duration::from_secs(30));
+            }
+        }
+    }
+}

@@ -1,0 +1,145 @@
+//! The batcher: holds read records in order and cuts batches by `BatchSize` and by Lambda's 6 MB
+//! synchronous payload limit, measured on the serialized event (`{"Records":[...]}`). Pure: the
+//! batching *window* is the worker's, since it is about time.
+
+use bytes::Bytes;
+use std::collections::VecDeque;
+
+use crate::source::Record;
+
+/// Lambda's synchronous invocation payload limit (6 MB), which ESMs cannot change.
+pub const MAX_PAYLOAD_BYTES: usize = 6 * 1024 * 1024;
+const ENVELOPE: &[u8] = br#"{"Records":["#;
+const ENVELOPE_END: &[u8] = b"]}";
+
+/// Size of the event holding records whose entries total `entry_bytes`.
+pub fn payload_size(records: usize, entry_bytes: usize) -> usize {
+    ENVELOPE.len() + ENVELOPE_END.len() + entry_bytes + records.saturating_sub(1)
+}
+
+/// The event JSON for `records`, assembled from their pre-serialized entries.
+pub fn encode(records: &[Record]) -> Bytes {
+    let entries: usize = records.iter().map(|r| r.event.len()).sum();
+    let mut out = Vec::with_capacity(payload_size(records.len(), entries));
+    out.extend_from_slice(ENVELOPE);
+    for (i, r) in records.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        out.extend_from_slice(&r.event);
+    }
+    out.extend_from_slice(ENVELOPE_END);
+    Bytes::from(out)
+}
+
+/// Records waiting to be batched, in read order.
+pub struct Batcher {
+    records: VecDeque<Record>,
+    entry_bytes: usize,
+    max_records: usize,
+    max_bytes: usize,
+}
+
+impl Batcher {
+    pub fn new(max_records: usize, max_bytes: usize) -> Self {
+        Batcher {
+            records: VecDeque::new(),
+            entry_bytes: 0,
+            max_records: max_records.max(1),
+            max_bytes,
+        }
+    }
+
+    pub fn push(&mut self, records: Vec<Record>) {
+        for r in records {
+            self.entry_bytes += r.event.len();
+            self.records.push_back(r);
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.records.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.records.is_empty()
+    }
+
+    /// True when a full batch is waiting (by count or by payload size).
+    pub fn is_full(&self) -> bool {
+        self.records.len() >= self.max_records
+            || payload_size(self.records.len(), self.entry_bytes) >= self.max_bytes
+    }
+
+    /// Takes the longest prefix within both limits; at least one record if any are waiting.
+    pub fn take(&mut self) -> Vec<Record> {
+        let mut out = Vec::new();
+        let mut bytes = 0;
+        while let Some(next) = self.records.front() {
+            let fits = out.len() < self.max_records
+                && payload_size(out.len() + 1, bytes + next.event.len()) <= self.max_bytes;
+            if !fits && !out.is_empty() {
+                break;
+            }
+            bytes += next.event.len();
+            let r = self.records.pop_front().expect("front exists");
+            self.entry_bytes -= r.event.len();
+            out.push(r);
+            if !fits {
+                break;
+            }
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::source::SequenceNumber;
+
+    fn rec(i: usize, size: usize) -> Record {
+        let mut event = format!("{{\"i\":{i},\"p\":\"").into_bytes();
+        event.resize(size - 2, b'x');
+        event.extend_from_slice(b"\"}");
+        Record {
+            sequence: SequenceNumber(i.to_string()),
+            arrival_ms: 0,
+            event,
+        }
+    }
+
+    #[test]
+    fn cuts_by_count_in_order() {
+        let mut b = Batcher::new(3, MAX_PAYLOAD_BYTES);
+        b.push((0..7).map(|i| rec(i, 20)).collect());
+        assert!(b.is_full());
+        let seqs = |v: Vec<Record>| v.into_iter().map(|r| r.sequence.0).collect::<Vec<_>>();
+        assert_eq!(seqs(b.take()), ["0", "1", "2"]);
+        assert_eq!(seqs(b.take()), ["3", "4", "5"]);
+        assert!(!b.is_full());
+        assert_eq!(seqs(b.take()), ["6"]);
+        assert!(b.is_empty());
+    }
+
+    #[test]
+    fn cuts_by_serialized_payload_size() {
+        let mut b = Batcher::new(10_000, 1000);
+        b.push((0..10).map(|i| rec(i, 300)).collect());
+        let batch = b.take();
+        // 3 entries: 14 + 900 + 2 commas = 916 <= 1000; a 4th would be 1217.
+        assert_eq!(batch.len(), 3);
+        let payload = encode(&batch);
+        assert_eq!(payload.len(), payload_size(3, 900));
+        let v: serde_json::Value = serde_json::from_slice(&payload).unwrap();
+        assert_eq!(v["Records"].as_array().unwrap().len(), 3);
+    }
+
+    #[test]
+    fn an_oversized_record_still_goes_alone() {
+        let mut b = Batcher::new(10, 100);
+        b.push(vec![rec(0, 500), rec(1, 20)]);
+        assert_eq!(b.take().len(), 1);
+        assert_eq!(b.take().len(), 1);
+    }
+}

@@ -1,0 +1,184 @@
+//! ARN parsing for the resources a mapping names: its event source and its on-failure destination.
+
+use std::fmt;
+
+/// A parsed event source ARN.
+#[derive(Debug, Clone, PartialEq)]
+pub enum SourceArn {
+    /// `arn:<partition>:kinesis:<region>:<account>:stream/<name>`
+    Kinesis {
+        arn: String,
+        region: String,
+        account: String,
+        stream: String,
+    },
+}
+
+impl SourceArn {
+    pub fn parse(s: &str) -> Result<Self, String> {
+        let parts = split(s)?;
+        match parts.service {
+            "kinesis" => {
+                let rest = parts.resource.strip_prefix("stream/").ok_or_else(|| {
+                    format!("{s:?} is not a Kinesis stream ARN (expected ...:stream/<name>)")
+                })?;
+                if rest.contains("/consumer/") {
+                    return Err(format!(
+                        "{s:?} is a stream consumer ARN: enhanced fan-out is not supported yet; use the stream ARN"
+                    ));
+                }
+                if rest.is_empty() || rest.contains('/') {
+                    return Err(format!("{s:?} has no valid stream name"));
+                }
+                Ok(SourceArn::Kinesis {
+                    arn: s.to_string(),
+                    region: parts.region.to_string(),
+                    account: parts.account.to_string(),
+                    stream: rest.to_string(),
+                })
+            }
+            other => Err(format!(
+                "{s:?}: source service {other:?} is not supported (supported: kinesis)"
+            )),
+        }
+    }
+
+    pub fn arn(&self) -> &str {
+        match self {
+            SourceArn::Kinesis { arn, .. } => arn,
+        }
+    }
+
+    /// The stream or queue name, for default mapping names and logs.
+    pub fn resource_name(&self) -> &str {
+        match self {
+            SourceArn::Kinesis { stream, .. } => stream,
+        }
+    }
+
+    pub fn region(&self) -> &str {
+        match self {
+            SourceArn::Kinesis { region, .. } => region,
+        }
+    }
+}
+
+/// An on-failure destination: an SQS queue, an SNS topic or an S3 bucket.
+#[derive(Debug, Clone, PartialEq)]
+pub enum DestinationArn {
+    Sqs {
+        arn: String,
+        account: String,
+        queue: String,
+    },
+    Sns {
+        arn: String,
+    },
+    S3 {
+        arn: String,
+        bucket: String,
+    },
+}
+
+impl DestinationArn {
+    pub fn parse(s: &str) -> Result<Self, String> {
+        let parts = split(s)?;
+        match parts.service {
+            "sqs" if !parts.resource.is_empty() => Ok(DestinationArn::Sqs {
+                arn: s.to_string(),
+                account: parts.account.to_string(),
+                queue: parts.resource.to_string(),
+            }),
+            "sns" if !parts.resource.is_empty() => Ok(DestinationArn::Sns { arn: s.to_string() }),
+            "s3" if !parts.resource.is_empty() && !parts.resource.contains('/') => {
+                Ok(DestinationArn::S3 {
+                    arn: s.to_string(),
+                    bucket: parts.resource.to_string(),
+                })
+            }
+            _ => Err(format!(
+                "{s:?} is not an SQS queue, SNS topic or S3 bucket ARN"
+            )),
+        }
+    }
+
+    pub fn arn(&self) -> &str {
+        match self {
+            DestinationArn::Sqs { arn, .. }
+            | DestinationArn::Sns { arn }
+            | DestinationArn::S3 { arn, .. } => arn,
+        }
+    }
+}
+
+impl fmt::Display for DestinationArn {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.arn())
+    }
+}
+
+struct Parts<'a> {
+    service: &'a str,
+    region: &'a str,
+    account: &'a str,
+    resource: &'a str,
+}
+
+fn split(s: &str) -> Result<Parts<'_>, String> {
+    let mut it = s.splitn(6, ':');
+    let (prefix, partition, service, region, account, resource) = (
+        it.next(),
+        it.next(),
+        it.next(),
+        it.next(),
+        it.next(),
+        it.next(),
+    );
+    match (prefix, partition, service, region, account, resource) {
+        (Some("arn"), Some(p), Some(svc), Some(r), Some(a), Some(res))
+            if !p.is_empty() && !svc.is_empty() =>
+        {
+            Ok(Parts {
+                service: svc,
+                region: r,
+                account: a,
+                resource: res,
+            })
+        }
+        _ => Err(format!(
+            "{s:?} is not an ARN (arn:<partition>:<service>:<region>:<account>:<resource>)"
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kinesis_stream_arn() {
+        let a = SourceArn::parse("arn:aws:kinesis:eu-west-1:123456789012:stream/orders").unwrap();
+        assert_eq!(a.resource_name(), "orders");
+        assert_eq!(a.region(), "eu-west-1");
+        assert!(SourceArn::parse("arn:aws:kinesis:eu-west-1:1:stream/s/consumer/c:1").is_err());
+        assert!(SourceArn::parse("arn:aws:sqs:eu-west-1:1:q").is_err());
+        assert!(SourceArn::parse("orders").is_err());
+    }
+
+    #[test]
+    fn destinations() {
+        assert!(matches!(
+            DestinationArn::parse("arn:aws:sqs:us-east-1:1:dlq").unwrap(),
+            DestinationArn::Sqs { queue, .. } if queue == "dlq"
+        ));
+        assert!(matches!(
+            DestinationArn::parse("arn:aws:sns:us-east-1:1:t").unwrap(),
+            DestinationArn::Sns { .. }
+        ));
+        assert!(matches!(
+            DestinationArn::parse("arn:aws:s3:::bucket").unwrap(),
+            DestinationArn::S3 { bucket, .. } if bucket == "bucket"
+        ));
+        assert!(DestinationArn::parse("arn:aws:lambda:us-east-1:1:function:f").is_err());
+    }
+}

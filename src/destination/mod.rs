@@ -1,0 +1,17 @@
+//! On-failure destinations: when the retry policy gives up on records, an AWS-shaped failure record
+//! (esm-spec.md §9) describing them goes to an SQS queue, an SNS topic or an S3 bucket (S3 also gets
+//! the whole event as `payload`). The worker retries a failed send until it succeeds: a batch is
+//! never skipped without being recorded somewhere.
+
+mod record;
+mod send;
+
+pub use record::{BatchInfo, FailureRecord, ResponseContext};
+pub use send::AwsDestination;
+
+use async_trait::async_trait;
+
+#[async_trait]
+pub trait Destination: Send + Sync {
+    async fn send(&self, record: &FailureRecord) -> Result<(), String>;
+}

@@ -1,0 +1,129 @@
+//! The `sluice` binary: `sluice run` and `sluice validate`. A bad config exits 2 before any AWS call.
+
+use clap::{Args, Parser, Subcommand};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use tokio_util::sync::CancellationToken;
+
+use sluice::telemetry::{init_logging, LogFormat};
+
+#[derive(Parser)]
+#[command(
+    name = "sluice",
+    version,
+    about = "Self-hosted AWS Lambda event source mappings"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run every enabled mapping until SIGTERM or SIGINT.
+    Run(RunArgs),
+    /// Check a config file; print every problem, one per line; exit 2 if there is any.
+    Validate(ConfigArg),
+}
+
+#[derive(Args)]
+struct ConfigArg {
+    /// The YAML config file.
+    #[arg(long, env = "SLUICE_CONFIG")]
+    config: PathBuf,
+}
+
+#[derive(Args)]
+struct RunArgs {
+    #[command(flatten)]
+    config: ConfigArg,
+    /// Log format.
+    #[arg(long, env = "SLUICE_LOG_FORMAT", value_enum, default_value = "text")]
+    log_format: LogFormat,
+    /// Overrides `admin_listen`.
+    #[arg(long, env = "SLUICE_ADMIN_LISTEN")]
+    admin_listen: Option<SocketAddr>,
+    /// Overrides `checkpoint_dir`.
+    #[arg(long, env = "SLUICE_CHECKPOINT_DIR")]
+    checkpoint_dir: Option<PathBuf>,
+}
+
+fn load(arg: &ConfigArg) -> Result<sluice::config::Config, ExitCode> {
+    sluice::config::load(&arg.config).map_err(|errors| {
+        for e in &errors.0 {
+            eprintln!("{e}");
+        }
+        eprintln!("{}: {} problem(s)", arg.config.display(), errors.0.len());
+        ExitCode::from(2)
+    })
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Validate(arg) => match load(&arg) {
+            Ok(cfg) => {
+                println!(
+                    "{}: ok ({} mapping(s))",
+                    arg.config.display(),
+                    cfg.mappings.len()
+                );
+                ExitCode::SUCCESS
+            }
+            Err(code) => code,
+        },
+        Command::Run(args) => {
+            let mut cfg = match load(&args.config) {
+                Ok(cfg) => cfg,
+                Err(code) => return code,
+            };
+            if let Some(a) = args.admin_listen {
+                cfg.admin_listen = a;
+            }
+            if let Some(d) = args.checkpoint_dir {
+                cfg.checkpoint_dir = d;
+            }
+            init_logging(args.log_format);
+            let runtime = match tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(rt) => rt,
+                Err(e) => {
+                    eprintln!("cannot start the runtime: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            runtime.block_on(async {
+                let shutdown = CancellationToken::new();
+                tokio::spawn(signal(shutdown.clone()));
+                match sluice::app::run(cfg, shutdown).await {
+                    Ok(()) => ExitCode::SUCCESS,
+                    Err(e) => {
+                        tracing::error!(error = format!("{e:#}"), "sluice failed");
+                        ExitCode::FAILURE
+                    }
+                }
+            })
+        }
+    }
+}
+
+/// Cancels `shutdown` on SIGTERM or SIGINT.
+async fn signal(shutdown: CancellationToken) {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("installing the SIGTERM handler");
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+    tracing::info!("signal received");
+    shutdown.cancel();
+}

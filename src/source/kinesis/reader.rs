@@ -1,0 +1,198 @@
+//! One Kinesis shard, read in order: GetShardIterator from the checkpoint (AFTER_SEQUENCE_NUMBER) or
+//! the StartingPosition, then GetRecords. At most 5 reads per second per shard; at Lambda's base
+//! rate of one per second once caught up. An expired iterator is re-fetched just after the last
+//! record this reader handed out (or from where it started, if none), never from StartingPosition.
+
+use async_trait::async_trait;
+use aws_sdk_kinesis::primitives::DateTime;
+use aws_sdk_kinesis::types::ShardIteratorType;
+use aws_sdk_kinesis::Client;
+use std::sync::Arc;
+use std::time::{Duration, UNIX_EPOCH};
+use tokio::time::Instant;
+
+use super::{error_text, event, EventContext};
+use crate::config::StartingPosition;
+use crate::source::{Page, Record, SequenceNumber, ShardReader, SourceError, StartFrom};
+
+/// Kinesis allows 5 GetRecords calls per second per shard.
+const MIN_READ_INTERVAL: Duration = Duration::from_millis(200);
+/// Lambda's base polling rate for a caught-up shard.
+const IDLE_READ_INTERVAL: Duration = Duration::from_secs(1);
+/// GetRecords' maximum page.
+const PAGE_LIMIT: i32 = 10_000;
+
+pub(super) struct KinesisShardReader {
+    client: Client,
+    stream: String,
+    shard_id: String,
+    start: StartFrom,
+    ctx: Arc<EventContext>,
+    iterator: Option<String>,
+    next_read_at: Instant,
+    /// GetRecords returned no next iterator: the shard is closed and everything was handed out.
+    ended: bool,
+}
+
+impl KinesisShardReader {
+    pub(super) fn new(
+        client: Client,
+        stream: String,
+        shard_id: String,
+        start: StartFrom,
+        ctx: Arc<EventContext>,
+    ) -> Self {
+        KinesisShardReader {
+            client,
+            stream,
+            shard_id,
+            start,
+            ctx,
+            iterator: None,
+            next_read_at: Instant::now(),
+            ended: false,
+        }
+    }
+
+    async fn fetch_iterator(&self) -> Result<String, SourceError> {
+        let req = self
+            .client
+            .get_shard_iterator()
+            .stream_name(&self.stream)
+            .shard_id(&self.shard_id);
+        let req = match &self.start {
+            StartFrom::After(seq) => req
+                .shard_iterator_type(ShardIteratorType::AfterSequenceNumber)
+                .starting_sequence_number(&seq.0),
+            StartFrom::Position(StartingPosition::TrimHorizon) => {
+                req.shard_iterator_type(ShardIteratorType::TrimHorizon)
+            }
+            StartFrom::Position(StartingPosition::Latest) => {
+                req.shard_iterator_type(ShardIteratorType::Latest)
+            }
+            StartFrom::Position(StartingPosition::AtTimestamp(t)) => {
+                let since = t.duration_since(UNIX_EPOCH).unwrap_or_default();
+                req.shard_iterator_type(ShardIteratorType::AtTimestamp)
+                    .timestamp(DateTime::from_secs_f64(since.as_secs_f64()))
+            }
+        };
+        let out = req.send().await.map_err(|e| {
+            let svc = e.as_service_error();
+            if svc.is_some_and(|s| s.is_provisioned_throughput_exceeded_exception()) {
+                SourceError::Throttled(format!("GetShardIterator: {}", error_text(&e)))
+            } else if svc.is_some_and(|s| s.is_resource_not_found_exception()) {
+                SourceError::NotFound(format!("{}/{}", self.stream, self.shard_id))
+            } else {
+                SourceError::Service(format!(
+                    "GetShardIterator {}: {}",
+                    self.shard_id,
+                    error_text(&e)
+                ))
+            }
+        })?;
+        out.shard_iterator()
+            .map(str::to_string)
+            .ok_or_else(|| SourceError::Service("GetShardIterator returned no iterator".into()))
+    }
+}
+
+#[async_trait]
+impl ShardReader for KinesisShardReader {
+    fn next_read_at(&self) -> Instant {
+        self.next_read_at
+    }
+
+    async fn read(&mut self) -> Result<Page, SourceError> {
+        if self.ended {
+            return Ok(Page::ShardEnd);
+        }
+        let iterator = match &self.iterator {
+            Some(it) => it.clone(),
+            None => {
+                let it = self.fetch_iterator().await?;
+                self.iterator = Some(it.clone());
+                it
+            }
+        };
+        let called_at = Instant::now();
+        let result = self
+            .client
+            .get_records()
+            .shard_iterator(iterator)
+            .limit(PAGE_LIMIT)
+            .send()
+            .await;
+        self.next_read_at = called_at + MIN_READ_INTERVAL;
+        let out = match result {
+            Ok(out) => out,
+            Err(e) => {
+                let svc = e.as_service_error();
+                return Err(if svc.is_some_and(|s| s.is_expired_iterator_exception()) {
+                    self.iterator = None;
+                    self.next_read_at = Instant::now();
+                    SourceError::ExpiredIterator
+                } else if svc.is_some_and(|s| {
+                    s.is_provisioned_throughput_exceeded_exception()
+                        || s.is_kms_throttling_exception()
+                }) {
+                    SourceError::Throttled(format!("GetRecords: {}", error_text(&e)))
+                } else if svc.is_some_and(|s| s.is_resource_not_found_exception()) {
+                    SourceError::NotFound(format!("{}/{}", self.stream, self.shard_id))
+                } else {
+                    SourceError::Service(format!(
+                        "GetRecords {}: {}",
+                        self.shard_id,
+                        error_text(&e)
+                    ))
+                });
+            }
+        };
+        let records: Vec<Record> = out
+            .records()
+            .iter()
+            .map(|r| {
+                let arrival_ms = r
+                    .approximate_arrival_timestamp()
+                    .map(|t| t.to_millis().unwrap_or(0))
+                    .unwrap_or(0);
+                let encryption = r.encryption_type().map(|t| t.as_str());
+                Record {
+                    sequence: SequenceNumber(r.sequence_number().to_string()),
+                    arrival_ms,
+                    event: event::encode(
+                        &self.ctx,
+                        &self.shard_id,
+                        r.sequence_number(),
+                        r.partition_key().unwrap_or_default(),
+                        r.data().as_ref(),
+                        arrival_ms,
+                        encryption,
+                    ),
+                }
+            })
+            .collect();
+        if let Some(last) = records.last() {
+            self.start = StartFrom::After(last.sequence.clone());
+        }
+        let millis_behind = out.millis_behind_latest();
+        match out.next_shard_iterator() {
+            Some(next) => self.iterator = Some(next.to_string()),
+            None => {
+                self.iterator = None;
+                self.ended = true;
+                if records.is_empty() {
+                    return Ok(Page::ShardEnd);
+                }
+            }
+        }
+        let caught_up = records.len() < PAGE_LIMIT as usize && millis_behind.unwrap_or(0) == 0;
+        if caught_up {
+            self.next_read_at = called_at + IDLE_READ_INTERVAL;
+        }
+        Ok(Page::Records {
+            records,
+            caught_up,
+            millis_behind,
+        })
+    }
+}

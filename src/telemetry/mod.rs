@@ -1,0 +1,39 @@
+//! Telemetry: log setup ([`init_logging`]), the Prometheus registry with one method per metric
+//! event ([`Metrics`]), and the per-shard status board behind `/status` and `/readyz` ([`Status`]).
+
+mod metrics;
+mod status;
+
+pub use metrics::Metrics;
+pub use status::{ShardState, ShardStatus, Status};
+
+use tracing_subscriber::EnvFilter;
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Installs the global subscriber. The filter comes from `SLUICE_LOG`, else `RUST_LOG`, else `info`.
+pub fn init_logging(format: LogFormat) {
+    let filter = std::env::var("SLUICE_LOG")
+        .ok()
+        .or_else(|| std::env::var("RUST_LOG").ok())
+        .and_then(|f| EnvFilter::try_new(f).ok())
+        .unwrap_or_else(|| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.with_target(false).init(),
+        LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(true)
+            .init(),
+    }
+}

@@ -1,0 +1,550 @@
+//! One shard's worker: read → batch → dispatch → checkpoint, one batch at a time, so batch N+1 is
+//! never sent before batch N succeeded or was given up on (DESIGN.md invariants 1 and 2).
+//!
+//! A batch is processed as a queue of *pieces* (contiguous runs of records, left to right). A piece
+//! that succeeds is checkpointed and dropped; one that fails is retried, bisected, trimmed to the
+//! records after a partial batch response's lowest failure, or given up on, as [`RetryPolicy`]
+//! decides. Records past `MaximumRecordAgeInSeconds` are given up on before any invoke.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::Duration;
+use time::OffsetDateTime;
+use tokio::time::{sleep, sleep_until, Instant};
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+use super::MappingContext;
+use crate::batch::{self, Batcher, MAX_PAYLOAD_BYTES};
+use crate::checkpoint::Checkpoint;
+use crate::destination::{BatchInfo, FailureRecord, ResponseContext};
+use crate::dispatch::response::{self, ItemFailures};
+use crate::dispatch::{DispatchError, Invoked};
+use crate::retry::{Condition, Decision, FailureKind};
+use crate::source::{Page, Record, ShardReader};
+use crate::telemetry::ShardState;
+
+/// How a worker stopped.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Exit {
+    /// The shard was closed, read to its end and checkpointed as ended.
+    Ended,
+    /// Shutdown was requested; every finished batch is checkpointed.
+    Cancelled,
+}
+
+/// Records being worked on, with their retry history.
+struct Piece {
+    records: Vec<Record>,
+    function_errors: u32,
+    consecutive_failures: u32,
+    invokes: u32,
+    last_response: Option<(Option<String>, ResponseContext)>,
+}
+
+impl Piece {
+    fn new(records: Vec<Record>) -> Self {
+        Piece {
+            records,
+            function_errors: 0,
+            consecutive_failures: 0,
+            invokes: 0,
+            last_response: None,
+        }
+    }
+}
+
+pub struct ShardWorker {
+    ctx: Arc<MappingContext>,
+    shard: String,
+    reader: Box<dyn ShardReader>,
+    batcher: Batcher,
+    ended: bool,
+    state: Option<ShardState>,
+    batch_info_key: &'static str,
+}
+
+fn now_ms() -> i64 {
+    (OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000) as i64
+}
+
+impl ShardWorker {
+    pub fn new(
+        ctx: Arc<MappingContext>,
+        shard: String,
+        reader: Box<dyn ShardReader>,
+        batch_info_key: &'static str,
+    ) -> Self {
+        let batcher = Batcher::new(ctx.mapping.batch_size, MAX_PAYLOAD_BYTES);
+        ShardWorker {
+            ctx,
+            shard,
+            reader,
+            batcher,
+            ended: false,
+            state: None,
+            batch_info_key,
+        }
+    }
+
+    fn set_state(&mut self, state: ShardState) {
+        if self.state != Some(state) {
+            self.ctx.metrics.shard_state(
+                self.ctx.name(),
+                self.state.map(ShardState::as_str),
+                Some(state.as_str()),
+            );
+            self.state = Some(state);
+        }
+        let buffered = self.batcher.len();
+        self.ctx.status.update(self.ctx.name(), &self.shard, |s| {
+            s.state = state;
+            s.buffered_records = buffered;
+        });
+    }
+
+    /// Runs until the shard ends or `cancel` fires.
+    pub async fn run(mut self, cancel: CancellationToken) -> Exit {
+        info!(mapping = self.ctx.name(), shard = %self.shard, "shard worker started");
+        let exit = loop {
+            if !self.fill(&cancel).await {
+                break Exit::Cancelled;
+            }
+            if self.batcher.is_empty() {
+                if self.ended {
+                    if !self.checkpoint(Checkpoint::ShardEnd, &cancel).await {
+                        break Exit::Cancelled;
+                    }
+                    break Exit::Ended;
+                }
+                continue;
+            }
+            let batch = self.batcher.take();
+            if !self.process(batch, &cancel).await {
+                break Exit::Cancelled;
+            }
+        };
+        if exit == Exit::Ended {
+            self.set_state(ShardState::Ended);
+            self.ctx.metrics.forget_shard(self.ctx.name(), &self.shard);
+        } else if let Some(s) = self.state.take() {
+            self.ctx
+                .metrics
+                .shard_state(self.ctx.name(), Some(s.as_str()), None);
+        }
+        info!(mapping = self.ctx.name(), shard = %self.shard, ?exit, "shard worker stopped");
+        exit
+    }
+
+    /// Reads until a batch is due: full (count or 6 MB), the window has passed with records
+    /// waiting, or the shard ended. The window starts when the previous invocation completed.
+    /// Returns false if cancelled.
+    async fn fill(&mut self, cancel: &CancellationToken) -> bool {
+        let window_end = Instant::now() + self.ctx.mapping.batching_window;
+        let mut source_failures = 0u32;
+        loop {
+            if self.batcher.is_full()
+                || self.ended
+                || (!self.batcher.is_empty() && Instant::now() >= window_end)
+            {
+                return true;
+            }
+            self.set_state(ShardState::Reading);
+            let mut at = self.reader.next_read_at();
+            if !self.batcher.is_empty() {
+                at = at.min(window_end);
+            }
+            tokio::select! {
+                _ = cancel.cancelled() => return false,
+                _ = sleep_until(at) => {}
+            }
+            if !self.batcher.is_empty() && Instant::now() >= window_end {
+                return true;
+            }
+            let page = tokio::select! {
+                _ = cancel.cancelled() => return false,
+                page = self.reader.read() => page,
+            };
+            match page {
+                Ok(Page::Records {
+                    records,
+                    caught_up,
+                    millis_behind,
+                }) => {
+                    source_failures = 0;
+                    self.ctx.metrics.polled(self.ctx.name(), records.len());
+                    if records.is_empty() && caught_up && self.batcher.is_empty() {
+                        self.ctx
+                            .metrics
+                            .iterator_age(self.ctx.name(), &self.shard, 0);
+                    }
+                    self.ctx.status.update(self.ctx.name(), &self.shard, |s| {
+                        s.millis_behind_latest = millis_behind;
+                        s.last_error = None;
+                    });
+                    self.batcher.push(records);
+                }
+                Ok(Page::ShardEnd) => {
+                    info!(mapping = self.ctx.name(), shard = %self.shard, "shard closed and fully read");
+                    self.ended = true;
+                }
+                Err(e) => {
+                    source_failures += 1;
+                    self.ctx.metrics.source_error(self.ctx.name(), e.kind());
+                    self.ctx.status.update(self.ctx.name(), &self.shard, |s| {
+                        s.last_error = Some(e.to_string())
+                    });
+                    if !matches!(e, crate::source::SourceError::ExpiredIterator) {
+                        let delay = self.ctx.policy.backoff(source_failures);
+                        warn!(mapping = self.ctx.name(), shard = %self.shard, error = %e, retry_in_ms = delay.as_millis() as u64, "read failed");
+                        tokio::select! {
+                            _ = cancel.cancelled() => return false,
+                            _ = sleep(delay) => {}
+                        }
+                    } else {
+                        debug!(mapping = self.ctx.name(), shard = %self.shard, "iterator expired; re-fetching");
+                    }
+                }
+            }
+        }
+    }
+
+    /// Processes one batch to completion (every record succeeded or was given up on).
+    /// Returns false if cancelled first.
+    async fn process(&mut self, batch: Vec<Record>, cancel: &CancellationToken) -> bool {
+        let ctx = self.ctx.clone();
+        let name = ctx.name();
+        let policy = &ctx.policy;
+        let mut pieces = VecDeque::from([Piece::new(batch)]);
+        while let Some(piece) = pieces.front_mut() {
+            // Records past MaximumRecordAgeInSeconds are given up on without an invoke. Records are
+            // in arrival order, so the expired ones are a prefix.
+            let now = now_ms();
+            let expired = piece
+                .records
+                .iter()
+                .take_while(|r| policy.expired(r.arrival_ms, now))
+                .count();
+            if expired > 0 {
+                let gone: Vec<Record> = piece.records.drain(..expired).collect();
+                let meta = (piece.invokes, piece.last_response.clone());
+                if !self
+                    .give_up(gone, Condition::RecordAgeExceeded, meta, cancel)
+                    .await
+                {
+                    return false;
+                }
+                let piece = pieces.front_mut().expect("piece still queued");
+                if piece.records.is_empty() {
+                    pieces.pop_front();
+                    continue;
+                }
+            }
+            if cancel.is_cancelled() {
+                return false;
+            }
+            self.set_state(ShardState::Dispatching);
+            let piece = pieces.front_mut().expect("piece still queued");
+            let n = piece.records.len();
+            let payload = batch::encode(&piece.records);
+            let started = Instant::now();
+            let result = ctx.dispatcher.invoke(payload).await;
+            let took = started.elapsed();
+            let last_arrival = piece.records.last().map(|r| r.arrival_ms).unwrap_or(now);
+            ctx.metrics
+                .iterator_age(name, &self.shard, now_ms() - last_arrival);
+
+            let (kind, outcome, detail) = match result {
+                Ok(inv) if inv.function_error.is_none() => {
+                    let verdict = if ctx.mapping.errors.report_batch_item_failures {
+                        response::parse(&inv.body, |id| {
+                            piece.records.iter().position(|r| r.sequence.0 == id)
+                        })
+                    } else {
+                        ItemFailures::None
+                    };
+                    piece.invokes += 1;
+                    piece.last_response = Some(response_context(&inv));
+                    match verdict {
+                        ItemFailures::None => {
+                            ctx.metrics.invoked(name, n, "success", took);
+                            let last = piece
+                                .records
+                                .last()
+                                .expect("non-empty piece")
+                                .sequence
+                                .clone();
+                            debug!(mapping = name, shard = %self.shard, records = n, last = %last, took_ms = took.as_millis() as u64, "batch succeeded");
+                            pieces.pop_front();
+                            if !self.checkpoint(Checkpoint::Sequence(last), cancel).await {
+                                return false;
+                            }
+                            continue;
+                        }
+                        ItemFailures::From(i) if i > 0 => {
+                            ctx.metrics.invoked(name, n, "partial_failure", took);
+                            ctx.metrics.failed_invoke(name, n);
+                            // Everything before the lowest failure is done: checkpoint it and retry
+                            // from the failure (with bisect, AWS splits at exactly that point).
+                            let done: Vec<Record> = piece.records.drain(..i).collect();
+                            let last = done.last().expect("i > 0").sequence.clone();
+                            let first_failed = piece.records[0].sequence.clone();
+                            piece.function_errors += 1;
+                            piece.consecutive_failures += 1;
+                            let (errors, consecutive, left) = (
+                                piece.function_errors,
+                                piece.consecutive_failures,
+                                piece.records.len(),
+                            );
+                            info!(mapping = name, shard = %self.shard, first_failed = %first_failed, retrying = left, "partial batch failure");
+                            if !self.checkpoint(Checkpoint::Sequence(last), cancel).await {
+                                return false;
+                            }
+                            // A partial response is a function error for the remaining records,
+                            // but they are not bisected again for it.
+                            let decision = match policy.decide(
+                                FailureKind::Function,
+                                1,
+                                errors,
+                                consecutive,
+                            ) {
+                                Decision::Bisect => {
+                                    Decision::RetryAfter(policy.backoff(consecutive))
+                                }
+                                d => d,
+                            };
+                            if !self.follow(decision, &mut pieces, cancel).await {
+                                return false;
+                            }
+                            continue;
+                        }
+                        ItemFailures::From(_) => {
+                            ctx.metrics.invoked(name, n, "partial_failure", took);
+                            (
+                                FailureKind::Function,
+                                "partial_failure",
+                                "the first record failed".to_string(),
+                            )
+                        }
+                        ItemFailures::All(why) => {
+                            ctx.metrics.invoked(name, n, "partial_failure", took);
+                            (
+                                FailureKind::Function,
+                                "partial_failure",
+                                format!("complete failure: {why}"),
+                            )
+                        }
+                    }
+                }
+                Ok(inv) => {
+                    piece.invokes += 1;
+                    piece.last_response = Some(response_context(&inv));
+                    ctx.metrics.invoked(name, n, "function_error", took);
+                    let body =
+                        String::from_utf8_lossy(&inv.body[..inv.body.len().min(512)]).into_owned();
+                    (
+                        FailureKind::Function,
+                        "function_error",
+                        format!("{}: {body}", inv.function_error.unwrap_or_default()),
+                    )
+                }
+                Err(DispatchError::PayloadTooLarge { message }) if n > 1 => {
+                    // Split without consuming the retry budget; left half first keeps the order.
+                    ctx.metrics.invoked_not(name, "payload_too_large", took);
+                    debug!(mapping = name, shard = %self.shard, records = n, %message, "payload too large; splitting");
+                    let right = piece.records.split_off(n / 2);
+                    pieces.insert(1, Piece::new(right));
+                    continue;
+                }
+                Err(e) => {
+                    let (kind, outcome) = match &e {
+                        DispatchError::Throttled { .. } => (FailureKind::NotInvoked, "throttled"),
+                        DispatchError::Service { .. } => (FailureKind::NotInvoked, "service_error"),
+                        // A single record that is still too large cannot be split: it fails.
+                        DispatchError::PayloadTooLarge { .. } => {
+                            (FailureKind::Function, "payload_too_large")
+                        }
+                    };
+                    ctx.metrics.invoked_not(name, outcome, took);
+                    (kind, outcome, e.to_string())
+                }
+            };
+            ctx.metrics.failed_invoke(name, n);
+            let piece = pieces.front_mut().expect("piece still queued");
+            if kind == FailureKind::Function {
+                piece.function_errors += 1;
+            }
+            piece.consecutive_failures += 1;
+            let (errors, consecutive) = (piece.function_errors, piece.consecutive_failures);
+            warn!(mapping = name, shard = %self.shard, records = n, outcome, function_errors = errors, error = %detail, "invocation failed");
+            ctx.status.update(name, &self.shard, |s| {
+                s.retry_attempt = errors;
+                s.last_error = Some(format!("{outcome}: {detail}"));
+            });
+            let decision = policy.decide(kind, n, errors, consecutive);
+            if !self.follow(decision, &mut pieces, cancel).await {
+                return false;
+            }
+        }
+        ctx.status
+            .update(name, &self.shard, |s| s.retry_attempt = 0);
+        true
+    }
+
+    /// Carries out the policy's decision for the front piece. Returns false if cancelled.
+    async fn follow(
+        &mut self,
+        decision: Decision,
+        pieces: &mut VecDeque<Piece>,
+        cancel: &CancellationToken,
+    ) -> bool {
+        let piece = pieces.front_mut().expect("piece queued");
+        match decision {
+            Decision::Bisect => {
+                let right = piece.records.split_off(piece.records.len() / 2);
+                // Splitting does not consume the retry budget: both halves start afresh.
+                let left = std::mem::take(&mut piece.records);
+                pieces.pop_front();
+                pieces.push_front(Piece::new(right));
+                pieces.push_front(Piece::new(left));
+                true
+            }
+            Decision::RetryAfter(mut delay) => {
+                // Wake no later than the oldest record's expiry, so age is enforced on time.
+                if let Some(first) = piece.records.first() {
+                    if let Some(left) = self.ctx.policy.until_expiry(first.arrival_ms, now_ms()) {
+                        delay = delay.min(left + Duration::from_millis(1));
+                    }
+                }
+                self.set_state(ShardState::Retrying);
+                tokio::select! {
+                    _ = cancel.cancelled() => false,
+                    _ = sleep(delay) => true,
+                }
+            }
+            Decision::GiveUp(condition) => {
+                let piece = pieces.pop_front().expect("piece queued");
+                self.give_up(
+                    piece.records,
+                    condition,
+                    (piece.invokes, piece.last_response),
+                    cancel,
+                )
+                .await
+            }
+        }
+    }
+
+    /// Records are given up on: describe them to the on-failure destination (retrying until it
+    /// takes the record) or count them dropped, then checkpoint past them.
+    async fn give_up(
+        &mut self,
+        records: Vec<Record>,
+        condition: Condition,
+        (invokes, last): (u32, Option<(Option<String>, ResponseContext)>),
+        cancel: &CancellationToken,
+    ) -> bool {
+        let ctx = self.ctx.clone();
+        let name = ctx.name();
+        let (first, last_rec) = (
+            records.first().expect("non-empty"),
+            records.last().expect("non-empty"),
+        );
+        let end = last_rec.sequence.clone();
+        warn!(mapping = name, shard = %self.shard, condition = condition.as_str(), records = records.len(),
+              start = %first.sequence, end = %end, "giving up on records");
+        match &ctx.destination {
+            Some(dest) => {
+                let (request_id, response) = match last {
+                    Some((id, r)) => (id, Some(r)),
+                    None => (None, None),
+                };
+                let record = FailureRecord::new(
+                    name,
+                    request_id,
+                    ctx.dispatcher.function_arn(),
+                    condition.as_str(),
+                    invokes,
+                    response,
+                    BatchInfo {
+                        key: self.batch_info_key,
+                        shard_id: self.shard.clone(),
+                        start_sequence_number: first.sequence.0.clone(),
+                        end_sequence_number: end.0.clone(),
+                        first_arrival_ms: first.arrival_ms,
+                        last_arrival_ms: last_rec.arrival_ms,
+                        batch_size: records.len(),
+                        stream_arn: ctx.mapping.source.arn().to_string(),
+                    },
+                    batch::encode(&records),
+                    OffsetDateTime::now_utc(),
+                );
+                let mut failures = 0;
+                loop {
+                    match dest.send(&record).await {
+                        Ok(()) => break,
+                        Err(e) => {
+                            failures += 1;
+                            ctx.metrics.destination_failure(name);
+                            let delay = ctx.policy.backoff(failures);
+                            warn!(mapping = name, shard = %self.shard, error = %e, retry_in_ms = delay.as_millis() as u64,
+                                  "on-failure destination rejected the record; retrying (the shard waits)");
+                            ctx.status.update(name, &self.shard, |s| {
+                                s.last_error = Some(format!("destination: {e}"))
+                            });
+                            tokio::select! {
+                                _ = cancel.cancelled() => return false,
+                                _ = sleep(delay) => {}
+                            }
+                        }
+                    }
+                }
+                ctx.metrics.destination_delivered(name, records.len());
+            }
+            None => ctx.metrics.dropped(name, records.len()),
+        }
+        self.checkpoint(Checkpoint::Sequence(end), cancel).await
+    }
+
+    /// Writes a checkpoint, retrying until the store takes it. Returns false if cancelled first.
+    async fn checkpoint(&mut self, cp: Checkpoint, cancel: &CancellationToken) -> bool {
+        let ctx = self.ctx.clone();
+        let mut failures = 0;
+        loop {
+            match ctx.checkpoints.put(ctx.name(), &self.shard, &cp).await {
+                Ok(()) => break,
+                Err(e) => {
+                    failures += 1;
+                    let delay = ctx.policy.backoff(failures);
+                    warn!(mapping = ctx.name(), shard = %self.shard, error = %e, "checkpoint write failed; retrying");
+                    tokio::select! {
+                        _ = cancel.cancelled() => return false,
+                        _ = sleep(delay) => {}
+                    }
+                }
+            }
+        }
+        ctx.metrics.checkpointed(ctx.name());
+        let shown = match &cp {
+            Checkpoint::Sequence(s) => s.0.clone(),
+            Checkpoint::ShardEnd => "SHARD_END".into(),
+        };
+        ctx.status
+            .update(ctx.name(), &self.shard, |s| s.checkpoint = Some(shown));
+        true
+    }
+}
+
+fn response_context(inv: &Invoked) -> (Option<String>, ResponseContext) {
+    (
+        inv.request_id.clone(),
+        ResponseContext {
+            status_code: inv.status,
+            executed_version: inv
+                .executed_version
+                .clone()
+                .unwrap_or_else(|| "$LATEST".into()),
+            function_error: inv.function_error.clone().unwrap_or_default(),
+        },
+    )
+}

@@ -1,0 +1,119 @@
+#!/usr/bin/env bash
+# sluice test bed: installs (when missing), starts and stops the emulators the integration tests use.
+#
+#   testbed/testbed.sh install   install emulators under .testbed/ (idempotent)
+#   testbed/testbed.sh start     install if needed, start everything on 127.0.0.1 with free ports,
+#                                wait until each answers, write .testbed/env (sourceable exports)
+#   testbed/testbed.sh stop      stop what `start` started, by PID
+#
+# Emulators (see docs/testing.md):
+#   kinesis-local (npm)    Kinesis Data Streams          SLUICE_TEST_KINESIS_ENDPOINT
+#   cargo-lambda (PyPI)    Lambda Invoke, real functions SLUICE_TEST_LAMBDA_ENDPOINT
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+STATE="$ROOT/.testbed"
+NPM_DIR="$STATE/npm"
+VENV="$STATE/venv"
+FUNCTIONS="$ROOT/testbed/functions"
+KINESIS_LOCAL_VERSION=0.6.2
+CARGO_LAMBDA_VERSION=1.9.1
+
+log() { echo "testbed: $*" >&2; }
+
+free_port() {
+  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'
+}
+
+wait_http() { # url, name, seconds
+  local url=$1 name=$2 secs=${3:-60} i
+  for ((i = 0; i < secs * 10; i++)); do
+    if curl -fsS -o /dev/null "$url" 2>/dev/null; then log "$name ready at $url"; return 0; fi
+    sleep 0.1
+  done
+  log "$name did not answer at $url within ${secs}s; its log:"; tail -n 40 "$STATE/$name.log" >&2 || true
+  return 1
+}
+
+wait_port() { # port, name, seconds
+  local port=$1 name=$2 secs=${3:-60} i
+  for ((i = 0; i < secs * 10; i++)); do
+    if python3 -c "import socket,sys; s=socket.socket(); sys.exit(s.connect_ex(('127.0.0.1',$port)))"; then
+      log "$name listening on $port"; return 0
+    fi
+    sleep 0.1
+  done
+  log "$name did not open port $port within ${secs}s; its log:"; tail -n 40 "$STATE/$name.log" >&2 || true
+  return 1
+}
+
+install() {
+  mkdir -p "$STATE"
+  if [ ! -f "$NPM_DIR/node_modules/kinesis-local/main.js" ]; then
+    log "installing kinesis-local@$KINESIS_LOCAL_VERSION"
+    npm install --silent --no-audit --no-fund --prefix "$NPM_DIR" "kinesis-local@$KINESIS_LOCAL_VERSION" >&2
+  fi
+  if [ ! -x "$VENV/bin/cargo-lambda" ]; then
+    log "installing cargo-lambda $CARGO_LAMBDA_VERSION into $VENV"
+    python3 -m venv "$VENV"
+    "$VENV/bin/pip" install --quiet --disable-pip-version-check "cargo-lambda==$CARGO_LAMBDA_VERSION" >&2
+  fi
+  if ! command -v curl >/dev/null; then
+    log "installing curl"; apt-get update -qq >&2 && apt-get install -y -qq curl >&2
+  fi
+  # Build the test functions now so the first Invoke does not wait for a cold compile.
+  log "building test functions"
+  (cd "$FUNCTIONS" && cargo build --quiet >&2)
+}
+
+start() {
+  install
+  stop_quiet
+  mkdir -p "$STATE/recorder"
+  local kport lport
+  kport=$(free_port); lport=$(free_port)
+
+  log "starting kinesis-local on $kport"
+  KINESIS_MOCK_CERT_PATH="$NPM_DIR/node_modules/kinesis-local/server.json" \
+    KINESIS_MOCK_PLAIN_PORT=$kport KINESIS_MOCK_TLS_PORT=$(free_port) LOG_LEVEL=WARN \
+    SHARD_LIMIT=1000 AWS_ACCOUNT_ID=000000000000 AWS_REGION=us-east-1 \
+    CREATE_STREAM_DURATION=200ms UPDATE_SHARD_COUNT_DURATION=200ms \
+    setsid node "$NPM_DIR/node_modules/kinesis-local/main.js" >"$STATE/kinesis.log" 2>&1 &
+  echo $! >"$STATE/kinesis.pid"
+
+  log "starting cargo lambda watch on $lport"
+  (cd "$FUNCTIONS" && SLUICE_RECORDER_DIR="$STATE/recorder" \
+    setsid "$VENV/bin/cargo-lambda" lambda watch -A 127.0.0.1 -P "$lport" >"$STATE/lambda.log" 2>&1 &
+    echo $! >"$STATE/lambda.pid")
+
+  wait_http "http://127.0.0.1:$kport/healthcheck" kinesis 60
+  wait_port "$lport" lambda 60
+
+  cat >"$STATE/env" <<ENV
+export SLUICE_TEST_KINESIS_ENDPOINT=http://127.0.0.1:$kport
+export SLUICE_TEST_LAMBDA_ENDPOINT=http://127.0.0.1:$lport
+export SLUICE_TEST_RECORDER_DIR=$STATE/recorder
+export AWS_ACCESS_KEY_ID=test
+export AWS_SECRET_ACCESS_KEY=test
+export AWS_REGION=us-east-1
+ENV
+  log "environment written to $STATE/env"
+}
+
+stop_quiet() {
+  local f pid
+  for f in "$STATE"/*.pid; do
+    [ -e "$f" ] || continue
+    pid=$(cat "$f")
+    # Each emulator was started with setsid: stop its whole process group (cargo-lambda runs children).
+    kill -TERM -- "-$pid" 2>/dev/null || kill -TERM "$pid" 2>/dev/null || true
+    rm -f "$f"
+  done
+}
+
+case "${1:-}" in
+  install) install ;;
+  start) start ;;
+  stop) stop_quiet; log "stopped" ;;
+  *) echo "usage: $0 install|start|stop" >&2; exit 64 ;;
+esac
