@@ -78,13 +78,15 @@ start() {
     KINESIS_MOCK_PLAIN_PORT=$kport KINESIS_MOCK_TLS_PORT=$(free_port) LOG_LEVEL=WARN \
     SHARD_LIMIT=1000 AWS_ACCOUNT_ID=000000000000 AWS_REGION=us-east-1 \
     CREATE_STREAM_DURATION=200ms UPDATE_SHARD_COUNT_DURATION=200ms \
-    setsid node "$NPM_DIR/node_modules/kinesis-local/main.js" >"$STATE/kinesis.log" 2>&1 &
+    setsid node "$NPM_DIR/node_modules/kinesis-local/main.js" </dev/null >"$STATE/kinesis.log" 2>&1 &
   echo $! >"$STATE/kinesis.pid"
 
   log "starting cargo lambda watch on $lport"
-  (cd "$FUNCTIONS" && SLUICE_RECORDER_DIR="$STATE/recorder" \
-    setsid "$VENV/bin/cargo-lambda" lambda watch -A 127.0.0.1 -P "$lport" >"$STATE/lambda.log" 2>&1 &
-    echo $! >"$STATE/lambda.pid")
+  # In a script background jobs share the script's process group, so setsid execs in place and $!
+  # is the emulator itself: `stop` can signal its whole session by that PID.
+  (cd "$FUNCTIONS" && SLUICE_RECORDER_DIR="$STATE/recorder" exec setsid "$VENV/bin/cargo-lambda" \
+    lambda watch -A 127.0.0.1 -P "$lport" </dev/null >"$STATE/lambda.log" 2>&1) &
+  echo $! >"$STATE/lambda.pid"
 
   wait_http "http://127.0.0.1:$kport/healthcheck" kinesis 60
   wait_port "$lport" lambda 60

@@ -1,0 +1,201 @@
+//! Shared test-bed helpers: emulator endpoints (from `testbed/testbed.sh start`), Kinesis stream
+//! set-up with unique names, an HTTP function run by the test, the sluice binary as a child process,
+//! and condition waits (no sleeps as synchronisation).
+#![allow(dead_code)]
+
+pub mod sink;
+pub mod sluice;
+
+use aws_sdk_kinesis::primitives::Blob;
+use aws_sdk_kinesis::types::{PutRecordsRequestEntry, StreamStatus};
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Emulator endpoints.
+#[derive(Clone, Debug)]
+pub struct TestBed {
+    pub kinesis: String,
+    pub lambda: String,
+    pub recorder_dir: PathBuf,
+}
+
+/// Reads the test bed's endpoints from the environment, else from `.testbed/env`.
+pub fn testbed() -> TestBed {
+    let file: BTreeMap<String, String> =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/.testbed/env"))
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| l.strip_prefix("export ")?.split_once('='))
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+    let get = |k: &str| {
+        std::env::var(k).ok().or_else(|| file.get(k).cloned()).unwrap_or_else(|| {
+            panic!("{k} is not set: start the emulators with `testbed/testbed.sh start` (or run testbed/run-tests.sh)")
+        })
+    };
+    TestBed {
+        kinesis: get("SLUICE_TEST_KINESIS_ENDPOINT"),
+        lambda: get("SLUICE_TEST_LAMBDA_ENDPOINT"),
+        recorder_dir: get("SLUICE_TEST_RECORDER_DIR").into(),
+    }
+}
+
+/// A name no other test uses.
+pub fn unique(prefix: &str) -> String {
+    format!(
+        "{prefix}-{}",
+        &uuid::Uuid::new_v4().simple().to_string()[..12]
+    )
+}
+
+pub async fn kinesis(tb: &TestBed) -> aws_sdk_kinesis::Client {
+    let conf = aws_sdk_kinesis::Config::builder()
+        .behavior_version(aws_sdk_kinesis::config::BehaviorVersion::latest())
+        .region(aws_sdk_kinesis::config::Region::new("us-east-1"))
+        .credentials_provider(aws_sdk_kinesis::config::Credentials::new(
+            "test", "test", None, None, "test",
+        ))
+        .endpoint_url(&tb.kinesis)
+        .build();
+    aws_sdk_kinesis::Client::from_conf(conf)
+}
+
+/// Polls `check` every 50 ms until it returns `Some`, or panics naming `what` after `timeout`.
+pub async fn wait_for<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        if tokio::time::Instant::now() > deadline {
+            panic!("timed out after {timeout:?} waiting for {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Creates a stream and waits until it is ACTIVE; returns its ARN.
+pub async fn create_stream(client: &aws_sdk_kinesis::Client, name: &str, shards: i32) -> String {
+    client
+        .create_stream()
+        .stream_name(name)
+        .shard_count(shards)
+        .send()
+        .await
+        .expect("CreateStream");
+    wait_for(
+        "stream to become ACTIVE",
+        Duration::from_secs(30),
+        || async {
+            let d = client
+                .describe_stream_summary()
+                .stream_name(name)
+                .send()
+                .await
+                .ok()?;
+            let s = d.stream_description_summary()?;
+            (s.stream_status() == &StreamStatus::Active).then(|| s.stream_arn().to_string())
+        },
+    )
+    .await
+}
+
+/// A record as written: where it landed.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Written {
+    pub shard: String,
+    pub seq: String,
+    pub key: String,
+    pub data: String,
+}
+
+/// Writes `(partition key, data)` pairs with PutRecords (500 per call, failed entries retried in
+/// order); returns where each landed.
+pub async fn put_records(
+    client: &aws_sdk_kinesis::Client,
+    stream: &str,
+    records: Vec<(String, String)>,
+) -> Vec<Written> {
+    let mut written = Vec::with_capacity(records.len());
+    for chunk in records.chunks(500) {
+        let mut pending: Vec<(String, String)> = chunk.to_vec();
+        while !pending.is_empty() {
+            let entries = pending
+                .iter()
+                .map(|(k, d)| {
+                    PutRecordsRequestEntry::builder()
+                        .partition_key(k)
+                        .data(Blob::new(d.as_bytes()))
+                        .build()
+                        .unwrap()
+                })
+                .collect::<Vec<_>>();
+            let out = client
+                .put_records()
+                .stream_name(stream)
+                .set_records(Some(entries))
+                .send()
+                .await
+                .expect("PutRecords");
+            let mut retry = Vec::new();
+            for (entry, (k, d)) in out.records().iter().zip(pending.drain(..)) {
+                match (entry.shard_id(), entry.sequence_number()) {
+                    (Some(shard), Some(seq)) if entry.error_code().is_none() => {
+                        written.push(Written {
+                            shard: shard.to_string(),
+                            seq: seq.to_string(),
+                            key: k,
+                            data: d,
+                        })
+                    }
+                    _ => retry.push((k, d)),
+                }
+            }
+            pending = retry;
+        }
+    }
+    written
+}
+
+/// `n` records over `keys` partition keys, with data `"<tag>-<i>"`.
+pub fn records(tag: &str, n: usize, keys: usize) -> Vec<(String, String)> {
+    (0..n)
+        .map(|i| (format!("key-{}", i % keys), format!("{tag}-{i}")))
+        .collect()
+}
+
+/// Sequence numbers compare by length, then digits.
+pub fn seq_key(s: &str) -> (usize, &str) {
+    (s.len(), s)
+}
+
+/// Groups delivered records by shard, in delivery order.
+pub fn by_shard<'a>(
+    items: impl IntoIterator<Item = &'a Written>,
+) -> BTreeMap<String, Vec<Written>> {
+    let mut out: BTreeMap<String, Vec<Written>> = BTreeMap::new();
+    for w in items {
+        out.entry(w.shard.clone()).or_default().push(w.clone());
+    }
+    out
+}
+
+/// Asserts each shard's records are strictly increasing by sequence number.
+pub fn assert_ordered(label: &str, items: &[Written]) {
+    for (shard, recs) in by_shard(items) {
+        for pair in recs.windows(2) {
+            assert!(
+                seq_key(&pair[0].seq) < seq_key(&pair[1].seq),
+                "{label}: shard {shard} out of order: {} then {}",
+                pair[0].seq,
+                pair[1].seq
+            );
+        }
+    }
+}

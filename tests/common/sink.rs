@@ -1,0 +1,143 @@
+//! An HTTP function run by the test: records every request (run header, raw body, parsed records)
+//! and answers as the test's `respond` closure says.
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::routing::post;
+use axum::Router;
+use base64::Engine;
+use std::sync::{Arc, Mutex};
+
+use super::Written;
+
+#[derive(Debug, Clone)]
+pub struct Request {
+    /// The `X-Run` header sluice was configured to send.
+    pub run: String,
+    pub body: Bytes,
+    pub records: Vec<Written>,
+}
+
+impl Request {
+    pub fn shard(&self) -> &str {
+        self.records.first().map(|r| r.shard.as_str()).unwrap_or("")
+    }
+}
+
+/// What the function answers: status, extra headers, body.
+pub type Reply = (u16, Vec<(&'static str, String)>, String);
+type Respond = dyn Fn(&Request, &[Request]) -> Reply + Send + Sync;
+
+#[derive(Clone)]
+pub struct Sink {
+    pub url: String,
+    /// Requests answered 2xx without a function error, in arrival order.
+    pub accepted: Arc<Mutex<Vec<Request>>>,
+    /// Every request, in arrival order.
+    pub all: Arc<Mutex<Vec<Request>>>,
+}
+
+struct SinkState {
+    accepted: Arc<Mutex<Vec<Request>>>,
+    all: Arc<Mutex<Vec<Request>>>,
+    respond: Box<Respond>,
+}
+
+pub fn parse_records(body: &[u8]) -> Vec<Written> {
+    let v: serde_json::Value = serde_json::from_slice(body).expect("sluice sent JSON");
+    v["Records"]
+        .as_array()
+        .expect("Records array")
+        .iter()
+        .map(|r| {
+            let id = r["eventID"].as_str().unwrap();
+            let k = &r["kinesis"];
+            let data = base64::engine::general_purpose::STANDARD
+                .decode(k["data"].as_str().unwrap())
+                .unwrap();
+            Written {
+                shard: id.split(':').next().unwrap().to_string(),
+                seq: k["sequenceNumber"].as_str().unwrap().to_string(),
+                key: k["partitionKey"].as_str().unwrap().to_string(),
+                data: String::from_utf8(data).unwrap(),
+            }
+        })
+        .collect()
+}
+
+impl Sink {
+    /// A function that succeeds for every batch.
+    pub async fn ok() -> Sink {
+        Sink::start(|_, _| (200, vec![], "{}".into())).await
+    }
+
+    /// `respond(request, accepted so far)` decides each answer.
+    pub async fn start(
+        respond: impl Fn(&Request, &[Request]) -> Reply + Send + Sync + 'static,
+    ) -> Sink {
+        let accepted = Arc::new(Mutex::new(Vec::new()));
+        let all = Arc::new(Mutex::new(Vec::new()));
+        let state = Arc::new(SinkState {
+            accepted: accepted.clone(),
+            all: all.clone(),
+            respond: Box::new(respond),
+        });
+        let app = Router::new().route("/", post(handle)).with_state(state);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        Sink { url, accepted, all }
+    }
+
+    pub fn delivered(&self) -> Vec<Written> {
+        self.accepted
+            .lock()
+            .unwrap()
+            .iter()
+            .flat_map(|r| r.records.clone())
+            .collect()
+    }
+
+    pub fn delivered_in_run(&self, run: &str) -> Vec<Written> {
+        self.accepted
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|r| r.run == run)
+            .flat_map(|r| r.records.clone())
+            .collect()
+    }
+}
+
+async fn handle(
+    State(s): State<Arc<SinkState>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> (StatusCode, HeaderMap, String) {
+    let req = Request {
+        run: headers
+            .get("x-run")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_string(),
+        records: parse_records(&body),
+        body,
+    };
+    let (status, extra, reply) = {
+        let accepted = s.accepted.lock().unwrap();
+        (s.respond)(&req, &accepted)
+    };
+    s.all.lock().unwrap().push(req.clone());
+    let function_error = extra
+        .iter()
+        .any(|(k, _)| k.eq_ignore_ascii_case("x-amz-function-error"));
+    if (200..300).contains(&status) && !function_error {
+        s.accepted.lock().unwrap().push(req);
+    }
+    let mut h = HeaderMap::new();
+    for (k, v) in extra {
+        h.insert(k, v.parse().unwrap());
+    }
+    (StatusCode::from_u16(status).unwrap(), h, reply)
+}

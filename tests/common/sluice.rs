@@ -1,0 +1,111 @@
+//! The sluice binary as a child process with a generated config, a private checkpoint directory
+//! and its own admin port.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+use tokio::process::{Child, Command};
+
+use super::{wait_for, TestBed};
+
+pub struct Sluice {
+    pub child: Child,
+    pub admin: String,
+    pub log: PathBuf,
+}
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// The global part of a config for the test bed; `mappings` is YAML for the list's items.
+pub fn config(tb: &TestBed, checkpoints: &Path, port: u16, mappings: &str) -> String {
+    format!(
+        "region: us-east-1\nendpoints:\n  kinesis: {}\n  lambda: {}\ncheckpoint_dir: {}\nadmin_listen: 127.0.0.1:{port}\nshutdown_grace_period_seconds: 10\ninvoke_identity_arn: arn:aws:iam::000000000000:role/sluice-test\nmappings:\n{mappings}",
+        tb.kinesis,
+        tb.lambda,
+        checkpoints.display()
+    )
+}
+
+impl Sluice {
+    /// Writes `config` to `dir/<name>.yaml` and starts `sluice run` on it.
+    pub async fn start(dir: &Path, name: &str, config: &str) -> Sluice {
+        let port: u16 = config
+            .lines()
+            .find_map(|l| l.strip_prefix("admin_listen: 127.0.0.1:"))
+            .and_then(|p| p.parse().ok())
+            .expect("config has admin_listen");
+        let path = dir.join(format!("{name}.yaml"));
+        std::fs::write(&path, config).unwrap();
+        let log = dir.join(format!("{name}.log"));
+        let out = std::fs::File::create(&log).unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_sluice"))
+            .args(["run", "--config"])
+            .arg(&path)
+            .env("AWS_ACCESS_KEY_ID", "test")
+            .env("AWS_SECRET_ACCESS_KEY", "test")
+            .env("SLUICE_LOG", "info,sluice=debug")
+            .stdout(Stdio::null())
+            .stderr(out)
+            .kill_on_drop(true)
+            .spawn()
+            .expect("spawning sluice");
+        Sluice {
+            child,
+            admin: format!("http://127.0.0.1:{port}"),
+            log,
+        }
+    }
+
+    pub async fn get(&self, path: &str) -> Option<(u16, String)> {
+        let resp = reqwest::get(format!("{}{path}", self.admin)).await.ok()?;
+        let status = resp.status().as_u16();
+        Some((status, resp.text().await.ok()?))
+    }
+
+    pub async fn wait_ready(&self) {
+        wait_for("sluice /readyz", Duration::from_secs(60), || async {
+            matches!(self.get("/readyz").await, Some((200, _))).then_some(())
+        })
+        .await
+    }
+
+    /// A counter's value for a mapping, from /metrics (0 when absent).
+    pub async fn metric(&self, name: &str, labels: &str) -> f64 {
+        let (_, text) = self.get("/metrics").await.expect("metrics answer");
+        let prefix = format!("{name}{{{labels}}} ");
+        text.lines()
+            .find_map(|l| l.strip_prefix(&prefix))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0.0)
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// kill -9.
+    pub async fn kill9(&mut self) {
+        self.child.kill().await.expect("SIGKILL");
+    }
+
+    /// SIGTERM, then the exit code.
+    pub async fn terminate(&mut self) -> i32 {
+        let pid = self.child.id().expect("running");
+        let ok = std::process::Command::new("kill")
+            .args(["-TERM", &pid.to_string()])
+            .status()
+            .unwrap();
+        assert!(ok.success());
+        let status = tokio::time::timeout(Duration::from_secs(30), self.child.wait())
+            .await
+            .expect("sluice exits within the grace period")
+            .unwrap();
+        status.code().unwrap_or(-1)
+    }
+}

@@ -1,0 +1,66 @@
+//! A bad config is refused with exit code 2 and one line per problem naming the field, by both
+//! `validate` and `run`, before anything touches AWS.
+
+use std::process::Command;
+
+fn sluice(args: &[&str], config: &str) -> (i32, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bad.yaml");
+    std::fs::write(&path, config).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_sluice"))
+        .args(args)
+        .arg("--config")
+        .arg(&path)
+        // Nothing listens here: touching AWS would hang or fail differently.
+        .env("AWS_ENDPOINT_URL", "http://127.0.0.1:9")
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+const BAD: &str = "mappings:\n  - EventSourceArn: arn:aws:kinesis:us-east-1:000000000000:stream/s\n    FunctionName: f\n    StartingPosition: LATEST\n    BatchSize: 0\n    Colour: blue\n";
+
+#[test]
+fn validate_lists_every_problem_and_exits_2() {
+    let (code, stderr) = sluice(&["validate"], BAD);
+    assert_eq!(code, 2, "{stderr}");
+    assert!(
+        stderr.contains("mappings[0].BatchSize: 0 is out of range 1..=10000"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("mappings[0].Colour: unknown field"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn run_refuses_a_bad_config_with_exit_2() {
+    let started = std::time::Instant::now();
+    let (code, stderr) = sluice(&["run"], BAD);
+    assert_eq!(code, 2, "{stderr}");
+    assert!(
+        stderr.contains("mappings[0].BatchSize: 0 is out of range 1..=10000"),
+        "{stderr}"
+    );
+    assert!(started.elapsed() < std::time::Duration::from_secs(10));
+}
+
+#[test]
+fn validate_accepts_the_example_configs() {
+    for file in ["config/example.yaml", "config/demo.yaml"] {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/").to_string() + file;
+        let out = Command::new(env!("CARGO_BIN_EXE_sluice"))
+            .args(["validate", "--config", &path])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{file}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
