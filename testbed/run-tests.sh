@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# The whole test suite, from a fresh clone: installs and starts the emulators, runs every test
+# (unit tests and the integration tests against the emulators), and stops the emulators.
+set -euo pipefail
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+cd "$ROOT"
+testbed/testbed.sh start
+trap 'testbed/testbed.sh stop' EXIT
+# shellcheck disable=SC1091
+source .testbed/env
+# The integration tests wait on I/O, not CPU: let them run side by side.
+cargo test --all-targets -- --test-threads "${SLUICE_TEST_THREADS:-8}"
