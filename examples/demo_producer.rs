@@ -6,15 +6,38 @@ use std::time::Duration;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let stream = std::env::args().nth(1).unwrap_or_else(|| "sluice-demo".into());
-    let conf = aws_config::defaults(aws_config::BehaviorVersion::latest()).region("us-east-1").load().await;
+    let stream = std::env::args()
+        .nth(1)
+        .unwrap_or_else(|| "sluice-demo".into());
+    let conf = aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .region("us-east-1")
+        .load()
+        .await;
     let client = aws_sdk_kinesis::Client::new(&conf);
-    if client.describe_stream_summary().stream_name(&stream).send().await.is_err() {
-        client.create_stream().stream_name(&stream).shard_count(2).send().await?;
+    if client
+        .describe_stream_summary()
+        .stream_name(&stream)
+        .send()
+        .await
+        .is_err()
+    {
+        client
+            .create_stream()
+            .stream_name(&stream)
+            .shard_count(2)
+            .send()
+            .await?;
     }
     loop {
-        let s = client.describe_stream_summary().stream_name(&stream).send().await?;
-        if s.stream_description_summary().map(|d| d.stream_status().as_str()) == Some("ACTIVE") {
+        let s = client
+            .describe_stream_summary()
+            .stream_name(&stream)
+            .send()
+            .await?;
+        if s.stream_description_summary()
+            .map(|d| d.stream_status().as_str())
+            == Some("ACTIVE")
+        {
             break;
         }
         tokio::time::sleep(Duration::from_millis(200)).await;

@@ -104,6 +104,7 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> anyhow::Result<()>
             };
             let ctx = Arc::new(MappingContext {
                 policy: RetryPolicy::new(&mapping.errors),
+                clock: crate::worker::Clock::new(),
                 mapping,
                 dispatcher,
                 checkpoints,

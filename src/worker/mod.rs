@@ -4,6 +4,8 @@
 
 pub mod shard;
 pub mod supervisor;
+#[cfg(test)]
+mod tests;
 
 use std::sync::Arc;
 
@@ -23,6 +25,35 @@ pub struct MappingContext {
     pub metrics: Arc<Metrics>,
     pub status: Arc<Status>,
     pub policy: RetryPolicy,
+    pub clock: Clock,
+}
+
+/// Wall-clock epoch milliseconds advanced by tokio's clock, so record age follows `tokio::time`
+/// (and tests on a paused clock see records age without real waiting).
+#[derive(Debug, Clone, Copy)]
+pub struct Clock {
+    epoch_ms: i64,
+    at: tokio::time::Instant,
+}
+
+impl Clock {
+    pub fn new() -> Self {
+        let epoch_ms = (time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000) as i64;
+        Clock {
+            epoch_ms,
+            at: tokio::time::Instant::now(),
+        }
+    }
+
+    pub fn now_ms(&self) -> i64 {
+        self.epoch_ms + self.at.elapsed().as_millis() as i64
+    }
+}
+
+impl Default for Clock {
+    fn default() -> Self {
+        Self::new()
+    }
 }
 
 impl MappingContext {

@@ -64,10 +64,6 @@ pub struct ShardWorker {
     batch_info_key: &'static str,
 }
 
-fn now_ms() -> i64 {
-    (OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000) as i64
-}
-
 impl ShardWorker {
     pub fn new(
         ctx: Arc<MappingContext>,
@@ -219,7 +215,7 @@ impl ShardWorker {
         while let Some(piece) = pieces.front_mut() {
             // Records past MaximumRecordAgeInSeconds are given up on without an invoke. Records are
             // in arrival order, so the expired ones are a prefix.
-            let now = now_ms();
+            let now = ctx.clock.now_ms();
             let expired = piece
                 .records
                 .iter()
@@ -252,7 +248,7 @@ impl ShardWorker {
             let took = started.elapsed();
             let last_arrival = piece.records.last().map(|r| r.arrival_ms).unwrap_or(now);
             ctx.metrics
-                .iterator_age(name, &self.shard, now_ms() - last_arrival);
+                .iterator_age(name, &self.shard, ctx.clock.now_ms() - last_arrival);
 
             let (kind, outcome, detail) = match result {
                 Ok(inv) if inv.function_error.is_none() => {
@@ -412,7 +408,11 @@ impl ShardWorker {
             Decision::RetryAfter(mut delay) => {
                 // Wake no later than the oldest record's expiry, so age is enforced on time.
                 if let Some(first) = piece.records.first() {
-                    if let Some(left) = self.ctx.policy.until_expiry(first.arrival_ms, now_ms()) {
+                    if let Some(left) = self
+                        .ctx
+                        .policy
+                        .until_expiry(first.arrival_ms, self.ctx.clock.now_ms())
+                    {
                         delay = delay.min(left + Duration::from_millis(1));
                     }
                 }

@@ -1,0 +1,610 @@
+//! The shard worker against in-memory fakes, on a paused tokio clock: error classes, the attempt
+//! budget, bisect, partial batch responses, record age, payload splitting, destination retries.
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use super::shard::{Exit, ShardWorker};
+use super::{Clock, MappingContext};
+use crate::checkpoint::{Checkpoint, CheckpointError, CheckpointStore};
+use crate::config::{ErrorHandling, Mapping, SourceArn, StartingPosition, Target};
+use crate::destination::{Destination, FailureRecord};
+use crate::dispatch::{DispatchError, Dispatcher, Invoked};
+use crate::retry::RetryPolicy;
+use crate::source::{Page, Record, SequenceNumber, ShardReader, SourceError};
+use crate::telemetry::{Metrics, Status};
+
+struct FakeReader {
+    pages: VecDeque<Vec<Record>>,
+}
+
+#[async_trait]
+impl ShardReader for FakeReader {
+    fn next_read_at(&self) -> Instant {
+        Instant::now()
+    }
+    async fn read(&mut self) -> Result<Page, SourceError> {
+        Ok(match self.pages.pop_front() {
+            Some(records) => Page::Records {
+                records,
+                caught_up: self.pages.is_empty(),
+                millis_behind: Some(0),
+            },
+            None => Page::ShardEnd,
+        })
+    }
+}
+
+type Script = dyn Fn(&[u64], usize) -> Result<Invoked, DispatchError> + Send + Sync;
+
+/// Answers per call with `script(record ids, call number)`; logs the ids of every call.
+struct FakeDispatcher {
+    calls: Mutex<Vec<Vec<u64>>>,
+    script: Box<Script>,
+}
+
+fn ids(payload: &[u8]) -> Vec<u64> {
+    let v: serde_json::Value = serde_json::from_slice(payload).unwrap();
+    v["Records"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["id"].as_u64().unwrap())
+        .collect()
+}
+
+#[async_trait]
+impl Dispatcher for FakeDispatcher {
+    async fn invoke(&self, payload: Bytes) -> Result<Invoked, DispatchError> {
+        let ids = ids(&payload);
+        let n = {
+            let mut calls = self.calls.lock().unwrap();
+            calls.push(ids.clone());
+            calls.len()
+        };
+        (self.script)(&ids, n)
+    }
+    fn function_arn(&self) -> &str {
+        "arn:aws:lambda:us-east-1:000000000000:function:f"
+    }
+}
+
+#[derive(Default)]
+struct MemStore {
+    writes: Mutex<Vec<Checkpoint>>,
+}
+
+#[async_trait]
+impl CheckpointStore for MemStore {
+    async fn get(&self, _: &str, _: &str) -> Result<Option<Checkpoint>, CheckpointError> {
+        Ok(self.writes.lock().unwrap().last().cloned())
+    }
+    async fn put(&self, _: &str, _: &str, cp: &Checkpoint) -> Result<(), CheckpointError> {
+        self.writes.lock().unwrap().push(cp.clone());
+        Ok(())
+    }
+}
+
+#[derive(Default)]
+struct MemDestination {
+    fail_first: usize,
+    attempts: Mutex<usize>,
+    sent: Mutex<Vec<FailureRecord>>,
+}
+
+#[async_trait]
+impl Destination for MemDestination {
+    async fn send(&self, record: &FailureRecord) -> Result<(), String> {
+        let mut a = self.attempts.lock().unwrap();
+        *a += 1;
+        if *a <= self.fail_first {
+            return Err("destination down".into());
+        }
+        self.sent.lock().unwrap().push(record.clone());
+        Ok(())
+    }
+}
+
+fn ok() -> Result<Invoked, DispatchError> {
+    Ok(Invoked {
+        status: 200,
+        body: Bytes::new(),
+        function_error: None,
+        executed_version: None,
+        request_id: None,
+    })
+}
+
+fn ok_body(body: &str) -> Result<Invoked, DispatchError> {
+    Ok(Invoked {
+        body: Bytes::from(body.to_string()),
+        ..ok().unwrap()
+    })
+}
+
+fn function_error() -> Result<Invoked, DispatchError> {
+    Ok(Invoked {
+        status: 200,
+        body: Bytes::from_static(b"{\"errorMessage\":\"boom\"}"),
+        function_error: Some("Unhandled".into()),
+        executed_version: Some("$LATEST".into()),
+        request_id: Some("req-1".into()),
+    })
+}
+
+fn throttled() -> Result<Invoked, DispatchError> {
+    Err(DispatchError::Throttled {
+        status: Some(429),
+        message: "slow down".into(),
+    })
+}
+
+/// Record `id` with sequence number `1000 + id`, arrived `age_ms` before the clock's now.
+fn record(clock: &Clock, id: u64, age_ms: i64) -> Record {
+    Record {
+        sequence: SequenceNumber((1000 + id).to_string()),
+        arrival_ms: clock.now_ms() - age_ms,
+        event: format!("{{\"id\":{id}}}").into_bytes(),
+    }
+}
+
+struct Harness {
+    dispatcher: Arc<FakeDispatcher>,
+    store: Arc<MemStore>,
+    destination: Arc<MemDestination>,
+    metrics: Arc<Metrics>,
+}
+
+impl Harness {
+    fn calls(&self) -> Vec<Vec<u64>> {
+        self.dispatcher.calls.lock().unwrap().clone()
+    }
+    fn sent(&self) -> Vec<serde_json::Value> {
+        self.destination
+            .sent
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|r| r.body.clone())
+            .collect()
+    }
+    fn checkpoints(&self) -> Vec<Checkpoint> {
+        self.store.writes.lock().unwrap().clone()
+    }
+    fn metric(&self, name: &str) -> f64 {
+        let text = self.metrics.encode();
+        let prefix = format!("{name}{{mapping=\"m\"}} ");
+        text.lines()
+            .find_map(|l| l.strip_prefix(&prefix))
+            .map(|v| v.parse().unwrap())
+            .unwrap_or(0.0)
+    }
+}
+
+/// Runs one shard worker over `pages` (built against the worker's clock) to the shard's end.
+async fn run(
+    errors: ErrorHandling,
+    batch_size: usize,
+    pages: impl FnOnce(&Clock) -> Vec<Vec<Record>>,
+    destination: MemDestination,
+    script: impl Fn(&[u64], usize) -> Result<Invoked, DispatchError> + Send + Sync + 'static,
+) -> Harness {
+    let clock = Clock::new();
+    let dispatcher = Arc::new(FakeDispatcher {
+        calls: Mutex::new(Vec::new()),
+        script: Box::new(script),
+    });
+    let store = Arc::new(MemStore::default());
+    let destination = Arc::new(destination);
+    let metrics = Arc::new(Metrics::new());
+    let ctx = Arc::new(MappingContext {
+        mapping: Mapping {
+            name: "m".into(),
+            source: SourceArn::parse("arn:aws:kinesis:us-east-1:000000000000:stream/s").unwrap(),
+            target: Target::Lambda {
+                function_name: "f".into(),
+            },
+            batch_size,
+            batching_window: Duration::ZERO,
+            starting_position: StartingPosition::TrimHorizon,
+            enabled: true,
+            errors: errors.clone(),
+        },
+        dispatcher: dispatcher.clone(),
+        checkpoints: store.clone(),
+        destination: errors
+            .on_failure
+            .as_ref()
+            .map(|_| destination.clone() as Arc<dyn Destination>),
+        metrics: metrics.clone(),
+        status: Arc::new(Status::new(1)),
+        policy: RetryPolicy::new(&errors),
+        clock,
+    });
+    let reader = Box::new(FakeReader {
+        pages: pages(&clock).into(),
+    });
+    let worker = ShardWorker::new(
+        ctx,
+        "shardId-000000000000".into(),
+        reader,
+        "KinesisBatchInfo",
+    );
+    let exit = tokio::time::timeout(
+        Duration::from_secs(3600),
+        worker.run(CancellationToken::new()),
+    )
+    .await
+    .expect("worker finishes");
+    assert_eq!(exit, Exit::Ended);
+    Harness {
+        dispatcher,
+        store,
+        destination,
+        metrics,
+    }
+}
+
+fn with_destination(e: ErrorHandling) -> ErrorHandling {
+    ErrorHandling {
+        on_failure: Some(
+            crate::config::DestinationArn::parse("arn:aws:sqs:us-east-1:0:dlq").unwrap(),
+        ),
+        ..e
+    }
+}
+
+fn seq(id: u64) -> Checkpoint {
+    Checkpoint::Sequence(SequenceNumber((1000 + id).to_string()))
+}
+
+#[tokio::test(start_paused = true)]
+async fn throttles_back_off_without_counting_attempts() {
+    let started = Instant::now();
+    let errors = with_destination(ErrorHandling {
+        max_retry_attempts: Some(0),
+        ..Default::default()
+    });
+    let h = run(
+        errors,
+        10,
+        |c| vec![(0..5).map(|i| record(c, i, 0)).collect()],
+        MemDestination::default(),
+        |_, n| {
+            if n <= 6 {
+                throttled()
+            } else {
+                ok()
+            }
+        },
+    )
+    .await;
+    assert_eq!(h.calls().len(), 7, "six throttles, then success");
+    assert!(
+        h.sent().is_empty(),
+        "throttles never exhaust MaximumRetryAttempts=0"
+    );
+    assert_eq!(h.checkpoints(), vec![seq(4), Checkpoint::ShardEnd]);
+    assert!(
+        started.elapsed() >= Duration::from_millis(6),
+        "backed off between throttles"
+    );
+    assert_eq!(h.metric("sluice_failed_invoke_events_total"), 30.0);
+    assert_eq!(
+        h.metric("sluice_invoked_events_total"),
+        5.0,
+        "throttled calls did not reach the function"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn function_errors_spend_the_budget_then_go_to_the_destination() {
+    let errors = with_destination(ErrorHandling {
+        max_retry_attempts: Some(2),
+        ..Default::default()
+    });
+    let h = run(
+        errors,
+        3,
+        |c| vec![(0..6).map(|i| record(c, i, 0)).collect()],
+        MemDestination::default(),
+        |ids, _| if ids[0] == 0 { function_error() } else { ok() },
+    )
+    .await;
+    // First batch [0,1,2]: the first invoke and 2 retries, then given up; the next batch proceeds.
+    assert_eq!(
+        h.calls(),
+        vec![vec![0, 1, 2], vec![0, 1, 2], vec![0, 1, 2], vec![3, 4, 5]]
+    );
+    let sent = h.sent();
+    assert_eq!(sent.len(), 1);
+    let r = &sent[0];
+    assert_eq!(r["requestContext"]["condition"], "RetryAttemptsExhausted");
+    assert_eq!(r["requestContext"]["approximateInvokeCount"], 3);
+    assert_eq!(r["requestContext"]["requestId"], "req-1");
+    assert_eq!(r["responseContext"]["functionError"], "Unhandled");
+    assert_eq!(r["KinesisBatchInfo"]["startSequenceNumber"], "1000");
+    assert_eq!(r["KinesisBatchInfo"]["endSequenceNumber"], "1002");
+    assert_eq!(r["KinesisBatchInfo"]["batchSize"], 3);
+    assert_eq!(h.checkpoints(), vec![seq(2), seq(5), Checkpoint::ShardEnd]);
+    assert_eq!(
+        h.metric("sluice_on_failure_destination_delivered_events_total"),
+        3.0
+    );
+    assert_eq!(h.metric("sluice_dropped_events_total"), 0.0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn without_a_destination_given_up_records_are_dropped_and_counted() {
+    let errors = ErrorHandling {
+        max_retry_attempts: Some(0),
+        ..Default::default()
+    };
+    let h = run(
+        errors,
+        10,
+        |c| vec![(0..4).map(|i| record(c, i, 0)).collect()],
+        MemDestination::default(),
+        |_, _| function_error(),
+    )
+    .await;
+    assert_eq!(h.calls().len(), 1);
+    assert_eq!(h.metric("sluice_dropped_events_total"), 4.0);
+    assert_eq!(h.checkpoints(), vec![seq(3), Checkpoint::ShardEnd]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn bisect_isolates_the_poison_record_and_keeps_order() {
+    let errors = with_destination(ErrorHandling {
+        max_retry_attempts: Some(1),
+        bisect_on_function_error: true,
+        ..Default::default()
+    });
+    let h = run(
+        errors,
+        16,
+        |c| vec![(0..16).map(|i| record(c, i, 0)).collect()],
+        MemDestination::default(),
+        |ids, _| {
+            if ids.contains(&11) {
+                function_error()
+            } else {
+                ok()
+            }
+        },
+    )
+    .await;
+    let succeeded: Vec<u64> = h
+        .calls()
+        .into_iter()
+        .filter(|c| !c.contains(&11))
+        .flatten()
+        .collect();
+    let expected: Vec<u64> = (0..16).filter(|i| *i != 11).collect();
+    assert_eq!(succeeded, expected, "every other record once, in order");
+    let sent = h.sent();
+    assert_eq!(sent.len(), 1);
+    assert_eq!(sent[0]["KinesisBatchInfo"]["startSequenceNumber"], "1011");
+    assert_eq!(sent[0]["KinesisBatchInfo"]["endSequenceNumber"], "1011");
+    assert_eq!(sent[0]["KinesisBatchInfo"]["batchSize"], 1);
+    // The single poison record was invoked twice (MaximumRetryAttempts=1); splits cost nothing.
+    assert_eq!(sent[0]["requestContext"]["approximateInvokeCount"], 2);
+    let checkpoints = h.checkpoints();
+    assert_eq!(checkpoints.last(), Some(&Checkpoint::ShardEnd));
+    let seqs: Vec<_> = checkpoints
+        .iter()
+        .filter_map(|c| match c {
+            Checkpoint::Sequence(s) => Some(s.clone()),
+            _ => None,
+        })
+        .collect();
+    assert!(
+        seqs.windows(2).all(|w| w[0] < w[1]),
+        "checkpoints only move forward: {seqs:?}"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn partial_batch_response_checkpoints_before_the_lowest_failure_and_retries_from_it() {
+    let errors = ErrorHandling {
+        report_batch_item_failures: true,
+        ..Default::default()
+    };
+    let h = run(errors, 10, |c| vec![(0..10).map(|i| record(c, i, 0)).collect()], MemDestination::default(), |ids, n| {
+        if n == 1 {
+            assert_eq!(ids[0], 0);
+            ok_body(r#"{"batchItemFailures":[{"itemIdentifier":"1007"},{"itemIdentifier":"1004"}]}"#)
+        } else {
+            ok_body(r#"{"batchItemFailures":[]}"#)
+        }
+    })
+    .await;
+    assert_eq!(
+        h.calls(),
+        vec![(0..10).collect::<Vec<_>>(), (4..10).collect()]
+    );
+    assert_eq!(h.checkpoints(), vec![seq(3), seq(9), Checkpoint::ShardEnd]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn partial_batch_rules_for_invalid_identifiers_fail_the_whole_batch() {
+    for body in [
+        r#"{"batchItemFailures":[{"itemIdentifier":""}]}"#,
+        r#"{"batchItemFailures":[{"itemIdentifier":null}]}"#,
+        r#"{"batchItemFailures":[{"itemIdentifier":"999999"}]}"#,
+    ] {
+        let errors = ErrorHandling {
+            report_batch_item_failures: true,
+            ..Default::default()
+        };
+        let body = body.to_string();
+        let h = run(
+            errors,
+            5,
+            |c| vec![(0..5).map(|i| record(c, i, 0)).collect()],
+            MemDestination::default(),
+            move |_, n| {
+                if n == 1 {
+                    ok_body(&body)
+                } else {
+                    ok()
+                }
+            },
+        )
+        .await;
+        assert_eq!(
+            h.calls(),
+            vec![(0..5).collect::<Vec<_>>(), (0..5).collect()]
+        );
+        assert_eq!(h.checkpoints(), vec![seq(4), Checkpoint::ShardEnd]);
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn responses_are_ignored_when_partial_batches_are_off() {
+    let h = run(
+        ErrorHandling::default(),
+        5,
+        |c| vec![(0..5).map(|i| record(c, i, 0)).collect()],
+        MemDestination::default(),
+        |_, _| ok_body(r#"{"batchItemFailures":[{"itemIdentifier":"1002"}]}"#),
+    )
+    .await;
+    assert_eq!(h.calls().len(), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn records_expire_while_retrying() {
+    let started = Instant::now();
+    let errors = with_destination(ErrorHandling {
+        max_record_age: Some(Duration::from_secs(60)),
+        ..Default::default()
+    });
+    let h = run(
+        errors,
+        10,
+        |c| vec![(0..3).map(|i| record(c, i, 0)).collect()],
+        MemDestination::default(),
+        |_, _| function_error(),
+    )
+    .await;
+    let sent = h.sent();
+    assert_eq!(sent.len(), 1);
+    assert_eq!(sent[0]["requestContext"]["condition"], "RecordAgeExceeded");
+    assert_eq!(sent[0]["KinesisBatchInfo"]["batchSize"], 3);
+    assert!(
+        started.elapsed() >= Duration::from_secs(60) && started.elapsed() < Duration::from_secs(75)
+    );
+    assert!(h.calls().len() > 3, "retried until the records expired");
+}
+
+#[tokio::test(start_paused = true)]
+async fn records_too_old_at_read_time_are_never_invoked() {
+    let errors = with_destination(ErrorHandling {
+        max_record_age: Some(Duration::from_secs(60)),
+        ..Default::default()
+    });
+    let h = run(
+        errors,
+        10,
+        |c| {
+            vec![vec![
+                record(c, 0, 120_000),
+                record(c, 1, 90_000),
+                record(c, 2, 0),
+                record(c, 3, 0),
+            ]]
+        },
+        MemDestination::default(),
+        |_, _| ok(),
+    )
+    .await;
+    assert_eq!(h.calls(), vec![vec![2, 3]]);
+    let sent = h.sent();
+    assert_eq!(sent.len(), 1);
+    assert_eq!(sent[0]["requestContext"]["approximateInvokeCount"], 0);
+    assert!(sent[0]["responseContext"].is_null());
+    assert_eq!(sent[0]["KinesisBatchInfo"]["endSequenceNumber"], "1001");
+    assert_eq!(h.checkpoints(), vec![seq(1), seq(3), Checkpoint::ShardEnd]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_payload_too_large_is_split_without_counting_attempts() {
+    let errors = with_destination(ErrorHandling {
+        max_retry_attempts: Some(0),
+        ..Default::default()
+    });
+    let h = run(
+        errors,
+        8,
+        |c| vec![(0..8).map(|i| record(c, i, 0)).collect()],
+        MemDestination::default(),
+        |ids, _| {
+            if ids.len() > 2 {
+                Err(DispatchError::PayloadTooLarge {
+                    message: "RequestTooLargeException".into(),
+                })
+            } else {
+                ok()
+            }
+        },
+    )
+    .await;
+    let ok_calls: Vec<Vec<u64>> = h.calls().into_iter().filter(|c| c.len() <= 2).collect();
+    assert_eq!(
+        ok_calls,
+        vec![vec![0, 1], vec![2, 3], vec![4, 5], vec![6, 7]]
+    );
+    assert!(h.sent().is_empty());
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_failing_destination_is_retried_and_nothing_is_skipped() {
+    let errors = with_destination(ErrorHandling {
+        max_retry_attempts: Some(0),
+        ..Default::default()
+    });
+    let dest = MemDestination {
+        fail_first: 4,
+        ..Default::default()
+    };
+    let h = run(
+        errors,
+        10,
+        |c| vec![(0..2).map(|i| record(c, i, 0)).collect()],
+        dest,
+        |_, _| function_error(),
+    )
+    .await;
+    assert_eq!(*h.destination.attempts.lock().unwrap(), 5);
+    assert_eq!(h.sent().len(), 1);
+    assert_eq!(h.checkpoints(), vec![seq(1), Checkpoint::ShardEnd]);
+    assert_eq!(h.metric("sluice_destination_delivery_failures_total"), 4.0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn infinite_retries_keep_the_shard_on_its_batch() {
+    // MaximumRetryAttempts -1 (the default): a failing batch blocks its shard until it succeeds.
+    let h = run(
+        ErrorHandling::default(),
+        5,
+        |c| vec![(0..5).map(|i| record(c, i, 0)).collect()],
+        MemDestination::default(),
+        |_, n| {
+            if n <= 50 {
+                function_error()
+            } else {
+                ok()
+            }
+        },
+    )
+    .await;
+    assert_eq!(h.calls().len(), 51);
+    assert!(h.calls().iter().all(|c| c == &vec![0, 1, 2, 3, 4]));
+    assert_eq!(h.checkpoints(), vec![seq(4), Checkpoint::ShardEnd]);
+}
