@@ -7,8 +7,11 @@
 #   testbed/testbed.sh stop      stop what `start` started, by PID
 #
 # Emulators (see docs/testing.md):
-#   kinesis-local (npm)    Kinesis Data Streams          SLUICE_TEST_KINESIS_ENDPOINT
-#   cargo-lambda (PyPI)    Lambda Invoke, real functions SLUICE_TEST_LAMBDA_ENDPOINT
+#   kinesis-local (npm)    Kinesis Data Streams                   SLUICE_TEST_KINESIS_ENDPOINT
+#   cargo-lambda (PyPI)    Lambda Invoke, real functions          SLUICE_TEST_LAMBDA_RAW_ENDPOINT
+#   mitmproxy (PyPI)       AWS-shaped errors and throttles in     SLUICE_TEST_LAMBDA_ENDPOINT
+#                          front of cargo-lambda (lambda_proxy.py)
+#   moto (PyPI)            SQS, SNS, S3 (on-failure destinations) SLUICE_TEST_MOTO_ENDPOINT
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -18,6 +21,8 @@ VENV="$STATE/venv"
 FUNCTIONS="$ROOT/testbed/functions"
 KINESIS_LOCAL_VERSION=0.6.2
 CARGO_LAMBDA_VERSION=1.9.1
+MOTO_VERSION=5.1.22
+MITMPROXY_VERSION=11.0.2
 
 log() { echo "testbed: $*" >&2; }
 
@@ -53,10 +58,11 @@ install() {
     log "installing kinesis-local@$KINESIS_LOCAL_VERSION"
     npm install --silent --no-audit --no-fund --prefix "$NPM_DIR" "kinesis-local@$KINESIS_LOCAL_VERSION" >&2
   fi
-  if [ ! -x "$VENV/bin/cargo-lambda" ]; then
-    log "installing cargo-lambda $CARGO_LAMBDA_VERSION into $VENV"
-    python3 -m venv "$VENV"
-    "$VENV/bin/pip" install --quiet --disable-pip-version-check "cargo-lambda==$CARGO_LAMBDA_VERSION" >&2
+  if [ ! -x "$VENV/bin/cargo-lambda" ] || [ ! -x "$VENV/bin/moto_server" ] || [ ! -x "$VENV/bin/mitmdump" ]; then
+    log "installing cargo-lambda $CARGO_LAMBDA_VERSION, moto $MOTO_VERSION, mitmproxy $MITMPROXY_VERSION into $VENV"
+    [ -x "$VENV/bin/pip" ] || python3 -m venv "$VENV"
+    "$VENV/bin/pip" install --quiet --disable-pip-version-check "cargo-lambda==$CARGO_LAMBDA_VERSION" \
+      "moto[sqs,sns,s3]==$MOTO_VERSION" flask flask-cors "mitmproxy==$MITMPROXY_VERSION" >&2
   fi
   if ! command -v curl >/dev/null; then
     log "installing curl"; apt-get update -qq >&2 && apt-get install -y -qq curl >&2
@@ -69,9 +75,9 @@ install() {
 start() {
   install
   stop_quiet
-  mkdir -p "$STATE/recorder"
-  local kport lport
-  kport=$(free_port); lport=$(free_port)
+  mkdir -p "$STATE/recorder" "$STATE/faults"
+  local kport lport pport mport
+  kport=$(free_port); lport=$(free_port); pport=$(free_port); mport=$(free_port)
 
   log "starting kinesis-local on $kport"
   KINESIS_MOCK_CERT_PATH="$NPM_DIR/node_modules/kinesis-local/server.json" \
@@ -88,13 +94,27 @@ start() {
     lambda watch -A 127.0.0.1 -P "$lport" </dev/null >"$STATE/lambda.log" 2>&1) &
   echo $! >"$STATE/lambda.pid"
 
+  log "starting moto on $mport"
+  setsid "$VENV/bin/python" -m moto.server -H 127.0.0.1 -p "$mport" </dev/null >"$STATE/moto.log" 2>&1 &
+  echo $! >"$STATE/moto.pid"
+
+  log "starting the Lambda fault proxy on $pport"
+  SLUICE_FAULTS_DIR="$STATE/faults" setsid "$VENV/bin/mitmdump" -q --mode "reverse:http://127.0.0.1:$lport" \
+    --listen-host 127.0.0.1 -p "$pport" -s "$ROOT/testbed/lambda_proxy.py" </dev/null >"$STATE/proxy.log" 2>&1 &
+  echo $! >"$STATE/proxy.pid"
+
   wait_http "http://127.0.0.1:$kport/healthcheck" kinesis 60
   wait_port "$lport" lambda 60
+  wait_http "http://127.0.0.1:$mport/moto-api/" moto 60
+  wait_port "$pport" proxy 60
 
   cat >"$STATE/env" <<ENV
 export SLUICE_TEST_KINESIS_ENDPOINT=http://127.0.0.1:$kport
-export SLUICE_TEST_LAMBDA_ENDPOINT=http://127.0.0.1:$lport
+export SLUICE_TEST_LAMBDA_ENDPOINT=http://127.0.0.1:$pport
+export SLUICE_TEST_LAMBDA_RAW_ENDPOINT=http://127.0.0.1:$lport
+export SLUICE_TEST_MOTO_ENDPOINT=http://127.0.0.1:$mport
 export SLUICE_TEST_RECORDER_DIR=$STATE/recorder
+export SLUICE_TEST_FAULTS_DIR=$STATE/faults
 export AWS_ACCESS_KEY_ID=test
 export AWS_SECRET_ACCESS_KEY=test
 export AWS_REGION=us-east-1

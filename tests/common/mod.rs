@@ -17,8 +17,11 @@ use std::time::Duration;
 #[derive(Clone, Debug)]
 pub struct TestBed {
     pub kinesis: String,
+    /// Lambda through the fault proxy (AWS-shaped function errors, injectable throttles).
     pub lambda: String,
+    pub moto: String,
     pub recorder_dir: PathBuf,
+    pub faults_dir: PathBuf,
 }
 
 /// Reads the test bed's endpoints from the environment, else from `.testbed/env`.
@@ -38,7 +41,9 @@ pub fn testbed() -> TestBed {
     TestBed {
         kinesis: get("SLUICE_TEST_KINESIS_ENDPOINT"),
         lambda: get("SLUICE_TEST_LAMBDA_ENDPOINT"),
+        moto: get("SLUICE_TEST_MOTO_ENDPOINT"),
         recorder_dir: get("SLUICE_TEST_RECORDER_DIR").into(),
+        faults_dir: get("SLUICE_TEST_FAULTS_DIR").into(),
     }
 }
 
@@ -60,6 +65,87 @@ pub async fn kinesis(tb: &TestBed) -> aws_sdk_kinesis::Client {
         .endpoint_url(&tb.kinesis)
         .build();
     aws_sdk_kinesis::Client::from_conf(conf)
+}
+
+macro_rules! moto_client {
+    ($name:ident, $sdk:ident) => {
+        pub fn $name(tb: &TestBed) -> $sdk::Client {
+            let conf = $sdk::Config::builder()
+                .behavior_version($sdk::config::BehaviorVersion::latest())
+                .region($sdk::config::Region::new("us-east-1"))
+                .credentials_provider($sdk::config::Credentials::new(
+                    "test", "test", None, None, "test",
+                ))
+                .endpoint_url(&tb.moto)
+                .build();
+            $sdk::Client::from_conf(conf)
+        }
+    };
+}
+moto_client!(sqs, aws_sdk_sqs);
+moto_client!(sns, aws_sdk_sns);
+
+pub fn s3(tb: &TestBed) -> aws_sdk_s3::Client {
+    let conf = aws_sdk_s3::Config::builder()
+        .behavior_version(aws_sdk_s3::config::BehaviorVersion::latest())
+        .region(aws_sdk_s3::config::Region::new("us-east-1"))
+        .credentials_provider(aws_sdk_s3::config::Credentials::new(
+            "test", "test", None, None, "test",
+        ))
+        .endpoint_url(&tb.moto)
+        .force_path_style(true)
+        .build();
+    aws_sdk_s3::Client::from_conf(conf)
+}
+
+/// Creates an SQS queue; returns (url, arn).
+pub async fn create_queue(client: &aws_sdk_sqs::Client, name: &str) -> (String, String) {
+    let url = client
+        .create_queue()
+        .queue_name(name)
+        .send()
+        .await
+        .expect("CreateQueue")
+        .queue_url()
+        .unwrap()
+        .to_string();
+    (url, format!("arn:aws:sqs:us-east-1:123456789012:{name}"))
+}
+
+/// Receives every message body currently in the queue (deleting them), waiting up to `timeout`
+/// for at least `min` to arrive.
+pub async fn drain_queue(
+    client: &aws_sdk_sqs::Client,
+    url: &str,
+    min: usize,
+    timeout: Duration,
+) -> Vec<String> {
+    let mut bodies = Vec::new();
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        let out = client
+            .receive_message()
+            .queue_url(url)
+            .max_number_of_messages(10)
+            .wait_time_seconds(1)
+            .send()
+            .await
+            .expect("ReceiveMessage");
+        let msgs = out.messages();
+        for m in msgs {
+            bodies.push(m.body().unwrap_or_default().to_string());
+            client
+                .delete_message()
+                .queue_url(url)
+                .receipt_handle(m.receipt_handle().unwrap())
+                .send()
+                .await
+                .unwrap();
+        }
+        if (msgs.is_empty() && bodies.len() >= min) || tokio::time::Instant::now() > deadline {
+            return bodies;
+        }
+    }
 }
 
 /// Polls `check` every 50 ms until it returns `Some`, or panics naming `what` after `timeout`.
