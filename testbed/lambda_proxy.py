@@ -5,7 +5,8 @@
   `X-Amz-Executed-Version` and `x-amzn-RequestId` headers AWS sends with every invoke.
 - Fault rules per function qualifier (`FunctionName: recorder:<qualifier>`): the file
   `$SLUICE_FAULTS_DIR/<qualifier>.json`, read on each request, may hold `{"throttle": N}`: the first N
-  invocations with that qualifier get AWS's 429 TooManyRequestsException. The qualifier is removed
+  invocations with that qualifier get AWS's 429 TooManyRequestsException; and `{"max_bytes": N}`:
+  a payload over N bytes gets AWS's 413 RequestTooLargeException. The qualifier is removed
   before forwarding (cargo-lambda serves functions by bare name).
 """
 import json
@@ -34,6 +35,16 @@ def request(flow: http.HTTPFlow) -> None:
         with open(os.path.join(FAULTS_DIR, f"{qualifier}.json")) as f:
             rules = json.load(f)
     except (OSError, ValueError):
+        return
+    max_bytes = rules.get("max_bytes")
+    if max_bytes is not None and len(flow.request.content or b"") > int(max_bytes):
+        flow.response = http.Response.make(
+            413,
+            json.dumps({"Type": "User", "message": "Request must be smaller than 6291456 bytes for the InvokeFunction operation",
+                        "__type": "RequestTooLargeException"}),
+            {"Content-Type": "application/json", "x-amzn-ErrorType": "RequestTooLargeException",
+             "x-amzn-RequestId": str(uuid.uuid4())},
+        )
         return
     count = seen.get(qualifier, 0) + 1
     seen[qualifier] = count

@@ -720,3 +720,73 @@ async fn http_failures_count_attempts_by_class() {
         }
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_lambda_rejects_as_too_large_is_split() {
+    let tb = testbed();
+    let kinesis = kinesis(&tb).await;
+    let stream = unique("large");
+    let arn = create_stream(&kinesis, &stream, 1).await;
+    // The fault proxy answers 413 RequestTooLargeException to payloads over 3,000 bytes (~7 records).
+    let qualifier = unique("q");
+    std::fs::write(
+        tb.faults_dir.join(format!("{qualifier}.json")),
+        r#"{"max_bytes": 3000}"#,
+    )
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let mapping = format!(
+        "  - Name: large\n    EventSourceArn: {arn}\n    StartingPosition: TRIM_HORIZON\n    BatchSize: 100\n    FunctionName: recorder:{qualifier}\n    MaximumRetryAttempts: 0\n"
+    );
+    let sluice = Sluice::start(
+        dir.path(),
+        "run",
+        &config(&tb, &dir.path().join("cp"), free_port(), &mapping),
+    )
+    .await;
+    let written = put_records(&kinesis, &stream, records("x", 60, 7)).await;
+    let file = tb.recorder_dir.join(format!("{stream}.jsonl"));
+    let delivered = wait_for(
+        "every record delivered in smaller batches",
+        Duration::from_secs(60),
+        || async {
+            let lines: Vec<String> = std::fs::read_to_string(&file)
+                .unwrap_or_default()
+                .lines()
+                .map(str::to_string)
+                .collect();
+            (lines.len() >= written.len()).then_some(lines)
+        },
+    )
+    .await;
+    let data: Vec<String> = delivered
+        .iter()
+        .map(|l| {
+            serde_json::from_str::<Value>(l).unwrap()["data"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    assert_eq!(
+        data,
+        written.iter().map(|w| w.data.clone()).collect::<Vec<_>>(),
+        "all, once, in order"
+    );
+    assert!(
+        sluice
+            .metric(
+                "sluice_batches_total",
+                "mapping=\"large\",outcome=\"payload_too_large\""
+            )
+            .await
+            >= 1.0
+    );
+    assert_eq!(
+        sluice
+            .metric("sluice_dropped_events_total", "mapping=\"large\"")
+            .await,
+        0.0,
+        "splitting spent no attempts"
+    );
+}
