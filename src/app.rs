@@ -93,7 +93,11 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> anyhow::Result<()>
             checkpoints.clone(),
             clients.clone(),
         );
-        let (tracker2, cancel) = (tracker.clone(), shutdown.clone());
+        let (tracker2, cancel, discovery) = (
+            tracker.clone(),
+            shutdown.clone(),
+            cfg.shard_discovery_interval,
+        );
         tracker.spawn(async move {
             let destination = match &mapping.errors.on_failure {
                 None => None,
@@ -112,7 +116,7 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> anyhow::Result<()>
                 metrics,
                 status,
             });
-            supervisor::run_mapping(ctx, source, tracker2, cancel).await;
+            supervisor::run_mapping(ctx, source, tracker2, cancel, discovery).await;
         });
     }
 

@@ -22,6 +22,8 @@ pub struct Config {
     pub checkpoint_dir: PathBuf,
     pub admin_listen: SocketAddr,
     pub shutdown_grace: Duration,
+    /// How often each stream mapping re-lists its shards to find new ones.
+    pub shard_discovery_interval: Duration,
     /// Sent as `invokeIdentityArn` in stream events (AWS puts the mapping's execution role there).
     pub invoke_identity_arn: String,
     pub mappings: Vec<Mapping>,

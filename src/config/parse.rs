@@ -35,6 +35,7 @@ pub(super) fn parse(text: &str) -> Result<Config, ConfigErrors> {
             .parsed::<SocketAddr>("admin_listen", "a socket address such as 0.0.0.0:9090")
             .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 9090)));
         let grace = top.int("shutdown_grace_period_seconds", 0, 3600, None, 25);
+        let discovery = top.int("shard_discovery_interval_seconds", 1, 3600, None, 30);
         let invoke_identity_arn = top.string("invoke_identity_arn").unwrap_or_default();
         let mut mappings = Vec::new();
         match top.take("mappings") {
@@ -72,6 +73,7 @@ pub(super) fn parse(text: &str) -> Result<Config, ConfigErrors> {
             checkpoint_dir: checkpoint_dir.into(),
             admin_listen,
             shutdown_grace: Duration::from_secs(grace as u64),
+            shard_discovery_interval: Duration::from_secs(discovery as u64),
             invoke_identity_arn,
             mappings,
         }

@@ -4,6 +4,7 @@
 //! the reader (batching, dispatch, retries, checkpoints) is source-agnostic.
 
 pub mod kinesis;
+pub mod lineage;
 
 use async_trait::async_trait;
 use std::cmp::Ordering;

@@ -9,6 +9,7 @@ use std::sync::RwLock;
 #[serde(rename_all = "snake_case")]
 pub enum ShardState {
     Starting,
+    WaitingForParent,
     Reading,
     Dispatching,
     Retrying,
@@ -19,6 +20,7 @@ impl ShardState {
     pub fn as_str(self) -> &'static str {
         match self {
             ShardState::Starting => "starting",
+            ShardState::WaitingForParent => "waiting_for_parent",
             ShardState::Reading => "reading",
             ShardState::Dispatching => "dispatching",
             ShardState::Retrying => "retrying",

@@ -1,0 +1,185 @@
+//! Shard lineage, shared by every stream source, the way the Kinesis Client Library does it: a child
+//! shard starts only after each of its parents (`ParentShardId`, and `AdjacentParentShardId` for a
+//! Kinesis merge) is checkpointed at its end; closed shards are drained even if nobody ran them
+//! before; a parent that is no longer listed (trimmed past retention, or a gap in the graph) counts
+//! as done. [`plan`] is pure: the supervisor asks it about every listed shard.
+
+use std::collections::{HashMap, HashSet};
+
+use super::{ShardInfo, StartFrom};
+use crate::checkpoint::Checkpoint;
+use crate::config::StartingPosition;
+
+/// How a shard was finished.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Finished {
+    /// Read to its end and checkpointed `ShardEnd`.
+    Drained,
+    /// Closed before the mapping first saw it, with StartingPosition LATEST: nothing of it is wanted.
+    Skipped,
+}
+
+/// What to do with a shard now.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Plan {
+    Start(StartFrom),
+    /// A parent is still being read (or waits itself).
+    WaitForParents(Vec<String>),
+    Finished(Finished),
+}
+
+/// Decides a shard's fate from its checkpoint and the state of its parents.
+pub fn plan(
+    shard: &ShardInfo,
+    checkpoint: Option<&Checkpoint>,
+    listed: &HashSet<String>,
+    finished: &HashMap<String, Finished>,
+    starting_position: StartingPosition,
+) -> Plan {
+    match checkpoint {
+        Some(Checkpoint::ShardEnd) => return Plan::Finished(Finished::Drained),
+        // A checkpoint means the shard was started before, so its parents were done then.
+        Some(Checkpoint::Sequence(seq)) => return Plan::Start(StartFrom::After(seq.clone())),
+        None => {}
+    }
+    let waiting: Vec<String> = shard
+        .parents
+        .iter()
+        .filter(|p| listed.contains(*p) && !finished.contains_key(*p))
+        .cloned()
+        .collect();
+    if !waiting.is_empty() {
+        return Plan::WaitForParents(waiting);
+    }
+    let parent_drained = shard
+        .parents
+        .iter()
+        .any(|p| finished.get(p) == Some(&Finished::Drained));
+    if parent_drained {
+        // Everything in a child comes after what we read of its parents: read it from its start
+        // (or from the timestamp, for AT_TIMESTAMP mappings).
+        let from = match starting_position {
+            StartingPosition::AtTimestamp(_) => starting_position,
+            _ => StartingPosition::TrimHorizon,
+        };
+        return Plan::Start(StartFrom::Position(from));
+    }
+    if shard.closed && starting_position == StartingPosition::Latest {
+        return Plan::Finished(Finished::Skipped);
+    }
+    Plan::Start(StartFrom::Position(starting_position))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::source::SequenceNumber;
+
+    fn shard(id: &str, parents: &[&str], closed: bool) -> ShardInfo {
+        ShardInfo {
+            id: id.into(),
+            parents: parents.iter().map(|p| p.to_string()).collect(),
+            closed,
+        }
+    }
+
+    fn listed(ids: &[&str]) -> HashSet<String> {
+        ids.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn children_wait_for_every_parent() {
+        let l = listed(&["a", "b", "c"]);
+        let merged = shard("c", &["a", "b"], false);
+        let mut fin = HashMap::new();
+        assert_eq!(
+            plan(&merged, None, &l, &fin, StartingPosition::TrimHorizon),
+            Plan::WaitForParents(vec!["a".into(), "b".into()])
+        );
+        fin.insert("a".to_string(), Finished::Drained);
+        assert_eq!(
+            plan(&merged, None, &l, &fin, StartingPosition::TrimHorizon),
+            Plan::WaitForParents(vec!["b".into()])
+        );
+        fin.insert("b".to_string(), Finished::Drained);
+        assert_eq!(
+            plan(&merged, None, &l, &fin, StartingPosition::Latest),
+            Plan::Start(StartFrom::Position(StartingPosition::TrimHorizon))
+        );
+    }
+
+    #[test]
+    fn a_missing_parent_counts_as_done() {
+        let gap = shard("c", &["gone"], false);
+        assert_eq!(
+            plan(
+                &gap,
+                None,
+                &listed(&["c"]),
+                &HashMap::new(),
+                StartingPosition::TrimHorizon
+            ),
+            Plan::Start(StartFrom::Position(StartingPosition::TrimHorizon))
+        );
+    }
+
+    #[test]
+    fn closed_shards_are_drained_but_skipped_for_latest() {
+        let closed = shard("a", &[], true);
+        let l = listed(&["a"]);
+        assert_eq!(
+            plan(
+                &closed,
+                None,
+                &l,
+                &HashMap::new(),
+                StartingPosition::TrimHorizon
+            ),
+            Plan::Start(StartFrom::Position(StartingPosition::TrimHorizon))
+        );
+        assert_eq!(
+            plan(&closed, None, &l, &HashMap::new(), StartingPosition::Latest),
+            Plan::Finished(Finished::Skipped)
+        );
+        // The child of a skipped parent is a root for LATEST: it starts at LATEST, not at its start.
+        let child = shard("b", &["a"], false);
+        let fin = HashMap::from([("a".to_string(), Finished::Skipped)]);
+        assert_eq!(
+            plan(
+                &child,
+                None,
+                &listed(&["a", "b"]),
+                &fin,
+                StartingPosition::Latest
+            ),
+            Plan::Start(StartFrom::Position(StartingPosition::Latest))
+        );
+    }
+
+    #[test]
+    fn checkpoints_decide_first() {
+        let s = shard("b", &["a"], false);
+        let l = listed(&["a", "b"]);
+        let seq = Checkpoint::Sequence(SequenceNumber("7".into()));
+        assert_eq!(
+            plan(
+                &s,
+                Some(&seq),
+                &l,
+                &HashMap::new(),
+                StartingPosition::Latest
+            ),
+            Plan::Start(StartFrom::After(SequenceNumber("7".into())))
+        );
+        assert_eq!(
+            plan(
+                &s,
+                Some(&Checkpoint::ShardEnd),
+                &l,
+                &HashMap::new(),
+                StartingPosition::Latest
+            ),
+            Plan::Finished(Finished::Drained)
+        );
+    }
+}
