@@ -14,6 +14,7 @@ use crate::destination::{AwsDestination, Destination};
 use crate::dispatch::{Dispatcher, HttpDispatcher, LambdaDispatcher};
 use crate::retry::RetryPolicy;
 use crate::server::{self, AdminState};
+use crate::source::dynamodb::DynamoDbSource;
 use crate::source::kinesis::{EventContext, KinesisSource};
 use crate::source::StreamSource;
 use crate::telemetry::{Metrics, Status};
@@ -54,19 +55,12 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> anyhow::Result<()>
     }
     for mapping in enabled {
         let dispatcher: Arc<dyn Dispatcher> = match &mapping.target {
-            Target::Lambda { function_name } => {
-                let (region, account) = match &mapping.source {
-                    SourceArn::Kinesis {
-                        region, account, ..
-                    } => (region.clone(), account.clone()),
-                };
-                Arc::new(LambdaDispatcher::new(
-                    clients.lambda.clone(),
-                    function_name.clone(),
-                    &region,
-                    &account,
-                ))
-            }
+            Target::Lambda { function_name } => Arc::new(LambdaDispatcher::new(
+                clients.lambda.clone(),
+                function_name.clone(),
+                mapping.source.region(),
+                mapping.source.account(),
+            )),
             Target::Http(h) => {
                 Arc::new(HttpDispatcher::new(h).context("building the HTTP client")?)
             }
@@ -85,6 +79,10 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> anyhow::Result<()>
                     region: region.clone(),
                     invoke_identity_arn: cfg.invoke_identity_arn.clone(),
                 },
+            )),
+            SourceArn::DynamoDb { arn, .. } => Arc::new(DynamoDbSource::new(
+                clients.dynamodbstreams.clone(),
+                arn.clone(),
             )),
         };
         let (metrics, status, checkpoints, clients) = (

@@ -12,6 +12,7 @@ use crate::config::Config;
 #[derive(Clone, Debug)]
 pub struct Clients {
     pub kinesis: aws_sdk_kinesis::Client,
+    pub dynamodbstreams: aws_sdk_dynamodbstreams::Client,
     pub lambda: aws_sdk_lambda::Client,
     pub sqs: aws_sdk_sqs::Client,
     pub sns: aws_sdk_sns::Client,
@@ -47,6 +48,7 @@ pub async fn clients(cfg: &Config) -> Clients {
     };
     Clients {
         kinesis: client!(aws_sdk_kinesis, &shared, e.kinesis.as_ref()),
+        dynamodbstreams: client!(aws_sdk_dynamodbstreams, &shared, e.dynamodbstreams.as_ref()),
         lambda: client!(aws_sdk_lambda, &shared, e.lambda.as_ref()),
         sqs: client!(aws_sdk_sqs, &shared, e.sqs.as_ref()),
         sns: client!(aws_sdk_sns, &shared, e.sns.as_ref()),

@@ -58,11 +58,11 @@ install() {
     log "installing kinesis-local@$KINESIS_LOCAL_VERSION"
     npm install --silent --no-audit --no-fund --prefix "$NPM_DIR" "kinesis-local@$KINESIS_LOCAL_VERSION" >&2
   fi
-  if [ ! -x "$VENV/bin/cargo-lambda" ] || [ ! -x "$VENV/bin/moto_server" ] || [ ! -x "$VENV/bin/mitmdump" ]; then
+  if [ ! -x "$VENV/bin/cargo-lambda" ] || [ ! -x "$VENV/bin/moto_server" ] || [ ! -x "$VENV/bin/mitmdump" ] || ! "$VENV/bin/python" -c "import moto.dynamodbstreams, docker" 2>/dev/null; then
     log "installing cargo-lambda $CARGO_LAMBDA_VERSION, moto $MOTO_VERSION, mitmproxy $MITMPROXY_VERSION into $VENV"
     [ -x "$VENV/bin/pip" ] || python3 -m venv "$VENV"
     "$VENV/bin/pip" install --quiet --disable-pip-version-check "cargo-lambda==$CARGO_LAMBDA_VERSION" \
-      "moto[sqs,sns,s3]==$MOTO_VERSION" flask flask-cors "mitmproxy==$MITMPROXY_VERSION" >&2
+      "moto[sqs,sns,s3,dynamodb,dynamodbstreams]==$MOTO_VERSION" flask flask-cors "mitmproxy==$MITMPROXY_VERSION" >&2
   fi
   if ! command -v curl >/dev/null; then
     log "installing curl"; apt-get update -qq >&2 && apt-get install -y -qq curl >&2

@@ -12,6 +12,13 @@ pub enum SourceArn {
         account: String,
         stream: String,
     },
+    /// `arn:<partition>:dynamodb:<region>:<account>:table/<table>/stream/<label>`
+    DynamoDb {
+        arn: String,
+        region: String,
+        account: String,
+        table: String,
+    },
 }
 
 impl SourceArn {
@@ -37,28 +44,51 @@ impl SourceArn {
                     stream: rest.to_string(),
                 })
             }
+            "dynamodb" => {
+                let (table, label) = parts
+                    .resource
+                    .strip_prefix("table/")
+                    .and_then(|r| r.split_once("/stream/"))
+                    .ok_or_else(|| format!("{s:?} is not a DynamoDB stream ARN (expected ...:table/<table>/stream/<label>)"))?;
+                if table.is_empty() || label.is_empty() {
+                    return Err(format!("{s:?} has no valid table name or stream label"));
+                }
+                Ok(SourceArn::DynamoDb {
+                    arn: s.to_string(),
+                    region: parts.region.to_string(),
+                    account: parts.account.to_string(),
+                    table: table.to_string(),
+                })
+            }
             other => Err(format!(
-                "{s:?}: source service {other:?} is not supported (supported: kinesis)"
+                "{s:?}: source service {other:?} is not supported (supported: kinesis, dynamodb)"
             )),
         }
     }
 
     pub fn arn(&self) -> &str {
         match self {
-            SourceArn::Kinesis { arn, .. } => arn,
+            SourceArn::Kinesis { arn, .. } | SourceArn::DynamoDb { arn, .. } => arn,
         }
     }
 
-    /// The stream or queue name, for default mapping names and logs.
+    /// The stream or table name, for default mapping names and logs.
     pub fn resource_name(&self) -> &str {
         match self {
             SourceArn::Kinesis { stream, .. } => stream,
+            SourceArn::DynamoDb { table, .. } => table,
         }
     }
 
     pub fn region(&self) -> &str {
         match self {
-            SourceArn::Kinesis { region, .. } => region,
+            SourceArn::Kinesis { region, .. } | SourceArn::DynamoDb { region, .. } => region,
+        }
+    }
+
+    pub fn account(&self) -> &str {
+        match self {
+            SourceArn::Kinesis { account, .. } | SourceArn::DynamoDb { account, .. } => account,
         }
     }
 }
@@ -162,6 +192,10 @@ mod tests {
         assert_eq!(a.region(), "eu-west-1");
         assert!(SourceArn::parse("arn:aws:kinesis:eu-west-1:1:stream/s/consumer/c:1").is_err());
         assert!(SourceArn::parse("arn:aws:sqs:eu-west-1:1:q").is_err());
+        let d = SourceArn::parse("arn:aws:dynamodb:us-west-2:111122223333:table/TestTable/stream/2015-05-11T21:21:33.291").unwrap();
+        assert_eq!(d.resource_name(), "TestTable");
+        assert_eq!(d.account(), "111122223333");
+        assert!(SourceArn::parse("arn:aws:dynamodb:us-west-2:1:table/T").is_err());
         assert!(SourceArn::parse("orders").is_err());
     }
 

@@ -34,6 +34,7 @@ pub struct Config {
 #[derive(Debug, Clone, Default)]
 pub struct Endpoints {
     pub kinesis: Option<String>,
+    pub dynamodbstreams: Option<String>,
     pub lambda: Option<String>,
     pub sqs: Option<String>,
     pub sns: Option<String>,

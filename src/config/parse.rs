@@ -19,6 +19,7 @@ pub(super) fn parse(text: &str) -> Result<Config, ConfigErrors> {
             .map(|mut e| {
                 let ep = Endpoints {
                     kinesis: e.url("kinesis"),
+                    dynamodbstreams: e.url("dynamodbstreams"),
                     lambda: e.url("lambda"),
                     sqs: e.url("sqs"),
                     sns: e.url("sns"),
@@ -542,6 +543,12 @@ mod tests {
         assert!(e.bisect_on_function_error && e.report_batch_item_failures);
         assert!(matches!(e.on_failure, Some(DestinationArn::Sqs { .. })));
         assert_eq!(c.mappings[0].name, "orders-f:live");
+    }
+
+    #[test]
+    fn dynamodb_streams_reject_at_timestamp() {
+        let errs = errors("mappings:\n  - EventSourceArn: arn:aws:dynamodb:us-east-1:1:table/t/stream/2020-01-01T00:00:00.000\n    FunctionName: f\n    StartingPosition: AT_TIMESTAMP\n    StartingPositionTimestamp: 1\n");
+        assert_eq!(errs, vec!["mappings[0].StartingPosition: AT_TIMESTAMP is not supported for DynamoDB Streams (use TRIM_HORIZON or LATEST)"]);
     }
 
     #[test]

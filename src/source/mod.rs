@@ -3,6 +3,7 @@
 //! of [`Record`]s already encoded as their entry in the function's event JSON, so everything after
 //! the reader (batching, dispatch, retries, checkpoints) is source-agnostic.
 
+pub mod dynamodb;
 pub mod kinesis;
 pub mod lineage;
 
@@ -89,6 +90,9 @@ pub enum SourceError {
     ExpiredIterator,
     #[error("stream not found: {0}")]
     NotFound(String),
+    /// The position is older than the stream's retention; the reader restarts at TRIM_HORIZON.
+    #[error("data trimmed: {0}")]
+    Trimmed(String),
     #[error("{0}")]
     Service(String),
 }
@@ -100,6 +104,7 @@ impl SourceError {
             SourceError::Throttled(_) => "throttled",
             SourceError::ExpiredIterator => "expired_iterator",
             SourceError::NotFound(_) => "not_found",
+            SourceError::Trimmed(_) => "trimmed",
             SourceError::Service(_) => "service",
         }
     }

@@ -2,6 +2,8 @@
 //! worker reads, batches, dispatches under the retry policy, hands what it gives up on to the
 //! on-failure destination and checkpoints, strictly in order within its shard.
 
+#[cfg(test)]
+mod lineage_tests;
 pub mod shard;
 pub mod supervisor;
 #[cfg(test)]

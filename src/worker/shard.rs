@@ -21,7 +21,7 @@ use crate::destination::{BatchInfo, FailureRecord, ResponseContext};
 use crate::dispatch::response::{self, ItemFailures};
 use crate::dispatch::{DispatchError, Invoked};
 use crate::retry::{Condition, Decision, FailureKind};
-use crate::source::{Page, Record, ShardReader};
+use crate::source::{Page, Record, ShardReader, SourceError};
 use crate::telemetry::ShardState;
 
 /// How a worker stopped.
@@ -190,15 +190,22 @@ impl ShardWorker {
                     self.ctx.status.update(self.ctx.name(), &self.shard, |s| {
                         s.last_error = Some(e.to_string())
                     });
-                    if !matches!(e, crate::source::SourceError::ExpiredIterator) {
-                        let delay = self.ctx.policy.backoff(source_failures);
-                        warn!(mapping = self.ctx.name(), shard = %self.shard, error = %e, retry_in_ms = delay.as_millis() as u64, "read failed");
-                        tokio::select! {
-                            _ = cancel.cancelled() => return false,
-                            _ = sleep(delay) => {}
+                    match e {
+                        SourceError::ExpiredIterator => {
+                            debug!(mapping = self.ctx.name(), shard = %self.shard, "iterator expired; re-fetching");
                         }
-                    } else {
-                        debug!(mapping = self.ctx.name(), shard = %self.shard, "iterator expired; re-fetching");
+                        SourceError::Trimmed(_) => {
+                            warn!(mapping = self.ctx.name(), shard = %self.shard, error = %e,
+                                  "position is past the stream's retention; reading on from TRIM_HORIZON");
+                        }
+                        _ => {
+                            let delay = self.ctx.policy.backoff(source_failures);
+                            warn!(mapping = self.ctx.name(), shard = %self.shard, error = %e, retry_in_ms = delay.as_millis() as u64, "read failed");
+                            tokio::select! {
+                                _ = cancel.cancelled() => return false,
+                                _ = sleep(delay) => {}
+                            }
+                        }
                     }
                 }
             }
