@@ -18,7 +18,7 @@ use crate::source::dynamodb::DynamoDbSource;
 use crate::source::kinesis::{EventContext, KinesisSource};
 use crate::source::StreamSource;
 use crate::telemetry::{Metrics, Status};
-use crate::worker::{supervisor, MappingContext};
+use crate::worker::{queue, supervisor, MappingContext};
 
 /// Runs sluice until `shutdown` is cancelled.
 pub async fn run(cfg: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
@@ -65,13 +65,13 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> anyhow::Result<()>
                 Arc::new(HttpDispatcher::new(h).context("building the HTTP client")?)
             }
         };
-        let source: Arc<dyn StreamSource> = match &mapping.source {
+        let source: Option<Arc<dyn StreamSource>> = match &mapping.source {
             SourceArn::Kinesis {
                 arn,
                 region,
                 stream,
                 ..
-            } => Arc::new(KinesisSource::new(
+            } => Some(Arc::new(KinesisSource::new(
                 clients.kinesis.clone(),
                 stream.clone(),
                 EventContext {
@@ -79,11 +79,13 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> anyhow::Result<()>
                     region: region.clone(),
                     invoke_identity_arn: cfg.invoke_identity_arn.clone(),
                 },
-            )),
-            SourceArn::DynamoDb { arn, .. } => Arc::new(DynamoDbSource::new(
+            ))),
+            SourceArn::DynamoDb { arn, .. } => Some(Arc::new(DynamoDbSource::new(
                 clients.dynamodbstreams.clone(),
                 arn.clone(),
-            )),
+            ))),
+            // Queues are not sharded: `worker::queue` runs them.
+            SourceArn::Sqs { .. } => None,
         };
         let (metrics, status, checkpoints, clients) = (
             metrics.clone(),
@@ -114,7 +116,12 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> anyhow::Result<()>
                 metrics,
                 status,
             });
-            supervisor::run_mapping(ctx, source, tracker2, cancel, discovery).await;
+            match source {
+                Some(source) => {
+                    supervisor::run_mapping(ctx, source, tracker2, cancel, discovery).await
+                }
+                None => queue::run_queue(ctx, clients.sqs.clone(), tracker2, cancel).await,
+            }
         });
     }
 

@@ -19,17 +19,48 @@ pub fn payload_size(records: usize, entry_bytes: usize) -> usize {
 
 /// The event JSON for `records`, assembled from their pre-serialized entries.
 pub fn encode(records: &[Record]) -> Bytes {
-    let entries: usize = records.iter().map(|r| r.event.len()).sum();
-    let mut out = Vec::with_capacity(payload_size(records.len(), entries));
+    encode_entries(records.iter().map(|r| r.event.as_slice()))
+}
+
+/// The event JSON `{"Records":[...]}` around pre-serialized entries (any source's).
+pub fn encode_entries<'a>(entries: impl Iterator<Item = &'a [u8]> + Clone) -> Bytes {
+    let (count, bytes) = entries
+        .clone()
+        .fold((0, 0), |(n, b), e| (n + 1, b + e.len()));
+    let mut out = Vec::with_capacity(payload_size(count, bytes));
     out.extend_from_slice(ENVELOPE);
-    for (i, r) in records.iter().enumerate() {
+    for (i, e) in entries.enumerate() {
         if i > 0 {
             out.push(b',');
         }
-        out.extend_from_slice(&r.event);
+        out.extend_from_slice(e);
     }
     out.extend_from_slice(ENVELOPE_END);
     Bytes::from(out)
+}
+
+/// Splits `items` (in order) into runs whose events fit `max_bytes`; an oversized item goes alone.
+pub fn split_by_size<T>(
+    items: Vec<T>,
+    size: impl Fn(&T) -> usize,
+    max_bytes: usize,
+) -> Vec<Vec<T>> {
+    let mut out: Vec<Vec<T>> = Vec::new();
+    let mut current: Vec<T> = Vec::new();
+    let mut bytes = 0;
+    for item in items {
+        let n = size(&item);
+        if !current.is_empty() && payload_size(current.len() + 1, bytes + n) > max_bytes {
+            out.push(std::mem::take(&mut current));
+            bytes = 0;
+        }
+        bytes += n;
+        current.push(item);
+    }
+    if !current.is_empty() {
+        out.push(current);
+    }
+    out
 }
 
 /// Records waiting to be batched, in read order.
@@ -133,6 +164,19 @@ mod tests {
         assert_eq!(payload.len(), payload_size(3, 900));
         let v: serde_json::Value = serde_json::from_slice(&payload).unwrap();
         assert_eq!(v["Records"].as_array().unwrap().len(), 3);
+    }
+
+    #[test]
+    fn split_by_size_keeps_order_and_limits() {
+        let parts = split_by_size((0..10).collect::<Vec<usize>>(), |_| 300, 1000);
+        assert_eq!(
+            parts,
+            vec![vec![0, 1, 2], vec![3, 4, 5], vec![6, 7, 8], vec![9]]
+        );
+        assert_eq!(
+            split_by_size(vec![5000, 1], |n| *n, 1000),
+            vec![vec![5000], vec![1]]
+        );
     }
 
     #[test]

@@ -19,6 +19,14 @@ pub enum SourceArn {
         account: String,
         table: String,
     },
+    /// `arn:<partition>:sqs:<region>:<account>:<queue>`; FIFO when the name ends in `.fifo`.
+    Sqs {
+        arn: String,
+        region: String,
+        account: String,
+        queue: String,
+        fifo: bool,
+    },
 }
 
 impl SourceArn {
@@ -60,15 +68,24 @@ impl SourceArn {
                     table: table.to_string(),
                 })
             }
+            "sqs" if !parts.resource.is_empty() && !parts.resource.contains('/') => Ok(SourceArn::Sqs {
+                arn: s.to_string(),
+                region: parts.region.to_string(),
+                account: parts.account.to_string(),
+                queue: parts.resource.to_string(),
+                fifo: parts.resource.ends_with(".fifo"),
+            }),
             other => Err(format!(
-                "{s:?}: source service {other:?} is not supported (supported: kinesis, dynamodb)"
+                "{s:?}: source service {other:?} is not supported (supported: kinesis, dynamodb, sqs)"
             )),
         }
     }
 
     pub fn arn(&self) -> &str {
         match self {
-            SourceArn::Kinesis { arn, .. } | SourceArn::DynamoDb { arn, .. } => arn,
+            SourceArn::Kinesis { arn, .. }
+            | SourceArn::DynamoDb { arn, .. }
+            | SourceArn::Sqs { arn, .. } => arn,
         }
     }
 
@@ -77,18 +94,32 @@ impl SourceArn {
         match self {
             SourceArn::Kinesis { stream, .. } => stream,
             SourceArn::DynamoDb { table, .. } => table,
+            SourceArn::Sqs { queue, .. } => queue,
         }
     }
 
     pub fn region(&self) -> &str {
         match self {
-            SourceArn::Kinesis { region, .. } | SourceArn::DynamoDb { region, .. } => region,
+            SourceArn::Kinesis { region, .. }
+            | SourceArn::DynamoDb { region, .. }
+            | SourceArn::Sqs { region, .. } => region,
         }
+    }
+
+    /// SQS sources are queues; the others are streams with shards.
+    pub fn is_queue(&self) -> bool {
+        matches!(self, SourceArn::Sqs { .. })
+    }
+
+    pub fn is_fifo(&self) -> bool {
+        matches!(self, SourceArn::Sqs { fifo: true, .. })
     }
 
     pub fn account(&self) -> &str {
         match self {
-            SourceArn::Kinesis { account, .. } | SourceArn::DynamoDb { account, .. } => account,
+            SourceArn::Kinesis { account, .. }
+            | SourceArn::DynamoDb { account, .. }
+            | SourceArn::Sqs { account, .. } => account,
         }
     }
 }
@@ -191,7 +222,11 @@ mod tests {
         assert_eq!(a.resource_name(), "orders");
         assert_eq!(a.region(), "eu-west-1");
         assert!(SourceArn::parse("arn:aws:kinesis:eu-west-1:1:stream/s/consumer/c:1").is_err());
-        assert!(SourceArn::parse("arn:aws:sqs:eu-west-1:1:q").is_err());
+        let q = SourceArn::parse("arn:aws:sqs:eu-west-1:1:orders.fifo").unwrap();
+        assert!(q.is_queue() && q.is_fifo());
+        assert!(!SourceArn::parse("arn:aws:sqs:eu-west-1:1:q")
+            .unwrap()
+            .is_fifo());
         let d = SourceArn::parse("arn:aws:dynamodb:us-west-2:111122223333:table/TestTable/stream/2015-05-11T21:21:33.291").unwrap();
         assert_eq!(d.resource_name(), "TestTable");
         assert_eq!(d.account(), "111122223333");

@@ -50,7 +50,10 @@ pub struct Mapping {
     pub target: Target,
     pub batch_size: usize,
     pub batching_window: Duration,
+    /// Streams only (SQS mappings carry TRIM_HORIZON, unused).
     pub starting_position: StartingPosition,
+    /// `ScalingConfig.MaximumConcurrency` (SQS only): at most this many batches at once.
+    pub max_concurrency: Option<u32>,
     pub enabled: bool,
     pub errors: ErrorHandling,
 }

@@ -98,10 +98,87 @@ fn mapping(m: &mut Obj<'_, '_>) -> Option<Mapping> {
             }
         });
     let target = target(m);
-    let batch_size = m.int("BatchSize", 1, 10_000, None, 100) as usize;
+    let queue = source.as_ref().is_some_and(SourceArn::is_queue);
+    let fifo = source.as_ref().is_some_and(SourceArn::is_fifo);
+    let batch_size = if fifo {
+        m.int_for("BatchSize", 1, 10, 10, "for FIFO queues")
+    } else {
+        m.int("BatchSize", 1, 10_000, None, if queue { 10 } else { 100 })
+    } as usize;
+    if fifo && m.has("MaximumBatchingWindowInSeconds") {
+        m.err(
+            "MaximumBatchingWindowInSeconds",
+            "is not supported for FIFO queues".into(),
+        );
+    }
     let window = m.int("MaximumBatchingWindowInSeconds", 0, 300, None, 0);
+    if queue && batch_size > 10 && window < 1 && !m.has_error_for("MaximumBatchingWindowInSeconds")
+    {
+        m.err(
+            "BatchSize",
+            format!("{batch_size} needs MaximumBatchingWindowInSeconds of at least 1 (AWS's rule for batches over 10)"),
+        );
+    }
+    let max_concurrency = m.object("ScalingConfig").and_then(|mut sc| {
+        let v = sc.int("MaximumConcurrency", 2, 1000, None, 0);
+        sc.finish();
+        (v > 0).then_some(v as u32)
+    });
+    if !queue && max_concurrency.is_some() {
+        m.err("ScalingConfig", "is only supported for SQS sources".into());
+    }
+    let starting_position = if queue {
+        for field in [
+            "StartingPosition",
+            "StartingPositionTimestamp",
+            "MaximumRetryAttempts",
+            "MaximumRecordAgeInSeconds",
+            "BisectBatchOnFunctionError",
+            "DestinationConfig",
+        ] {
+            if m.has(field) {
+                m.take(field);
+                m.err(
+                    field,
+                    "is not supported for SQS sources (failed messages return to the queue: use its redrive policy)".into(),
+                );
+            }
+        }
+        Some(StartingPosition::TrimHorizon)
+    } else {
+        stream_starting_position(m, source.as_ref())
+    };
+    let enabled = m.bool("Enabled").unwrap_or(true);
+    let errors = if queue {
+        ErrorHandling {
+            report_batch_item_failures: response_types(m),
+            ..Default::default()
+        }
+    } else {
+        error_handling(m)
+    };
+    let (source, target, starting_position) = (source?, target?, starting_position?);
+    let name = name.unwrap_or_else(|| format!("{}-{}", source.resource_name(), target.label()));
+    Some(Mapping {
+        name,
+        source,
+        target,
+        batch_size,
+        batching_window: Duration::from_secs(window as u64),
+        starting_position,
+        max_concurrency,
+        enabled,
+        errors,
+    })
+}
+
+/// StartingPosition (+ StartingPositionTimestamp) for a stream source.
+fn stream_starting_position(
+    m: &mut Obj<'_, '_>,
+    source: Option<&SourceArn>,
+) -> Option<StartingPosition> {
     let timestamp = m.number("StartingPositionTimestamp");
-    let starting_position = match m.string("StartingPosition").as_deref() {
+    let position = match m.string("StartingPosition").as_deref() {
         None => {
             m.err(
                 "StartingPosition",
@@ -111,6 +188,14 @@ fn mapping(m: &mut Obj<'_, '_>) -> Option<Mapping> {
         }
         Some("TRIM_HORIZON") => Some(StartingPosition::TrimHorizon),
         Some("LATEST") => Some(StartingPosition::Latest),
+        Some("AT_TIMESTAMP") if matches!(source, Some(SourceArn::DynamoDb { .. })) => {
+            m.err(
+                "StartingPosition",
+                "AT_TIMESTAMP is not supported for DynamoDB Streams (use TRIM_HORIZON or LATEST)"
+                    .into(),
+            );
+            None
+        }
         Some("AT_TIMESTAMP") => match timestamp {
             Some(ts) if ts >= 0.0 => Some(StartingPosition::AtTimestamp(
                 UNIX_EPOCH + Duration::from_secs_f64(ts),
@@ -139,30 +224,15 @@ fn mapping(m: &mut Obj<'_, '_>) -> Option<Mapping> {
         }
     };
     if timestamp.is_some()
-        && !matches!(
-            starting_position,
-            Some(StartingPosition::AtTimestamp(_)) | None
-        )
+        && !matches!(position, Some(StartingPosition::AtTimestamp(_)))
+        && !m.has_error_for("StartingPosition")
     {
         m.err(
             "StartingPositionTimestamp",
             "is only allowed with StartingPosition AT_TIMESTAMP".into(),
         );
     }
-    let enabled = m.bool("Enabled").unwrap_or(true);
-    let errors = error_handling(m);
-    let (source, target, starting_position) = (source?, target?, starting_position?);
-    let name = name.unwrap_or_else(|| format!("{}-{}", source.resource_name(), target.label()));
-    Some(Mapping {
-        name,
-        source,
-        target,
-        batch_size,
-        batching_window: Duration::from_secs(window as u64),
-        starting_position,
-        enabled,
-        errors,
-    })
+    position
 }
 
 fn target(m: &mut Obj<'_, '_>) -> Option<Target> {
@@ -219,28 +289,7 @@ fn error_handling(m: &mut Obj<'_, '_>) -> ErrorHandling {
     let attempts = m.int("MaximumRetryAttempts", 0, 10_000, Some(-1), -1);
     let age = m.int("MaximumRecordAgeInSeconds", 60, 604_800, Some(-1), -1);
     let bisect = m.bool("BisectBatchOnFunctionError").unwrap_or(false);
-    let mut report = false;
-    match m.take("FunctionResponseTypes") {
-        None | Some(Value::Null) => {}
-        Some(Value::Sequence(items)) => {
-            if items.len() > 1 {
-                m.err("FunctionResponseTypes", "takes at most one item".into());
-            }
-            for item in items {
-                match item.as_str() {
-                    Some("ReportBatchItemFailures") => report = true,
-                    _ => m.err(
-                        "FunctionResponseTypes",
-                        format!("{} is not ReportBatchItemFailures", show(item)),
-                    ),
-                }
-            }
-        }
-        Some(v) => m.err(
-            "FunctionResponseTypes",
-            format!("{} must be a list", show(v)),
-        ),
-    }
+    let report = response_types(m);
     let on_failure = m.object("DestinationConfig").and_then(|mut d| {
         let dest = d.object("OnFailure").and_then(|mut o| {
             let arn =
@@ -265,6 +314,33 @@ fn error_handling(m: &mut Obj<'_, '_>) -> ErrorHandling {
         report_batch_item_failures: report,
         on_failure,
     }
+}
+
+/// `FunctionResponseTypes`: true when it lists ReportBatchItemFailures.
+fn response_types(m: &mut Obj<'_, '_>) -> bool {
+    let mut report = false;
+    match m.take("FunctionResponseTypes") {
+        None | Some(Value::Null) => {}
+        Some(Value::Sequence(items)) => {
+            if items.len() > 1 {
+                m.err("FunctionResponseTypes", "takes at most one item".into());
+            }
+            for item in items {
+                match item.as_str() {
+                    Some("ReportBatchItemFailures") => report = true,
+                    _ => m.err(
+                        "FunctionResponseTypes",
+                        format!("{} is not ReportBatchItemFailures", show(item)),
+                    ),
+                }
+            }
+        }
+        Some(v) => m.err(
+            "FunctionResponseTypes",
+            format!("{} must be a list", show(v)),
+        ),
+    }
+    report
 }
 
 /// One YAML object being read: remembers which keys were taken so the rest can be reported unknown.
@@ -313,6 +389,23 @@ impl<'v, 'e> Obj<'v, 'e> {
     fn has_error_for(&self, key: &str) -> bool {
         let p = format!("{}:", self.field_path(key));
         self.errs[self.start..].iter().any(|e| e.starts_with(&p))
+    }
+
+    /// True when the field is given (even as null).
+    fn has(&self, key: &str) -> bool {
+        self.map.is_some_and(|m| m.contains_key(key))
+    }
+
+    /// An integer in `min..=max` whose range holds only in some context (`why`, e.g. "for FIFO queues").
+    fn int_for(&mut self, key: &str, min: i64, max: i64, default: i64, why: &str) -> i64 {
+        match self.map.and_then(|m| m.get(key)).and_then(Value::as_i64) {
+            Some(v) if !(min..=max).contains(&v) => {
+                self.taken.insert(key.to_string());
+                self.err(key, format!("{v} is out of range {min}..={max} {why}"));
+                default
+            }
+            _ => self.int(key, min, max, None, default),
+        }
     }
 
     fn take(&mut self, key: &str) -> Option<&'v Value> {
@@ -549,6 +642,34 @@ mod tests {
     fn dynamodb_streams_reject_at_timestamp() {
         let errs = errors("mappings:\n  - EventSourceArn: arn:aws:dynamodb:us-east-1:1:table/t/stream/2020-01-01T00:00:00.000\n    FunctionName: f\n    StartingPosition: AT_TIMESTAMP\n    StartingPositionTimestamp: 1\n");
         assert_eq!(errs, vec!["mappings[0].StartingPosition: AT_TIMESTAMP is not supported for DynamoDB Streams (use TRIM_HORIZON or LATEST)"]);
+    }
+
+    #[test]
+    fn sqs_rules() {
+        let q = "arn:aws:sqs:us-east-1:1:q";
+        let c = parse(&format!("mappings:\n  - EventSourceArn: {q}\n    FunctionName: f\n    ScalingConfig: {{ MaximumConcurrency: 50 }}\n")).unwrap();
+        assert_eq!(c.mappings[0].batch_size, 10, "SQS's default BatchSize");
+        assert_eq!(c.mappings[0].max_concurrency, Some(50));
+        let errs = errors(&format!(
+            "mappings:\n  - EventSourceArn: {q}\n    FunctionName: f\n    BatchSize: 20\n  - EventSourceArn: {q}.fifo\n    FunctionName: f\n    BatchSize: 11\n    MaximumBatchingWindowInSeconds: 1\n  - EventSourceArn: {q}\n    Name: other\n    FunctionName: f\n    StartingPosition: LATEST\n    MaximumRetryAttempts: 1\n    ScalingConfig: {{ MaximumConcurrency: 1 }}\n  - EventSourceArn: {ARN}\n    FunctionName: f\n    StartingPosition: LATEST\n    ScalingConfig: {{ MaximumConcurrency: 5 }}\n"
+        ));
+        for want in [
+            "mappings[0].BatchSize: 20 needs MaximumBatchingWindowInSeconds of at least 1",
+            "mappings[1].BatchSize: 11 is out of range 1..=10 for FIFO queues",
+            "mappings[1].MaximumBatchingWindowInSeconds: is not supported for FIFO queues",
+            "mappings[2].StartingPosition: is not supported for SQS sources",
+            "mappings[2].MaximumRetryAttempts: is not supported for SQS sources",
+            "mappings[2].ScalingConfig.MaximumConcurrency: 1 is out of range 2..=1000",
+            "mappings[3].ScalingConfig: is only supported for SQS sources",
+        ] {
+            assert!(
+                errs.iter().any(|e| e.starts_with(want)),
+                "missing {want:?} in {errs:#?}"
+            );
+        }
+        assert_eq!(errs.len(), 7, "{errs:#?}");
+        // A window of 1 s allows batches over 10 on a standard queue.
+        assert!(parse(&format!("mappings:\n  - {{ EventSourceArn: {q}, FunctionName: f, BatchSize: 100, MaximumBatchingWindowInSeconds: 1 }}\n")).is_ok());
     }
 
     #[test]

@@ -1,6 +1,6 @@
-//! The function's `batchItemFailures` response for stream sources, read by AWS's rules
-//! (esm-spec.md §4). Only consulted when the mapping has `FunctionResponseTypes:
-//! [ReportBatchItemFailures]`.
+//! The function's `batchItemFailures` response, read by AWS's rules (esm-spec.md §4 for streams,
+//! §5 for SQS; identifiers are sequence numbers or message ids). Only consulted when the mapping has
+//! `FunctionResponseTypes: [ReportBatchItemFailures]`.
 
 use serde_json::Value;
 
@@ -11,8 +11,9 @@ pub enum ItemFailures {
     None,
     /// Complete failure: an invalid identifier or an unreadable response.
     All(&'static str),
-    /// Records from this index of the batch on failed (the lowest reported identifier).
-    From(usize),
+    /// These indices of the batch failed (sorted, distinct, never empty). Streams retry from the
+    /// lowest; SQS returns exactly these messages to the queue.
+    Failed(Vec<usize>),
 }
 
 /// Reads `body`; `position` maps an identifier to its index in the batch.
@@ -34,7 +35,7 @@ pub fn parse(body: &[u8], position: impl Fn(&str) -> Option<usize>) -> ItemFailu
         // A JSON value that is not an object carries no batchItemFailures.
         _ => return ItemFailures::None,
     };
-    let mut lowest: Option<usize> = None;
+    let mut failed: Vec<usize> = Vec::new();
     for item in failures {
         let id = match item.get("itemIdentifier") {
             Some(Value::String(s)) if !s.is_empty() => s,
@@ -44,11 +45,17 @@ pub fn parse(body: &[u8], position: impl Fn(&str) -> Option<usize>) -> ItemFailu
             None => return ItemFailures::All("batch item failure without itemIdentifier"),
         };
         match position(id) {
-            Some(i) => lowest = Some(lowest.map_or(i, |l| l.min(i))),
+            Some(i) => failed.push(i),
             None => return ItemFailures::All("itemIdentifier not in the batch"),
         }
     }
-    lowest.map_or(ItemFailures::None, ItemFailures::From)
+    failed.sort_unstable();
+    failed.dedup();
+    if failed.is_empty() {
+        ItemFailures::None
+    } else {
+        ItemFailures::Failed(failed)
+    }
 }
 
 #[cfg(test)]
@@ -92,10 +99,12 @@ mod tests {
     }
 
     #[test]
-    fn lowest_identifier_wins() {
+    fn failed_identifiers_sorted_and_distinct() {
         assert_eq!(
-            p(r#"{"batchItemFailures":[{"itemIdentifier":"30"},{"itemIdentifier":"20"}]}"#),
-            ItemFailures::From(1)
+            p(
+                r#"{"batchItemFailures":[{"itemIdentifier":"30"},{"itemIdentifier":"20"},{"itemIdentifier":"30"}]}"#
+            ),
+            ItemFailures::Failed(vec![1, 2])
         );
     }
 }

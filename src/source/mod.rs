@@ -6,6 +6,7 @@
 pub mod dynamodb;
 pub mod kinesis;
 pub mod lineage;
+pub mod sqs;
 
 use async_trait::async_trait;
 use std::cmp::Ordering;

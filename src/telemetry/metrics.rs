@@ -51,6 +51,12 @@ pub struct Metrics {
     source_errors: Family<ErrorLabels, Counter>,
     shards: Family<StateLabels, Gauge>,
     checkpoints: Family<MappingLabel, Counter>,
+    sqs_received: Family<MappingLabel, Counter>,
+    sqs_deleted: Family<MappingLabel, Counter>,
+    sqs_returned: Family<MappingLabel, Counter>,
+    sqs_extensions: Family<MappingLabel, Counter>,
+    sqs_in_flight: Family<MappingLabel, Gauge>,
+    concurrency: Family<MappingLabel, Gauge>,
     /// Latest iterator age per (mapping, shard); the gauge shows the max over a mapping's shards.
     ages: Mutex<HashMap<(String, String), i64>>,
 }
@@ -82,6 +88,12 @@ impl Metrics {
             source_errors: Family::default(),
             shards: Family::default(),
             checkpoints: Family::default(),
+            sqs_received: Family::default(),
+            sqs_deleted: Family::default(),
+            sqs_returned: Family::default(),
+            sqs_extensions: Family::default(),
+            sqs_in_flight: Family::default(),
+            concurrency: Family::default(),
             ages: Mutex::new(HashMap::new()),
             registry: Registry::default(),
         };
@@ -132,6 +144,36 @@ impl Metrics {
             "sluice_checkpoints",
             "Checkpoints written",
             m.checkpoints.clone(),
+        );
+        registry.register(
+            "sluice_sqs_messages_received",
+            "SQS messages received",
+            m.sqs_received.clone(),
+        );
+        registry.register(
+            "sluice_sqs_messages_deleted",
+            "SQS messages deleted after success (AWS DeletedEventCount)",
+            m.sqs_deleted.clone(),
+        );
+        registry.register(
+            "sluice_sqs_messages_returned",
+            "SQS messages left to reappear after their visibility timeout because they failed",
+            m.sqs_returned.clone(),
+        );
+        registry.register(
+            "sluice_sqs_visibility_extensions",
+            "In-flight SQS messages whose visibility the heartbeat extended",
+            m.sqs_extensions.clone(),
+        );
+        registry.register(
+            "sluice_sqs_messages_in_flight",
+            "SQS messages received and not yet deleted or returned",
+            m.sqs_in_flight.clone(),
+        );
+        registry.register(
+            "sluice_concurrency",
+            "Concurrent pollers of an SQS mapping (scaled like AWS's)",
+            m.concurrency.clone(),
         );
         Metrics { registry, ..m }
     }
@@ -219,6 +261,43 @@ impl Metrics {
 
     pub fn checkpointed(&self, mapping: &str) {
         self.checkpoints.get_or_create(&Self::label(mapping)).inc();
+    }
+
+    pub fn sqs_received(&self, mapping: &str, n: usize) {
+        self.sqs_received
+            .get_or_create(&Self::label(mapping))
+            .inc_by(n as u64);
+        self.sqs_in_flight
+            .get_or_create(&Self::label(mapping))
+            .inc_by(n as i64);
+    }
+
+    /// `deleted` messages succeeded and were deleted; `returned` failed and will reappear.
+    pub fn sqs_finished(&self, mapping: &str, deleted: usize, returned: usize) {
+        self.sqs_deleted
+            .get_or_create(&Self::label(mapping))
+            .inc_by(deleted as u64);
+        self.sqs_returned
+            .get_or_create(&Self::label(mapping))
+            .inc_by(returned as u64);
+    }
+
+    pub fn sqs_settled(&self, mapping: &str, n: usize) {
+        self.sqs_in_flight
+            .get_or_create(&Self::label(mapping))
+            .dec_by(n as i64);
+    }
+
+    pub fn sqs_extended(&self, mapping: &str, n: usize) {
+        self.sqs_extensions
+            .get_or_create(&Self::label(mapping))
+            .inc_by(n as u64);
+    }
+
+    pub fn concurrency(&self, mapping: &str, n: usize) {
+        self.concurrency
+            .get_or_create(&Self::label(mapping))
+            .set(n as i64);
     }
 
     /// A shard moved from state `from` (if any) to `to` (if any).

@@ -160,6 +160,7 @@ async fn supervise(
             batch_size: 100,
             batching_window: Duration::ZERO,
             starting_position: StartingPosition::TrimHorizon,
+            max_concurrency: None,
             enabled: true,
             errors: ErrorHandling::default(),
         },

@@ -4,6 +4,7 @@
 
 #[cfg(test)]
 mod lineage_tests;
+pub mod queue;
 pub mod shard;
 pub mod supervisor;
 #[cfg(test)]

@@ -284,7 +284,8 @@ impl ShardWorker {
                             }
                             continue;
                         }
-                        ItemFailures::From(i) if i > 0 => {
+                        ItemFailures::Failed(ref f) if f[0] > 0 => {
+                            let i = f[0];
                             ctx.metrics.invoked(name, n, "partial_failure", took);
                             ctx.metrics.failed_invoke(name, n);
                             // Everything before the lowest failure is done: checkpoint it and retry
@@ -321,7 +322,7 @@ impl ShardWorker {
                             }
                             continue;
                         }
-                        ItemFailures::From(_) => {
+                        ItemFailures::Failed(_) => {
                             ctx.metrics.invoked(name, n, "partial_failure", took);
                             (
                                 FailureKind::Function,

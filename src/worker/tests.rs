@@ -212,6 +212,7 @@ async fn run(
             batch_size,
             batching_window: Duration::ZERO,
             starting_position: StartingPosition::TrimHorizon,
+            max_concurrency: None,
             enabled: true,
             errors: errors.clone(),
         },
