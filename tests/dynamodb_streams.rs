@@ -120,21 +120,6 @@ fn every_type_json(id: &str, text: &str) -> Value {
     })
 }
 
-/// Every event entry the function received, in order.
-fn events(sink: &Sink) -> Vec<Value> {
-    sink.accepted
-        .lock()
-        .unwrap()
-        .iter()
-        .flat_map(|r| {
-            serde_json::from_slice::<Value>(&r.body).unwrap()["Records"]
-                .as_array()
-                .unwrap()
-                .clone()
-        })
-        .collect()
-}
-
 async fn run_table(tb: &TestBed, view: StreamViewType) -> (String, Vec<Value>, Vec<Vec<u8>>) {
     let ddb = dynamodb(tb);
     let table = unique("table");
@@ -179,7 +164,7 @@ async fn run_table(tb: &TestBed, view: StreamViewType) -> (String, Vec<Value>, V
     wait_for(
         "4 stream events delivered",
         Duration::from_secs(60),
-        || async { (events(&sink).len() >= 4).then_some(()) },
+        || async { (sink.accepted_entries().len() >= 4).then_some(()) },
     )
     .await;
     let bodies = sink
@@ -189,7 +174,7 @@ async fn run_table(tb: &TestBed, view: StreamViewType) -> (String, Vec<Value>, V
         .iter()
         .map(|r| r.body.to_vec())
         .collect();
-    (stream_arn, events(&sink), bodies)
+    (stream_arn, sink.accepted_entries(), bodies)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -10,7 +10,9 @@
 //! FIFO: a batch is split by MessageGroupId and each group's part is dispatched on its own, in
 //! order, so a failing group never fails the others. SQS itself holds back a group's later messages
 //! while earlier ones are in flight; when a message of a group fails, sluice also returns that
-//! group's later messages of the batch, so nothing of the group overtakes it.
+//! group's later messages of the batch, so nothing of the group overtakes it. Receives from a FIFO
+//! queue are made one at a time per mapping, so the queue's group lock is never raced by two
+//! concurrent receives (dispatches of different groups still run concurrently).
 
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -71,6 +73,27 @@ struct Shared {
     stats: Stats,
     invocations: Semaphore,
     alive: Mutex<HashSet<usize>>,
+    /// FIFO queues: one ReceiveMessage at a time.
+    receiving: tokio::sync::Mutex<()>,
+    /// Batches received and not yet settled.
+    batches_in_flight: AtomicUsize,
+}
+
+/// FIFO receives while this mapping has batches in flight: short, since the groups those batches
+/// lock become free as soon as they settle, and the other pollers wait for their turn.
+const BUSY_FIFO_POLL: Duration = Duration::from_secs(1);
+
+impl Shared {
+    async fn receive(&self, max: usize, wait: Duration) -> Result<Vec<Message>, SourceError> {
+        if !self.queue.fifo {
+            return self.queue.receive(max, wait).await;
+        }
+        let _turn = self.receiving.lock().await;
+        let busy = self.batches_in_flight.load(Ordering::SeqCst) > 0;
+        self.queue
+            .receive(max, if busy { wait.min(BUSY_FIFO_POLL) } else { wait })
+            .await
+    }
 }
 
 /// The next concurrency from the last interval's observations: halve on throttles, step down on
@@ -157,6 +180,8 @@ pub async fn run_queue(
         stats: Stats::default(),
         invocations: Semaphore::new(cap),
         alive: Mutex::new(HashSet::new()),
+        receiving: tokio::sync::Mutex::new(()),
+        batches_in_flight: AtomicUsize::new(0),
         queue,
         ctx: ctx.clone(),
     });
@@ -199,7 +224,7 @@ async fn poller(shared: Arc<Shared>, id: usize, cancel: CancellationToken) {
         let batch_size = ctx.mapping.batch_size;
         let first = tokio::select! {
             _ = cancel.cancelled() => break,
-            r = shared.queue.receive(batch_size.min(10), LONG_POLL) => r,
+            r = shared.receive(batch_size.min(10), LONG_POLL) => r,
         };
         let mut messages = match first {
             Ok(m) if m.is_empty() => {
@@ -228,6 +253,7 @@ async fn poller(shared: Arc<Shared>, id: usize, cancel: CancellationToken) {
             }
         };
         failures = 0;
+        shared.batches_in_flight.fetch_add(1, Ordering::SeqCst);
         ctx.metrics.sqs_received(&name, messages.len());
         ctx.metrics.polled(&name, messages.len());
         let in_flight: Arc<Mutex<Vec<(String, String)>>> = Arc::new(Mutex::new(
@@ -253,7 +279,7 @@ async fn poller(shared: Arc<Shared>, id: usize, cancel: CancellationToken) {
             }
             let more = tokio::select! {
                 _ = cancel.cancelled() => break,
-                r = shared.queue.receive((batch_size - messages.len()).min(10), left.min(LONG_POLL)) => r,
+                r = shared.receive((batch_size - messages.len()).min(10), left.min(LONG_POLL)) => r,
             };
             match more {
                 Ok(more) if !more.is_empty() => {
@@ -285,6 +311,7 @@ async fn poller(shared: Arc<Shared>, id: usize, cancel: CancellationToken) {
         let deleted = shared.queue.delete(&refs).await;
         ctx.metrics.sqs_finished(&name, deleted, failed);
         ctx.metrics.sqs_settled(&name, total);
+        shared.batches_in_flight.fetch_sub(1, Ordering::SeqCst);
         debug!(mapping = %name, poller = id, messages = total, deleted, returned = failed, "batch settled");
     }
     shared.alive.lock().expect("alive lock").remove(&id);

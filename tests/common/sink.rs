@@ -42,6 +42,8 @@ struct SinkState {
     accepted: Arc<Mutex<Vec<Request>>>,
     all: Arc<Mutex<Vec<Request>>>,
     respond: Box<Respond>,
+    /// How long the function takes before it answers.
+    delay: std::time::Duration,
 }
 
 /// The Kinesis records of an event (none for other sources: tests read those from `body`).
@@ -78,12 +80,21 @@ impl Sink {
     pub async fn start(
         respond: impl Fn(&Request, &[Request]) -> Reply + Send + Sync + 'static,
     ) -> Sink {
+        Sink::start_slow(std::time::Duration::ZERO, respond).await
+    }
+
+    /// Like [`Sink::start`], for a function that takes `delay` to answer.
+    pub async fn start_slow(
+        delay: std::time::Duration,
+        respond: impl Fn(&Request, &[Request]) -> Reply + Send + Sync + 'static,
+    ) -> Sink {
         let accepted = Arc::new(Mutex::new(Vec::new()));
         let all = Arc::new(Mutex::new(Vec::new()));
         let state = Arc::new(SinkState {
             accepted: accepted.clone(),
             all: all.clone(),
             respond: Box::new(respond),
+            delay,
         });
         let app = Router::new().route("/", post(handle)).with_state(state);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -101,6 +112,16 @@ impl Sink {
             .collect()
     }
 
+    /// The event entries (`Records[]`) of every accepted request, in arrival order.
+    pub fn accepted_entries(&self) -> Vec<serde_json::Value> {
+        entries(&self.accepted.lock().unwrap())
+    }
+
+    /// The event entries of every request, accepted or not, in arrival order.
+    pub fn all_entries(&self) -> Vec<serde_json::Value> {
+        entries(&self.all.lock().unwrap())
+    }
+
     pub fn delivered_in_run(&self, run: &str) -> Vec<Written> {
         self.accepted
             .lock()
@@ -110,6 +131,18 @@ impl Sink {
             .flat_map(|r| r.records.clone())
             .collect()
     }
+}
+
+fn entries(requests: &[Request]) -> Vec<serde_json::Value> {
+    requests
+        .iter()
+        .flat_map(|r| {
+            serde_json::from_slice::<serde_json::Value>(&r.body).unwrap()["Records"]
+                .as_array()
+                .unwrap()
+                .clone()
+        })
+        .collect()
 }
 
 async fn handle(
@@ -126,6 +159,9 @@ async fn handle(
         records: parse_records(&body),
         body,
     };
+    if !s.delay.is_zero() {
+        tokio::time::sleep(s.delay).await;
+    }
     let (status, extra, reply) = {
         let accepted = s.accepted.lock().unwrap();
         (s.respond)(&req, &accepted)
