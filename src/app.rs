@@ -120,7 +120,16 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> anyhow::Result<()>
                 Some(source) => {
                     supervisor::run_mapping(ctx, source, tracker2, cancel, discovery).await
                 }
-                None => queue::run_queue(ctx, clients.sqs.clone(), tracker2, cancel).await,
+                None => {
+                    queue::run_queue(
+                        ctx,
+                        clients.sqs.clone(),
+                        clients.lambda.clone(),
+                        tracker2,
+                        cancel,
+                    )
+                    .await
+                }
             }
         });
     }

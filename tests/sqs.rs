@@ -699,3 +699,49 @@ async fn a_missing_queue_is_a_clear_error_and_the_other_mappings_keep_running() 
     );
     assert_eq!(sluice.get("/healthz").await.unwrap().0, 200, "but alive");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn receives_repeat_to_fill_the_batch_within_the_window() {
+    let tb = testbed();
+    let client = sqs(&tb);
+    let (url, arn) = queue(&client, &unique("window"), &[]).await;
+    let msgs: Vec<(String, Option<String>)> = (0..40).map(|i| (format!("w-{i}"), None)).collect();
+    send(&client, &url, &msgs).await;
+    let sink = Sink::ok().await;
+    let dir = tempfile::tempdir().unwrap();
+    let extra = "    BatchSize: 40\n    MaximumBatchingWindowInSeconds: 3\n    ScalingConfig: { MaximumConcurrency: 2 }\n";
+    let _sluice = Sluice::start(
+        dir.path(),
+        "run",
+        &config(
+            &tb,
+            &dir.path().join("cp"),
+            free_port(),
+            &mapping("window", &arn, &sink.url, extra),
+        ),
+    )
+    .await;
+    wait_for(
+        "every message delivered",
+        Duration::from_secs(60),
+        || async { (sink.accepted_entries().len() >= msgs.len()).then_some(()) },
+    )
+    .await;
+    let sizes: Vec<usize> = sink
+        .accepted
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            serde_json::from_slice::<Value>(&r.body).unwrap()["Records"]
+                .as_array()
+                .unwrap()
+                .len()
+        })
+        .collect();
+    assert!(
+        sizes.iter().any(|n| *n > 10),
+        "receives were repeated into batches over 10: {sizes:?}"
+    );
+    assert!(sizes.iter().all(|n| *n <= 40), "{sizes:?}");
+}

@@ -120,10 +120,27 @@ fn next_concurrency(
     next.clamp(1, cap)
 }
 
+/// The function's configured timeout, if the Lambda API will tell (emulators may not).
+async fn lambda_timeout(client: &aws_sdk_lambda::Client, function: &str) -> Option<Duration> {
+    match client
+        .get_function_configuration()
+        .function_name(function)
+        .send()
+        .await
+    {
+        Ok(out) => out.timeout().map(|t| Duration::from_secs(t.max(0) as u64)),
+        Err(e) => {
+            debug!(function, error = %crate::aws::error_text(&e), "cannot read the function's timeout");
+            None
+        }
+    }
+}
+
 /// Runs an SQS mapping until `cancel` fires.
 pub async fn run_queue(
     ctx: Arc<MappingContext>,
     client: aws_sdk_sqs::Client,
+    lambda: aws_sdk_lambda::Client,
     tracker: TaskTracker,
     cancel: CancellationToken,
 ) {
@@ -163,11 +180,13 @@ pub async fn run_queue(
             }
         }
     };
-    if let Target::Http(h) = &ctx.mapping.target {
-        if queue.visibility_timeout < h.timeout {
-            warn!(mapping = %name, visibility_timeout_s = queue.visibility_timeout.as_secs(), target_timeout_s = h.timeout.as_secs(),
-                  "the queue's visibility timeout is shorter than the target's timeout; sluice's heartbeat keeps in-flight messages hidden, but AWS recommends at least 6 times the function timeout");
-        }
+    let target_timeout = match &ctx.mapping.target {
+        Target::Http(h) => Some(h.timeout),
+        Target::Lambda { function_name } => lambda_timeout(&lambda, function_name).await,
+    };
+    if let Some(timeout) = target_timeout.filter(|t| queue.visibility_timeout < *t) {
+        warn!(mapping = %name, visibility_timeout_s = queue.visibility_timeout.as_secs(), target_timeout_s = timeout.as_secs(),
+              "the queue's visibility timeout is shorter than the target's timeout; sluice's heartbeat keeps in-flight messages hidden, but AWS recommends at least 6 times the function timeout");
     }
     info!(mapping = %name, queue = %queue.url, fifo = queue.fifo, visibility_timeout_s = queue.visibility_timeout.as_secs(), "queue mapping running");
     let cap = ctx
