@@ -3,6 +3,7 @@
 //! of [`Record`]s already encoded as their entry in the function's event JSON, so everything after
 //! the reader (batching, dispatch, retries, checkpoints) is source-agnostic.
 
+mod cursor;
 pub mod dynamodb;
 pub mod kinesis;
 pub mod lineage;

@@ -14,6 +14,7 @@ use tokio::time::Instant;
 use super::event;
 use crate::aws::error_text;
 use crate::config::StartingPosition;
+use crate::source::cursor::ShardCursor;
 use crate::source::{Page, Record, SequenceNumber, ShardReader, SourceError, StartFrom};
 
 /// Lambda polls DynamoDB stream shards at a base rate of 4 times a second.
@@ -25,10 +26,7 @@ pub(super) struct DynamoDbShardReader {
     client: Client,
     stream_arn: Arc<str>,
     shard_id: String,
-    start: StartFrom,
-    iterator: Option<String>,
-    next_read_at: Instant,
-    ended: bool,
+    cursor: ShardCursor,
 }
 
 impl DynamoDbShardReader {
@@ -42,10 +40,7 @@ impl DynamoDbShardReader {
             client,
             stream_arn,
             shard_id,
-            start,
-            iterator: None,
-            next_read_at: Instant::now(),
-            ended: false,
+            cursor: ShardCursor::new(start),
         }
     }
 
@@ -55,7 +50,7 @@ impl DynamoDbShardReader {
             .get_shard_iterator()
             .stream_arn(&*self.stream_arn)
             .shard_id(&self.shard_id);
-        let req = match &self.start {
+        let req = match &self.cursor.start {
             StartFrom::After(seq) => req
                 .shard_iterator_type(ShardIteratorType::AfterSequenceNumber)
                 .sequence_number(&seq.0),
@@ -92,22 +87,22 @@ impl DynamoDbShardReader {
 #[async_trait]
 impl ShardReader for DynamoDbShardReader {
     fn next_read_at(&self) -> Instant {
-        self.next_read_at
+        self.cursor.next_read_at()
     }
 
     async fn read(&mut self) -> Result<Page, SourceError> {
-        if self.ended {
+        if self.cursor.ended() {
             return Ok(Page::ShardEnd);
         }
-        let iterator = match &self.iterator {
-            Some(it) => it.clone(),
+        let iterator = match self.cursor.iterator() {
+            Some(it) => it,
             None => match self.fetch_iterator().await {
                 Ok(it) => {
-                    self.iterator = Some(it.clone());
+                    self.cursor.set_iterator(it.clone());
                     it
                 }
                 Err(SourceError::Trimmed(m)) => {
-                    self.start = StartFrom::Position(StartingPosition::TrimHorizon);
+                    self.cursor.trimmed();
                     return Err(SourceError::Trimmed(m));
                 }
                 Err(e) => return Err(e),
@@ -121,18 +116,16 @@ impl ShardReader for DynamoDbShardReader {
             .limit(PAGE_LIMIT)
             .send()
             .await;
-        self.next_read_at = called_at + READ_INTERVAL;
+        self.cursor.called(called_at, READ_INTERVAL);
         let out = match result {
             Ok(out) => out,
             Err(e) => {
                 let svc = e.as_service_error();
                 return Err(if svc.is_some_and(|s| s.is_expired_iterator_exception()) {
-                    self.iterator = None;
-                    self.next_read_at = Instant::now();
+                    self.cursor.expire();
                     SourceError::ExpiredIterator
                 } else if svc.is_some_and(|s| s.is_trimmed_data_access_exception()) {
-                    self.iterator = None;
-                    self.start = StartFrom::Position(StartingPosition::TrimHorizon);
+                    self.cursor.trimmed();
                     SourceError::Trimmed(format!(
                         "GetRecords {}: {}",
                         self.shard_id,
@@ -164,24 +157,9 @@ impl ShardReader for DynamoDbShardReader {
                 })
             })
             .collect();
-        if let Some(last) = records.last() {
-            self.start = StartFrom::After(last.sequence.clone());
-        }
-        match out.next_shard_iterator() {
-            Some(next) => self.iterator = Some(next.to_string()),
-            None => {
-                self.iterator = None;
-                self.ended = true;
-                if records.is_empty() {
-                    return Ok(Page::ShardEnd);
-                }
-            }
-        }
         let caught_up = records.len() < PAGE_LIMIT as usize;
-        Ok(Page::Records {
-            records,
-            caught_up,
-            millis_behind: None,
-        })
+        Ok(self
+            .cursor
+            .page(records, out.next_shard_iterator(), caught_up, None))
     }
 }

@@ -13,6 +13,7 @@ use tokio::time::Instant;
 
 use super::{error_text, event, EventContext};
 use crate::config::StartingPosition;
+use crate::source::cursor::ShardCursor;
 use crate::source::{Page, Record, SequenceNumber, ShardReader, SourceError, StartFrom};
 
 /// Kinesis allows 5 GetRecords calls per second per shard.
@@ -26,12 +27,8 @@ pub(super) struct KinesisShardReader {
     client: Client,
     stream: String,
     shard_id: String,
-    start: StartFrom,
     ctx: Arc<EventContext>,
-    iterator: Option<String>,
-    next_read_at: Instant,
-    /// GetRecords returned no next iterator: the shard is closed and everything was handed out.
-    ended: bool,
+    cursor: ShardCursor,
 }
 
 impl KinesisShardReader {
@@ -46,11 +43,8 @@ impl KinesisShardReader {
             client,
             stream,
             shard_id,
-            start,
             ctx,
-            iterator: None,
-            next_read_at: Instant::now(),
-            ended: false,
+            cursor: ShardCursor::new(start),
         }
     }
 
@@ -60,7 +54,7 @@ impl KinesisShardReader {
             .get_shard_iterator()
             .stream_name(&self.stream)
             .shard_id(&self.shard_id);
-        let req = match &self.start {
+        let req = match &self.cursor.start {
             StartFrom::After(seq) => req
                 .shard_iterator_type(ShardIteratorType::AfterSequenceNumber)
                 .starting_sequence_number(&seq.0),
@@ -99,18 +93,18 @@ impl KinesisShardReader {
 #[async_trait]
 impl ShardReader for KinesisShardReader {
     fn next_read_at(&self) -> Instant {
-        self.next_read_at
+        self.cursor.next_read_at()
     }
 
     async fn read(&mut self) -> Result<Page, SourceError> {
-        if self.ended {
+        if self.cursor.ended() {
             return Ok(Page::ShardEnd);
         }
-        let iterator = match &self.iterator {
-            Some(it) => it.clone(),
+        let iterator = match self.cursor.iterator() {
+            Some(it) => it,
             None => {
                 let it = self.fetch_iterator().await?;
-                self.iterator = Some(it.clone());
+                self.cursor.set_iterator(it.clone());
                 it
             }
         };
@@ -122,14 +116,13 @@ impl ShardReader for KinesisShardReader {
             .limit(PAGE_LIMIT)
             .send()
             .await;
-        self.next_read_at = called_at + MIN_READ_INTERVAL;
+        self.cursor.called(called_at, MIN_READ_INTERVAL);
         let out = match result {
             Ok(out) => out,
             Err(e) => {
                 let svc = e.as_service_error();
                 return Err(if svc.is_some_and(|s| s.is_expired_iterator_exception()) {
-                    self.iterator = None;
-                    self.next_read_at = Instant::now();
+                    self.cursor.expire();
                     SourceError::ExpiredIterator
                 } else if svc.is_some_and(|s| {
                     s.is_provisioned_throughput_exceeded_exception()
@@ -171,28 +164,13 @@ impl ShardReader for KinesisShardReader {
                 }
             })
             .collect();
-        if let Some(last) = records.last() {
-            self.start = StartFrom::After(last.sequence.clone());
-        }
         let millis_behind = out.millis_behind_latest();
-        match out.next_shard_iterator() {
-            Some(next) => self.iterator = Some(next.to_string()),
-            None => {
-                self.iterator = None;
-                self.ended = true;
-                if records.is_empty() {
-                    return Ok(Page::ShardEnd);
-                }
-            }
-        }
         let caught_up = records.len() < PAGE_LIMIT as usize && millis_behind.unwrap_or(0) == 0;
         if caught_up {
-            self.next_read_at = called_at + IDLE_READ_INTERVAL;
+            self.cursor.called(called_at, IDLE_READ_INTERVAL);
         }
-        Ok(Page::Records {
-            records,
-            caught_up,
-            millis_behind,
-        })
+        Ok(self
+            .cursor
+            .page(records, out.next_shard_iterator(), caught_up, millis_behind))
     }
 }
