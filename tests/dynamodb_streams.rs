@@ -9,7 +9,7 @@ use aws_sdk_dynamodb::types::{
     StreamSpecification, StreamViewType,
 };
 use common::sink::Sink;
-use common::sluice::{config, free_port, Sluice};
+use common::sluice::Sluice;
 use common::*;
 use serde_json::{json, Value};
 use std::collections::HashMap;
@@ -125,17 +125,11 @@ async fn run_table(tb: &TestBed, view: StreamViewType) -> (String, Vec<Value>, V
     let table = unique("table");
     let stream_arn = create_table(&ddb, &table, view).await;
     let sink = Sink::ok().await;
-    let dir = tempfile::tempdir().unwrap();
     let mapping = format!(
         "  - Name: ddb\n    EventSourceArn: '{stream_arn}'\n    StartingPosition: TRIM_HORIZON\n    BatchSize: 100\n    Http: {{ Url: '{}' }}\n",
         sink.url
     );
-    let sluice = Sluice::start(
-        dir.path(),
-        "run",
-        &config(tb, &dir.path().join("cp"), free_port(), &mapping),
-    )
-    .await;
+    let (sluice, _dir) = Sluice::run(tb, &mapping).await;
     sluice.wait_ready().await;
     ddb.put_item()
         .table_name(&table)
@@ -292,17 +286,11 @@ async fn failures_are_recorded_with_ddb_stream_batch_info() {
     let stream_arn = create_table(&ddb, &table, StreamViewType::NewAndOldImages).await;
     let (queue_url, queue_arn) = create_queue(&sqs(&tb), &unique("ddb-dlq")).await;
     let sink = Sink::start(|_, _| (500, vec![], "{\"errorMessage\":\"no\"}".into())).await;
-    let dir = tempfile::tempdir().unwrap();
     let mapping = format!(
         "  - Name: ddbfail\n    EventSourceArn: '{stream_arn}'\n    StartingPosition: TRIM_HORIZON\n    Http: {{ Url: '{}' }}\n    MaximumRetryAttempts: 1\n    DestinationConfig: {{ OnFailure: {{ Destination: '{queue_arn}' }} }}\n",
         sink.url
     );
-    let sluice = Sluice::start(
-        dir.path(),
-        "run",
-        &config(&tb, &dir.path().join("cp"), free_port(), &mapping),
-    )
-    .await;
+    let (sluice, _dir) = Sluice::run(&tb, &mapping).await;
     sluice.wait_ready().await;
     for id in ["1", "2"] {
         ddb.put_item()

@@ -152,36 +152,14 @@ async fn every_record_reaches_a_real_lambda_function_in_order_per_shard() {
     let kinesis = kinesis(&tb).await;
     let stream = unique("spine-lambda");
     let arn = create_stream(&kinesis, &stream, 4).await;
-    let dir = tempfile::tempdir().unwrap();
     let mapping = format!(
         "  - Name: lambda\n    EventSourceArn: {arn}\n    StartingPosition: TRIM_HORIZON\n    BatchSize: 500\n    FunctionName: recorder\n"
     );
-    let sluice = Sluice::start(
-        dir.path(),
-        "run",
-        &config(&tb, &dir.path().join("cp"), free_port(), &mapping),
-    )
-    .await;
+    let (sluice, _dir) = Sluice::run(&tb, &mapping).await;
     sluice.wait_ready().await;
     let written = put_records(&kinesis, &stream, records("l", 10_000, 311)).await;
 
-    let file = tb.recorder_dir.join(format!("{stream}.jsonl"));
-    let read = || -> Vec<Written> {
-        std::fs::read_to_string(&file)
-            .unwrap_or_default()
-            .lines()
-            .map(|l| {
-                let v: serde_json::Value = serde_json::from_str(l).unwrap();
-                let s = |k: &str| v[k].as_str().unwrap().to_string();
-                Written {
-                    shard: s("shard"),
-                    seq: s("seq"),
-                    key: s("key"),
-                    data: s("data"),
-                }
-            })
-            .collect()
-    };
+    let read = || recorded(&tb, &stream);
     wait_for(
         "all 10,000 records recorded by the function",
         Duration::from_secs(240),
@@ -329,18 +307,7 @@ async fn a_failing_shard_retries_while_the_others_proceed() {
         (200, vec![], String::new())
     })
     .await;
-    let dir = tempfile::tempdir().unwrap();
-    let _sluice = Sluice::start(
-        dir.path(),
-        "run",
-        &config(
-            &tb,
-            &dir.path().join("cp"),
-            free_port(),
-            &http_mapping("fail", &arn, &sink.url, "1", 100),
-        ),
-    )
-    .await;
+    let (_sluice, _dir) = Sluice::run(&tb, &http_mapping("fail", &arn, &sink.url, "1", 100)).await;
 
     wait_for(
         "the other shards delivered in full",

@@ -7,7 +7,7 @@ mod common;
 
 use aws_sdk_sqs::types::{MessageAttributeValue, QueueAttributeName, SendMessageBatchRequestEntry};
 use common::sink::Sink;
-use common::sluice::{config, free_port, Sluice};
+use common::sluice::Sluice;
 use common::*;
 use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -93,18 +93,7 @@ async fn ten_thousand_standard_messages_are_delivered_and_deleted() {
     let client = sqs(&tb);
     let (url, arn) = queue(&client, &unique("std"), &[]).await;
     let sink = Sink::ok().await;
-    let dir = tempfile::tempdir().unwrap();
-    let sluice = Sluice::start(
-        dir.path(),
-        "run",
-        &config(
-            &tb,
-            &dir.path().join("cp"),
-            free_port(),
-            &mapping("std", &arn, &sink.url, ""),
-        ),
-    )
-    .await;
+    let (sluice, _dir) = Sluice::run(&tb, &mapping("std", &arn, &sink.url, "")).await;
     sluice.wait_ready().await;
     const N: usize = 10_000;
     let all: Vec<(String, Option<String>)> = (0..N).map(|i| (format!("m-{i}"), None)).collect();
@@ -158,18 +147,7 @@ async fn the_event_matches_lambdas_sqs_event() {
     let client = sqs(&tb);
     let (url, arn) = queue(&client, &unique("shape"), &[]).await;
     let sink = Sink::ok().await;
-    let dir = tempfile::tempdir().unwrap();
-    let _sluice = Sluice::start(
-        dir.path(),
-        "run",
-        &config(
-            &tb,
-            &dir.path().join("cp"),
-            free_port(),
-            &mapping("shape", &arn, &sink.url, ""),
-        ),
-    )
-    .await;
+    let (_sluice, _dir) = Sluice::run(&tb, &mapping("shape", &arn, &sink.url, "")).await;
     let sent = client
         .send_message()
         .queue_url(&url)
@@ -310,20 +288,10 @@ async fn fifo_keeps_order_per_group_and_a_failing_group_does_not_stop_the_others
         (200, vec![], "{}".into())
     })
     .await;
-    let dir = tempfile::tempdir().unwrap();
     // BatchSize 1: moto redelivers a FIFO group out of order when several of its messages become
     // visible at once (real SQS does not); with one message of a group in flight, it is exact.
-    let _sluice = Sluice::start(
-        dir.path(),
-        "run",
-        &config(
-            &tb,
-            &dir.path().join("cp"),
-            free_port(),
-            &mapping("fifo", &arn, &sink.url, "    BatchSize: 1\n"),
-        ),
-    )
-    .await;
+    let (_sluice, _dir) =
+        Sluice::run(&tb, &mapping("fifo", &arn, &sink.url, "    BatchSize: 1\n")).await;
     let msgs: Vec<(String, Option<String>)> = (0..PER_GROUP)
         .flat_map(|i| (0..10).map(move |g| (format!("g-{g}:{i}"), Some(format!("g-{g}")))))
         .collect();
@@ -401,16 +369,9 @@ async fn fifo_batches_are_dispatched_per_group_in_order() {
     )
     .await;
     let sink = Sink::ok().await;
-    let dir = tempfile::tempdir().unwrap();
-    let _sluice = Sluice::start(
-        dir.path(),
-        "run",
-        &config(
-            &tb,
-            &dir.path().join("cp"),
-            free_port(),
-            &mapping("fifo10", &arn, &sink.url, "    BatchSize: 10\n"),
-        ),
+    let (_sluice, _dir) = Sluice::run(
+        &tb,
+        &mapping("fifo10", &arn, &sink.url, "    BatchSize: 10\n"),
     )
     .await;
     let msgs: Vec<(String, Option<String>)> = (0..30)
@@ -498,19 +459,13 @@ async fn partial_batch_responses_return_only_the_failed_messages() {
         )
     })
     .await;
-    let dir = tempfile::tempdir().unwrap();
     let extra = "    FunctionResponseTypes: [ReportBatchItemFailures]\n";
     let mappings = format!(
         "{}{}",
         mapping("partial", &arn, &sink.url, extra),
         mapping("partialbad", &bad_arn, &sink.url, extra)
     );
-    let _sluice = Sluice::start(
-        dir.path(),
-        "run",
-        &config(&tb, &dir.path().join("cp"), free_port(), &mappings),
-    )
-    .await;
+    let (_sluice, _dir) = Sluice::run(&tb, &mappings).await;
     let batch: Vec<(String, Option<String>)> = ["a", "b", "fail", "c", "d"]
         .iter()
         .map(|b| (b.to_string(), None))
@@ -572,19 +527,8 @@ async fn poison_messages_move_to_the_dlq_after_max_receive_count() {
         }
     })
     .await;
-    let dir = tempfile::tempdir().unwrap();
     let extra = "    BatchSize: 1\n";
-    let _sluice = Sluice::start(
-        dir.path(),
-        "run",
-        &config(
-            &tb,
-            &dir.path().join("cp"),
-            free_port(),
-            &mapping("redrive", &arn, &sink.url, extra),
-        ),
-    )
-    .await;
+    let (_sluice, _dir) = Sluice::run(&tb, &mapping("redrive", &arn, &sink.url, extra)).await;
     send(
         &client,
         &url,
@@ -621,18 +565,7 @@ async fn a_function_slower_than_the_visibility_timeout_gets_each_message_once() 
     .await;
     // Each invoke takes 5 s, more than twice the queue's visibility timeout.
     let sink = Sink::start_slow(Duration::from_secs(5), |_, _| (200, vec![], "{}".into())).await;
-    let dir = tempfile::tempdir().unwrap();
-    let sluice = Sluice::start(
-        dir.path(),
-        "run",
-        &config(
-            &tb,
-            &dir.path().join("cp"),
-            free_port(),
-            &mapping("slow", &arn, &sink.url, ""),
-        ),
-    )
-    .await;
+    let (sluice, _dir) = Sluice::run(&tb, &mapping("slow", &arn, &sink.url, "")).await;
     let msgs: Vec<(String, Option<String>)> = (0..30).map(|i| (format!("s-{i}"), None)).collect();
     send(&client, &url, &msgs).await;
     wait_for(
@@ -667,18 +600,12 @@ async fn a_missing_queue_is_a_clear_error_and_the_other_mappings_keep_running() 
     let (url, arn) = queue(&client, &unique("present"), &[]).await;
     let missing = format!("arn:aws:sqs:us-east-1:123456789012:{}", unique("missing"));
     let sink = Sink::ok().await;
-    let dir = tempfile::tempdir().unwrap();
     let mappings = format!(
         "{}{}",
         mapping("missing", &missing, &sink.url, ""),
         mapping("present", &arn, &sink.url, "")
     );
-    let sluice = Sluice::start(
-        dir.path(),
-        "run",
-        &config(&tb, &dir.path().join("cp"), free_port(), &mappings),
-    )
-    .await;
+    let (sluice, _dir) = Sluice::run(&tb, &mappings).await;
     send(&client, &url, &[("hello".into(), None)]).await;
     wait_for(
         "the present queue's message delivered",
@@ -708,19 +635,8 @@ async fn receives_repeat_to_fill_the_batch_within_the_window() {
     let msgs: Vec<(String, Option<String>)> = (0..40).map(|i| (format!("w-{i}"), None)).collect();
     send(&client, &url, &msgs).await;
     let sink = Sink::ok().await;
-    let dir = tempfile::tempdir().unwrap();
     let extra = "    BatchSize: 40\n    MaximumBatchingWindowInSeconds: 3\n    ScalingConfig: { MaximumConcurrency: 2 }\n";
-    let _sluice = Sluice::start(
-        dir.path(),
-        "run",
-        &config(
-            &tb,
-            &dir.path().join("cp"),
-            free_port(),
-            &mapping("window", &arn, &sink.url, extra),
-        ),
-    )
-    .await;
+    let (_sluice, _dir) = Sluice::run(&tb, &mapping("window", &arn, &sink.url, extra)).await;
     wait_for(
         "every message delivered",
         Duration::from_secs(60),

@@ -199,35 +199,13 @@ async fn poison_goes_to(kind: Dest) {
     recs[2_345].1 = "poison".into();
     let written = put_records(&kinesis, &stream, recs).await;
     let poison = written.iter().find(|w| w.data == "poison").unwrap().clone();
-    let dir = tempfile::tempdir().unwrap();
     let mapping = format!(
         "  - Name: poison\n    EventSourceArn: {arn}\n    StartingPosition: TRIM_HORIZON\n    BatchSize: 100\n    FunctionName: recorder\n    BisectBatchOnFunctionError: true\n    MaximumRetryAttempts: 2\n    DestinationConfig: {{ OnFailure: {{ Destination: '{}' }} }}\n",
         dest.arn
     );
-    let sluice = Sluice::start(
-        dir.path(),
-        "run",
-        &config(&tb, &dir.path().join("cp"), free_port(), &mapping),
-    )
-    .await;
+    let (sluice, _dir) = Sluice::run(&tb, &mapping).await;
 
-    let file = tb.recorder_dir.join(format!("{stream}.jsonl"));
-    let read = || -> Vec<Written> {
-        std::fs::read_to_string(&file)
-            .unwrap_or_default()
-            .lines()
-            .map(|l| {
-                let v: Value = serde_json::from_str(l).unwrap();
-                let s = |k: &str| v[k].as_str().unwrap().to_string();
-                Written {
-                    shard: s("shard"),
-                    seq: s("seq"),
-                    key: s("key"),
-                    data: s("data"),
-                }
-            })
-            .collect()
-    };
+    let read = || recorded(&tb, &stream);
     wait_for(
         "every other record delivered",
         Duration::from_secs(180),
@@ -348,19 +326,8 @@ async fn records_too_old_at_read_time_go_to_the_destination_uninvoked() {
     let fresh = put_records(&kinesis, &stream, records("n", 3, 1)).await;
     let dest = destination(&tb, Dest::Sqs).await;
     let sink = Sink::ok().await;
-    let dir = tempfile::tempdir().unwrap();
     let extra = format!("    MaximumRecordAgeInSeconds: 60\n    DestinationConfig: {{ OnFailure: {{ Destination: '{}' }} }}\n", dest.arn);
-    let _sluice = Sluice::start(
-        dir.path(),
-        "run",
-        &config(
-            &tb,
-            &dir.path().join("cp"),
-            free_port(),
-            &http_mapping("old", &arn, &sink.url, &extra),
-        ),
-    )
-    .await;
+    let (_sluice, _dir) = Sluice::run(&tb, &http_mapping("old", &arn, &sink.url, &extra)).await;
     wait_for(
         "the fresh records delivered",
         Duration::from_secs(60),
@@ -398,19 +365,8 @@ async fn records_that_expire_while_retrying_go_to_the_destination() {
     let arn = create_stream(&kinesis, &stream, 1).await;
     let dest = destination(&tb, Dest::Sqs).await;
     let sink = Sink::start(|_, _| (500, vec![], "{\"errorMessage\":\"always\"}".into())).await;
-    let dir = tempfile::tempdir().unwrap();
     let extra = format!("    MaximumRecordAgeInSeconds: 60\n    DestinationConfig: {{ OnFailure: {{ Destination: '{}' }} }}\n", dest.arn);
-    let sluice = Sluice::start(
-        dir.path(),
-        "run",
-        &config(
-            &tb,
-            &dir.path().join("cp"),
-            free_port(),
-            &http_mapping("expire", &arn, &sink.url, &extra),
-        ),
-    )
-    .await;
+    let (sluice, _dir) = Sluice::run(&tb, &http_mapping("expire", &arn, &sink.url, &extra)).await;
     sluice.wait_ready().await;
     let written = put_records(&kinesis, &stream, records("e", 4, 1)).await;
     let found = dest.records(&tb, 1, Duration::from_secs(120)).await;
@@ -576,30 +532,16 @@ async fn lambda_throttles_count_no_attempts() {
         r#"{"throttle": 4}"#,
     )
     .unwrap();
-    let dir = tempfile::tempdir().unwrap();
     let mapping = format!(
         "  - Name: throttle\n    EventSourceArn: {arn}\n    StartingPosition: TRIM_HORIZON\n    FunctionName: recorder:{qualifier}\n    MaximumRetryAttempts: 0\n    DestinationConfig: {{ OnFailure: {{ Destination: '{}' }} }}\n",
         dest.arn
     );
-    let sluice = Sluice::start(
-        dir.path(),
-        "run",
-        &config(&tb, &dir.path().join("cp"), free_port(), &mapping),
-    )
-    .await;
+    let (sluice, _dir) = Sluice::run(&tb, &mapping).await;
     let written = put_records(&kinesis, &stream, records("t", 5, 1)).await;
-    let file = tb.recorder_dir.join(format!("{stream}.jsonl"));
     wait_for(
         "records delivered after the throttles",
         Duration::from_secs(60),
-        || async {
-            (std::fs::read_to_string(&file)
-                .unwrap_or_default()
-                .lines()
-                .count()
-                >= written.len())
-            .then_some(())
-        },
+        || async { (recorded(&tb, &stream).len() >= written.len()).then_some(()) },
     )
     .await;
     let labels = "mapping=\"throttle\",outcome=\"throttled\"";
@@ -734,40 +676,21 @@ async fn a_batch_lambda_rejects_as_too_large_is_split() {
         r#"{"max_bytes": 3000}"#,
     )
     .unwrap();
-    let dir = tempfile::tempdir().unwrap();
     let mapping = format!(
         "  - Name: large\n    EventSourceArn: {arn}\n    StartingPosition: TRIM_HORIZON\n    BatchSize: 100\n    FunctionName: recorder:{qualifier}\n    MaximumRetryAttempts: 0\n"
     );
-    let sluice = Sluice::start(
-        dir.path(),
-        "run",
-        &config(&tb, &dir.path().join("cp"), free_port(), &mapping),
-    )
-    .await;
+    let (sluice, _dir) = Sluice::run(&tb, &mapping).await;
     let written = put_records(&kinesis, &stream, records("x", 60, 7)).await;
-    let file = tb.recorder_dir.join(format!("{stream}.jsonl"));
     let delivered = wait_for(
         "every record delivered in smaller batches",
         Duration::from_secs(60),
         || async {
-            let lines: Vec<String> = std::fs::read_to_string(&file)
-                .unwrap_or_default()
-                .lines()
-                .map(str::to_string)
-                .collect();
-            (lines.len() >= written.len()).then_some(lines)
+            let got = recorded(&tb, &stream);
+            (got.len() >= written.len()).then_some(got)
         },
     )
     .await;
-    let data: Vec<String> = delivered
-        .iter()
-        .map(|l| {
-            serde_json::from_str::<Value>(l).unwrap()["data"]
-                .as_str()
-                .unwrap()
-                .to_string()
-        })
-        .collect();
+    let data: Vec<String> = delivered.into_iter().map(|w| w.data).collect();
     assert_eq!(
         data,
         written.iter().map(|w| w.data.clone()).collect::<Vec<_>>(),

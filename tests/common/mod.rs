@@ -261,6 +261,24 @@ pub fn seq_key(s: &str) -> (usize, &str) {
     (s.len(), s)
 }
 
+/// What the `recorder` test function (served by the Lambda emulator) recorded for `stream`, in order.
+pub fn recorded(tb: &TestBed, stream: &str) -> Vec<Written> {
+    std::fs::read_to_string(tb.recorder_dir.join(format!("{stream}.jsonl")))
+        .unwrap_or_default()
+        .lines()
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).unwrap();
+            let s = |k: &str| v[k].as_str().unwrap().to_string();
+            Written {
+                shard: s("shard"),
+                seq: s("seq"),
+                key: s("key"),
+                data: s("data"),
+            }
+        })
+        .collect()
+}
+
 /// Groups delivered records by shard, in delivery order.
 pub fn by_shard<'a>(
     items: impl IntoIterator<Item = &'a Written>,

@@ -34,6 +34,19 @@ pub fn config(tb: &TestBed, checkpoints: &Path, port: u16, mappings: &str) -> St
 }
 
 impl Sluice {
+    /// Starts sluice on `mappings` (YAML list items) with a fresh checkpoint directory and admin
+    /// port; the directory lives as long as the returned guard.
+    pub async fn run(tb: &TestBed, mappings: &str) -> (Sluice, tempfile::TempDir) {
+        let dir = tempfile::tempdir().unwrap();
+        let sluice = Sluice::start(
+            dir.path(),
+            "run",
+            &config(tb, &dir.path().join("cp"), free_port(), mappings),
+        )
+        .await;
+        (sluice, dir)
+    }
+
     /// Writes `config` to `dir/<name>.yaml` and starts `sluice run` on it.
     pub async fn start(dir: &Path, name: &str, config: &str) -> Sluice {
         let port: u16 = config
