@@ -11,7 +11,9 @@
 #   cargo-lambda (PyPI)    Lambda Invoke, real functions          SLUICE_TEST_LAMBDA_RAW_ENDPOINT
 #   mitmproxy (PyPI)       AWS-shaped errors and throttles in     SLUICE_TEST_LAMBDA_ENDPOINT
 #                          front of cargo-lambda (lambda_proxy.py)
-#   moto (PyPI)            SQS, SNS, S3 (on-failure destinations) SLUICE_TEST_MOTO_ENDPOINT
+#   mitmproxy (PyPI)       read faults in front of kinesis-local  SLUICE_TEST_KINESIS_FAULT_ENDPOINT
+#                          (kinesis_proxy.py)
+#   moto (PyPI)            SQS, SNS, S3, DynamoDB (+ Streams)     SLUICE_TEST_MOTO_ENDPOINT
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -76,8 +78,8 @@ start() {
   install
   stop_quiet
   mkdir -p "$STATE/recorder" "$STATE/faults"
-  local kport lport pport mport
-  kport=$(free_port); lport=$(free_port); pport=$(free_port); mport=$(free_port)
+  local kport lport pport mport kpport
+  kport=$(free_port); lport=$(free_port); pport=$(free_port); mport=$(free_port); kpport=$(free_port)
 
   log "starting kinesis-local on $kport"
   KINESIS_MOCK_CERT_PATH="$NPM_DIR/node_modules/kinesis-local/server.json" \
@@ -103,13 +105,20 @@ start() {
     --listen-host 127.0.0.1 -p "$pport" -s "$ROOT/testbed/lambda_proxy.py" </dev/null >"$STATE/proxy.log" 2>&1 &
   echo $! >"$STATE/proxy.pid"
 
+  log "starting the Kinesis fault proxy on $kpport"
+  SLUICE_FAULTS_DIR="$STATE/faults" setsid "$VENV/bin/mitmdump" -q --mode "reverse:http://127.0.0.1:$kport" \
+    --listen-host 127.0.0.1 -p "$kpport" -s "$ROOT/testbed/kinesis_proxy.py" </dev/null >"$STATE/kinesis-proxy.log" 2>&1 &
+  echo $! >"$STATE/kinesis-proxy.pid"
+
   wait_http "http://127.0.0.1:$kport/healthcheck" kinesis 60
   wait_port "$lport" lambda 60
   wait_http "http://127.0.0.1:$mport/moto-api/" moto 60
   wait_port "$pport" proxy 60
+  wait_port "$kpport" kinesis-proxy 60
 
   cat >"$STATE/env" <<ENV
 export SLUICE_TEST_KINESIS_ENDPOINT=http://127.0.0.1:$kport
+export SLUICE_TEST_KINESIS_FAULT_ENDPOINT=http://127.0.0.1:$kpport
 export SLUICE_TEST_LAMBDA_ENDPOINT=http://127.0.0.1:$pport
 export SLUICE_TEST_LAMBDA_RAW_ENDPOINT=http://127.0.0.1:$lport
 export SLUICE_TEST_MOTO_ENDPOINT=http://127.0.0.1:$mport

@@ -415,3 +415,49 @@ async fn sigterm_finishes_in_flight_work_checkpoints_and_exits_0() {
     );
     assert_ordered("term", &delivered);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn throttled_and_expired_reads_back_off_and_resume_without_loss_or_duplicates() {
+    let mut tb = testbed();
+    let kinesis = kinesis(&tb).await;
+    let stream = unique("faults");
+    let arn = create_stream(&kinesis, &stream, 2).await;
+    // sluice reads through the fault proxy: 3 throttled GetRecords, then 2 expired iterators.
+    let name = unique("kf");
+    std::fs::write(
+        tb.faults_dir.join(format!("{name}.json")),
+        r#"{"GetRecords": {"throttle": 3, "expire": 2}}"#,
+    )
+    .unwrap();
+    tb.kinesis = format!("{}/fault-{name}", tb.kinesis_faults);
+    let sink = Sink::ok().await;
+    let (sluice, _dir) = Sluice::run(&tb, &http_mapping("faults", &arn, &sink.url, "1", 100)).await;
+    let written = put_records(&kinesis, &stream, records("f", 600, 17)).await;
+    wait_for(
+        "every record delivered",
+        Duration::from_secs(120),
+        || async { (sink.delivered().len() >= written.len()).then_some(()) },
+    )
+    .await;
+    let delivered = sink.delivered();
+    assert_eq!(
+        delivered.len(),
+        written.len(),
+        "an expired iterator resumes after the last record: no duplicates"
+    );
+    assert_eq!(as_set(&delivered), as_set(&written));
+    assert_ordered("faults", &delivered);
+    let throttled = sluice
+        .metric(
+            "sluice_source_errors_total",
+            "mapping=\"faults\",error=\"throttled\"",
+        )
+        .await;
+    let expired = sluice
+        .metric(
+            "sluice_source_errors_total",
+            "mapping=\"faults\",error=\"expired_iterator\"",
+        )
+        .await;
+    assert_eq!((throttled, expired), (3.0, 2.0));
+}

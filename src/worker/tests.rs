@@ -19,22 +19,35 @@ use crate::retry::RetryPolicy;
 use crate::source::{Page, Record, SequenceNumber, ShardReader, SourceError};
 use crate::telemetry::{Metrics, Status};
 
+/// Hands out `pages` one read at a time, `interval` apart, then `idle` empty reads, then the end.
 struct FakeReader {
     pages: VecDeque<Vec<Record>>,
+    interval: Duration,
+    idle: usize,
+    next: Instant,
 }
 
 #[async_trait]
 impl ShardReader for FakeReader {
     fn next_read_at(&self) -> Instant {
-        Instant::now()
+        self.next
     }
     async fn read(&mut self) -> Result<Page, SourceError> {
+        self.next = Instant::now() + self.interval;
         Ok(match self.pages.pop_front() {
             Some(records) => Page::Records {
                 records,
                 caught_up: self.pages.is_empty(),
                 millis_behind: Some(0),
             },
+            None if self.idle > 0 => {
+                self.idle -= 1;
+                Page::Records {
+                    records: vec![],
+                    caught_up: true,
+                    millis_behind: Some(0),
+                }
+            }
             None => Page::ShardEnd,
         })
     }
@@ -194,6 +207,29 @@ async fn run(
     destination: MemDestination,
     script: impl Fn(&[u64], usize) -> Result<Invoked, DispatchError> + Send + Sync + 'static,
 ) -> Harness {
+    let reading = Reading {
+        window: Duration::ZERO,
+        interval: Duration::ZERO,
+        idle: 0,
+    };
+    run_reading(errors, batch_size, reading, pages, destination, script).await
+}
+
+/// How the fake shard is read: the mapping's batching window, and the reader's pacing.
+struct Reading {
+    window: Duration,
+    interval: Duration,
+    idle: usize,
+}
+
+async fn run_reading(
+    errors: ErrorHandling,
+    batch_size: usize,
+    reading: Reading,
+    pages: impl FnOnce(&Clock) -> Vec<Vec<Record>>,
+    destination: MemDestination,
+    script: impl Fn(&[u64], usize) -> Result<Invoked, DispatchError> + Send + Sync + 'static,
+) -> Harness {
     let clock = Clock::new();
     let dispatcher = Arc::new(FakeDispatcher {
         calls: Mutex::new(Vec::new()),
@@ -210,7 +246,7 @@ async fn run(
                 function_name: "f".into(),
             },
             batch_size,
-            batching_window: Duration::ZERO,
+            batching_window: reading.window,
             starting_position: StartingPosition::TrimHorizon,
             max_concurrency: None,
             enabled: true,
@@ -229,6 +265,9 @@ async fn run(
     });
     let reader = Box::new(FakeReader {
         pages: pages(&clock).into(),
+        interval: reading.interval,
+        idle: reading.idle,
+        next: Instant::now(),
     });
     let worker = ShardWorker::new(
         ctx,
@@ -608,4 +647,51 @@ async fn infinite_retries_keep_the_shard_on_its_batch() {
     assert_eq!(h.calls().len(), 51);
     assert!(h.calls().iter().all(|c| c == &vec![0, 1, 2, 3, 4]));
     assert_eq!(h.checkpoints(), vec![seq(4), Checkpoint::ShardEnd]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_batching_window_gathers_pages_into_one_invocation() {
+    let pages = |c: &Clock| {
+        (0..3u64)
+            .map(|p| vec![record(c, 2 * p, 0), record(c, 2 * p + 1, 0)])
+            .collect()
+    };
+    // Pages 1 s apart: without a window each page is its own batch.
+    let paced = |window| Reading {
+        window,
+        interval: Duration::from_secs(1),
+        idle: 5,
+    };
+    let h = run_reading(
+        ErrorHandling::default(),
+        100,
+        paced(Duration::ZERO),
+        pages,
+        MemDestination::default(),
+        |_, _| ok(),
+    )
+    .await;
+    assert_eq!(h.calls(), vec![vec![0, 1], vec![2, 3], vec![4, 5]]);
+    // A 2.5 s window gathers the three pages read at 0, 1 and 2 s.
+    let h = run_reading(
+        ErrorHandling::default(),
+        100,
+        paced(Duration::from_millis(2500)),
+        pages,
+        MemDestination::default(),
+        |_, _| ok(),
+    )
+    .await;
+    assert_eq!(h.calls(), vec![vec![0, 1, 2, 3, 4, 5]]);
+    // BatchSize still cuts first.
+    let h = run_reading(
+        ErrorHandling::default(),
+        4,
+        paced(Duration::from_secs(10)),
+        pages,
+        MemDestination::default(),
+        |_, _| ok(),
+    )
+    .await;
+    assert_eq!(h.calls(), vec![vec![0, 1, 2, 3], vec![4, 5]]);
 }

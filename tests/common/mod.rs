@@ -17,6 +17,8 @@ use std::time::Duration;
 #[derive(Clone, Debug)]
 pub struct TestBed {
     pub kinesis: String,
+    /// kinesis-local through the fault proxy: append `/fault-<name>` to pick a rule file.
+    pub kinesis_faults: String,
     /// Lambda through the fault proxy (AWS-shaped function errors, injectable throttles).
     pub lambda: String,
     pub moto: String,
@@ -40,6 +42,7 @@ pub fn testbed() -> TestBed {
     };
     TestBed {
         kinesis: get("SLUICE_TEST_KINESIS_ENDPOINT"),
+        kinesis_faults: get("SLUICE_TEST_KINESIS_FAULT_ENDPOINT"),
         lambda: get("SLUICE_TEST_LAMBDA_ENDPOINT"),
         moto: get("SLUICE_TEST_MOTO_ENDPOINT"),
         recorder_dir: get("SLUICE_TEST_RECORDER_DIR").into(),
