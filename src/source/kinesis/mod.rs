@@ -2,7 +2,7 @@
 //! GetShardIterator + GetRecords within Kinesis's per-shard limits. Events are encoded the way
 //! Lambda builds them (see [`event`]).
 
-mod event;
+pub mod event;
 mod reader;
 
 use async_trait::async_trait;

@@ -1,0 +1,122 @@
+//! The per-record hot path, measured: encoding Kinesis event entries, batching them and assembling
+//! the event payload, and reading a `batchItemFailures` response. Prints one line per figure.
+//! Run: `cargo bench --bench pipeline`.
+
+use std::hint::black_box;
+use std::time::{Duration, Instant};
+
+use sluice::batch::{self, Batcher, MAX_PAYLOAD_BYTES};
+use sluice::dispatch::response;
+use sluice::source::kinesis::event::{encode, EventContext};
+use sluice::source::{Record, SequenceNumber};
+
+/// Runs `f` repeatedly for about `budget` and returns the mean time per call.
+fn time(budget: Duration, mut f: impl FnMut()) -> Duration {
+    f();
+    let start = Instant::now();
+    let mut n = 0u32;
+    while start.elapsed() < budget {
+        f();
+        n += 1;
+    }
+    start.elapsed() / n
+}
+
+fn main() {
+    let ctx = EventContext {
+        stream_arn: "arn:aws:kinesis:us-east-1:123456789012:stream/bench".into(),
+        region: "us-east-1".into(),
+        invoke_identity_arn: "arn:aws:iam::123456789012:role/sluice".into(),
+    };
+    let budget = Duration::from_secs(2);
+    for size in [100usize, 1024, 10 * 1024] {
+        let data = vec![b'x'; size];
+        const N: usize = 1000;
+        let seqs: Vec<String> = (0..N)
+            .map(|i| format!("49590338271490256608559692538361571095921575989136{i:06}"))
+            .collect();
+        let per_batch = time(budget, || {
+            for s in &seqs {
+                black_box(encode(
+                    &ctx,
+                    "shardId-000000000000",
+                    s,
+                    "key",
+                    &data,
+                    1_700_000_000_123,
+                    None,
+                ));
+            }
+        });
+        let per_record = per_batch / N as u32;
+        println!(
+            "encode kinesis entry, {size:>5} B data: {:>8.0} ns/record  {:>10.0} records/s  {:>7.1} MB/s of data",
+            per_record.as_nanos() as f64,
+            1e9 / per_record.as_nanos() as f64,
+            size as f64 * 1e3 / per_record.as_nanos() as f64
+        );
+    }
+
+    // Batching 10,000 encoded 1 KiB records into BatchSize 500 and assembling each payload.
+    let data = vec![b'x'; 1024];
+    let records: Vec<Record> = (0..10_000)
+        .map(|i| {
+            let seq = format!("49590338271490256608559692538361571095921575989136{i:06}");
+            Record {
+                event: encode(
+                    &ctx,
+                    "shardId-000000000000",
+                    &seq,
+                    "key",
+                    &data,
+                    1_700_000_000_123,
+                    None,
+                ),
+                sequence: SequenceNumber(seq),
+                arrival_ms: 0,
+            }
+        })
+        .collect();
+    let bytes: usize = records.iter().map(|r| r.event.len()).sum();
+    let per_run = time(budget, || {
+        let mut b = Batcher::new(500, MAX_PAYLOAD_BYTES);
+        b.push(records.clone());
+        while !b.is_empty() {
+            black_box(batch::encode(&b.take()));
+        }
+    });
+    println!(
+        "batch + assemble payloads, 10,000 x 1 KiB records (BatchSize 500): {:>7.2} ms/run  {:>10.0} records/s  {:>7.0} MB/s (includes cloning the input)",
+        per_run.as_secs_f64() * 1e3,
+        10_000.0 / per_run.as_secs_f64(),
+        bytes as f64 / per_run.as_secs_f64() / 1e6
+    );
+
+    // A partial batch response naming 100 of 500 records.
+    let ids: Vec<String> = records[..500]
+        .iter()
+        .map(|r| r.sequence.0.clone())
+        .collect();
+    let body = format!(
+        "{{\"batchItemFailures\":[{}]}}",
+        ids.iter()
+            .step_by(5)
+            .map(|s| format!("{{\"itemIdentifier\":\"{s}\"}}"))
+            .collect::<Vec<_>>()
+            .join(",")
+    );
+    let index: std::collections::HashMap<&str, usize> = ids
+        .iter()
+        .enumerate()
+        .map(|(i, s)| (s.as_str(), i))
+        .collect();
+    let per_parse = time(budget, || {
+        black_box(response::parse(body.as_bytes(), |id| {
+            index.get(id).copied()
+        }));
+    });
+    println!(
+        "parse batchItemFailures, 100 of 500 identifiers: {:>8.1} µs/response",
+        per_parse.as_secs_f64() * 1e6
+    );
+}
