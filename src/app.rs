@@ -169,9 +169,8 @@ async fn connect_destination(
             Ok(d) => return Some(Arc::new(d)),
             Err(e) => {
                 warn!(destination = %arn, error = %e, "cannot resolve the on-failure destination; retrying");
-                tokio::select! {
-                    _ = cancel.cancelled() => return None,
-                    _ = tokio::time::sleep(delay) => {}
+                if !crate::worker::pause(cancel, delay).await {
+                    return None;
                 }
                 delay = (delay * 2).min(std::time::Duration::from_secs(30));
             }

@@ -68,15 +68,18 @@ where
             s.code().unwrap_or("error"),
             s.message().unwrap_or("")
         ),
-        None => {
-            let mut msg = e.to_string();
-            let mut src = std::error::Error::source(e);
-            while let Some(s) = src {
-                msg.push_str(": ");
-                msg.push_str(&s.to_string());
-                src = s.source();
-            }
-            msg
-        }
+        None => error_chain(e),
     }
+}
+
+/// An error and its sources as one line: `outer: cause: root cause`.
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut msg = e.to_string();
+    let mut src = e.source();
+    while let Some(s) = src {
+        msg.push_str(": ");
+        msg.push_str(&s.to_string());
+        src = s.source();
+    }
+    msg
 }

@@ -284,7 +284,7 @@ async fn failures_are_recorded_with_ddb_stream_batch_info() {
     let ddb = dynamodb(&tb);
     let table = unique("table");
     let stream_arn = create_table(&ddb, &table, StreamViewType::NewAndOldImages).await;
-    let (queue_url, queue_arn) = create_queue(&sqs(&tb), &unique("ddb-dlq")).await;
+    let (queue_url, queue_arn) = create_queue(&sqs(&tb), &unique("ddb-dlq"), &[]).await;
     let sink = Sink::start(|_, _| (500, vec![], "{\"errorMessage\":\"no\"}".into())).await;
     let mapping = format!(
         "  - Name: ddbfail\n    EventSourceArn: '{stream_arn}'\n    StartingPosition: TRIM_HORIZON\n    Http: {{ Url: '{}' }}\n    MaximumRetryAttempts: 1\n    DestinationConfig: {{ OnFailure: {{ Destination: '{queue_arn}' }} }}\n",

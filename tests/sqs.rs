@@ -13,25 +13,6 @@ use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::Duration;
 
-async fn queue(
-    client: &aws_sdk_sqs::Client,
-    name: &str,
-    attrs: &[(QueueAttributeName, String)],
-) -> (String, String) {
-    let mut req = client.create_queue().queue_name(name);
-    for (k, v) in attrs {
-        req = req.attributes(k.clone(), v);
-    }
-    let url = req
-        .send()
-        .await
-        .expect("CreateQueue")
-        .queue_url()
-        .unwrap()
-        .to_string();
-    (url, format!("arn:aws:sqs:us-east-1:123456789012:{name}"))
-}
-
 fn mapping(name: &str, arn: &str, url: &str, extra: &str) -> String {
     format!("  - Name: {name}\n    EventSourceArn: {arn}\n    Http: {{ Url: '{url}' }}\n{extra}")
 }
@@ -91,7 +72,7 @@ fn bodies(entries: &[Value]) -> Vec<String> {
 async fn ten_thousand_standard_messages_are_delivered_and_deleted() {
     let tb = testbed();
     let client = sqs(&tb);
-    let (url, arn) = queue(&client, &unique("std"), &[]).await;
+    let (url, arn) = create_queue(&client, &unique("std"), &[]).await;
     let sink = Sink::ok().await;
     let (sluice, _dir) = Sluice::run(&tb, &mapping("std", &arn, &sink.url, "")).await;
     sluice.wait_ready().await;
@@ -145,7 +126,7 @@ async fn ten_thousand_standard_messages_are_delivered_and_deleted() {
 async fn the_event_matches_lambdas_sqs_event() {
     let tb = testbed();
     let client = sqs(&tb);
-    let (url, arn) = queue(&client, &unique("shape"), &[]).await;
+    let (url, arn) = create_queue(&client, &unique("shape"), &[]).await;
     let sink = Sink::ok().await;
     let (_sluice, _dir) = Sluice::run(&tb, &mapping("shape", &arn, &sink.url, "")).await;
     let sent = client
@@ -247,7 +228,7 @@ async fn the_event_matches_lambdas_sqs_event() {
 async fn fifo_keeps_order_per_group_and_a_failing_group_does_not_stop_the_others() {
     let tb = testbed();
     let client = sqs(&tb);
-    let (url, arn) = queue(
+    let (url, arn) = create_queue(
         &client,
         &format!("{}.fifo", unique("fifo")),
         &[
@@ -362,7 +343,7 @@ async fn fifo_keeps_order_per_group_and_a_failing_group_does_not_stop_the_others
 async fn fifo_batches_are_dispatched_per_group_in_order() {
     let tb = testbed();
     let client = sqs(&tb);
-    let (url, arn) = queue(
+    let (url, arn) = create_queue(
         &client,
         &format!("{}.fifo", unique("fifo10")),
         &[(QueueAttributeName::FifoQueue, "true".into())],
@@ -416,13 +397,13 @@ async fn fifo_batches_are_dispatched_per_group_in_order() {
 async fn partial_batch_responses_return_only_the_failed_messages() {
     let tb = testbed();
     let client = sqs(&tb);
-    let (url, arn) = queue(
+    let (url, arn) = create_queue(
         &client,
         &unique("partial"),
         &[(QueueAttributeName::VisibilityTimeout, "2".into())],
     )
     .await;
-    let (bad_url, bad_arn) = queue(
+    let (bad_url, bad_arn) = create_queue(
         &client,
         &unique("partial-bad"),
         &[(QueueAttributeName::VisibilityTimeout, "2".into())],
@@ -502,9 +483,9 @@ async fn partial_batch_responses_return_only_the_failed_messages() {
 async fn poison_messages_move_to_the_dlq_after_max_receive_count() {
     let tb = testbed();
     let client = sqs(&tb);
-    let (dlq_url, dlq_arn) = queue(&client, &unique("dlq"), &[]).await;
+    let (dlq_url, dlq_arn) = create_queue(&client, &unique("dlq"), &[]).await;
     let redrive = format!("{{\"deadLetterTargetArn\":\"{dlq_arn}\",\"maxReceiveCount\":\"2\"}}");
-    let (url, arn) = queue(
+    let (url, arn) = create_queue(
         &client,
         &unique("redrive"),
         &[
@@ -557,7 +538,7 @@ async fn poison_messages_move_to_the_dlq_after_max_receive_count() {
 async fn a_function_slower_than_the_visibility_timeout_gets_each_message_once() {
     let tb = testbed();
     let client = sqs(&tb);
-    let (url, arn) = queue(
+    let (url, arn) = create_queue(
         &client,
         &unique("slow"),
         &[(QueueAttributeName::VisibilityTimeout, "2".into())],
@@ -597,7 +578,7 @@ async fn a_function_slower_than_the_visibility_timeout_gets_each_message_once() 
 async fn a_missing_queue_is_a_clear_error_and_the_other_mappings_keep_running() {
     let tb = testbed();
     let client = sqs(&tb);
-    let (url, arn) = queue(&client, &unique("present"), &[]).await;
+    let (url, arn) = create_queue(&client, &unique("present"), &[]).await;
     let missing = format!("arn:aws:sqs:us-east-1:123456789012:{}", unique("missing"));
     let sink = Sink::ok().await;
     let mappings = format!(
@@ -631,7 +612,7 @@ async fn a_missing_queue_is_a_clear_error_and_the_other_mappings_keep_running() 
 async fn receives_repeat_to_fill_the_batch_within_the_window() {
     let tb = testbed();
     let client = sqs(&tb);
-    let (url, arn) = queue(&client, &unique("window"), &[]).await;
+    let (url, arn) = create_queue(&client, &unique("window"), &[]).await;
     let msgs: Vec<(String, Option<String>)> = (0..40).map(|i| (format!("w-{i}"), None)).collect();
     send(&client, &url, &msgs).await;
     let sink = Sink::ok().await;

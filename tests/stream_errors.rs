@@ -31,7 +31,7 @@ async fn destination(tb: &TestBed, kind: Dest) -> Destination {
     let name = unique("dest");
     match kind {
         Dest::Sqs => {
-            let (url, arn) = create_queue(&sqs(tb), &name).await;
+            let (url, arn) = create_queue(&sqs(tb), &name, &[]).await;
             Destination {
                 arn,
                 kind,
@@ -49,7 +49,7 @@ async fn destination(tb: &TestBed, kind: Dest) -> Destination {
                 .topic_arn()
                 .unwrap()
                 .to_string();
-            let (url, queue_arn) = create_queue(&sqs(tb), &name).await;
+            let (url, queue_arn) = create_queue(&sqs(tb), &name, &[]).await;
             sns(tb)
                 .subscribe()
                 .topic_arn(&topic)

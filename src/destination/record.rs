@@ -3,8 +3,9 @@
 use bytes::Bytes;
 use serde::Serialize;
 use serde_json::{json, Value};
-use time::format_description::well_known::Rfc3339;
-use time::OffsetDateTime;
+use time::format_description::FormatItem;
+use time::macros::format_description;
+use time::{OffsetDateTime, UtcOffset};
 
 /// What the last invocation of the given-up records answered; `None` when they were never invoked.
 #[derive(Debug, Clone, Serialize, PartialEq)]
@@ -40,14 +41,13 @@ pub struct FailureRecord {
     pub at: OffsetDateTime,
 }
 
+/// UTC with milliseconds, as AWS writes failure records: `2019-11-14T00:38:06.021Z`.
 pub(crate) fn iso_millis(t: OffsetDateTime) -> String {
-    let t = t
-        .replace_nanosecond(t.millisecond() as u32 * 1_000_000)
-        .unwrap_or(t);
-    let s = t.format(&Rfc3339).unwrap_or_default();
-    // Rfc3339 prints "+00:00" for UTC and trims zero fractions; AWS prints ".SSSZ".
-    let (base, _) = s.split_at(19);
-    format!("{base}.{:03}Z", t.millisecond())
+    const ISO_MILLIS: &[FormatItem<'_>] =
+        format_description!("[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z");
+    t.to_offset(UtcOffset::UTC)
+        .format(ISO_MILLIS)
+        .unwrap_or_default()
 }
 
 fn ms_to_time(ms: i64) -> OffsetDateTime {
@@ -77,7 +77,7 @@ impl FailureRecord {
             },
             "responseContext": response,
             "version": "1.0",
-            "timestamp": iso_millis(at.to_offset(time::UtcOffset::UTC)),
+            "timestamp": iso_millis(at),
             info.key: {
                 "shardId": info.shard_id,
                 "startSequenceNumber": info.start_sequence_number,

@@ -10,6 +10,7 @@ use reqwest::header::{HeaderMap, HeaderName, HeaderValue, CONTENT_TYPE};
 use std::time::Duration;
 
 use super::{DispatchError, Dispatcher, Invoked};
+use crate::aws::error_chain;
 use crate::config::HttpTarget;
 
 pub struct HttpDispatcher {
@@ -100,15 +101,4 @@ impl Dispatcher for HttpDispatcher {
     fn function_arn(&self) -> &str {
         &self.url
     }
-}
-
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut m = e.to_string();
-    let mut src = e.source();
-    while let Some(s) = src {
-        m.push_str(": ");
-        m.push_str(&s.to_string());
-        src = s.source();
-    }
-    m
 }

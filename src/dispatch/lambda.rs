@@ -76,16 +76,7 @@ fn classify<E: ProvideErrorMetadata + std::error::Error + 'static>(
             s.err().code().unwrap_or("error"),
             s.err().message().unwrap_or("")
         ),
-        other => {
-            let mut m = other.to_string();
-            let mut src = std::error::Error::source(other);
-            while let Some(s) = src {
-                m.push_str(": ");
-                m.push_str(&s.to_string());
-                src = s.source();
-            }
-            m
-        }
+        other => crate::aws::error_chain(other),
     };
     let code = e.code().unwrap_or_default();
     if code == "TooManyRequestsException" || status == Some(429) {

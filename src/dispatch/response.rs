@@ -3,6 +3,7 @@
 //! `FunctionResponseTypes: [ReportBatchItemFailures]`.
 
 use serde_json::Value;
+use std::collections::HashMap;
 
 /// What a response says about a batch.
 #[derive(Debug, PartialEq, Eq)]
@@ -16,8 +17,9 @@ pub enum ItemFailures {
     Failed(Vec<usize>),
 }
 
-/// Reads `body`; `position` maps an identifier to its index in the batch.
-pub fn parse(body: &[u8], position: impl Fn(&str) -> Option<usize>) -> ItemFailures {
+/// Reads `body` against the batch's identifiers (sequence numbers or message ids, in batch order).
+/// The identifiers are indexed once, and only when the response names failures.
+pub fn parse<'a>(body: &[u8], identifiers: impl IntoIterator<Item = &'a str>) -> ItemFailures {
     if body.iter().all(u8::is_ascii_whitespace) {
         return ItemFailures::None;
     }
@@ -35,7 +37,7 @@ pub fn parse(body: &[u8], position: impl Fn(&str) -> Option<usize>) -> ItemFailu
         // A JSON value that is not an object carries no batchItemFailures.
         _ => return ItemFailures::None,
     };
-    let mut failed: Vec<usize> = Vec::new();
+    let mut named: Vec<&str> = Vec::with_capacity(failures.len());
     for item in failures {
         let id = match item.get("itemIdentifier") {
             Some(Value::String(s)) if !s.is_empty() => s,
@@ -44,8 +46,20 @@ pub fn parse(body: &[u8], position: impl Fn(&str) -> Option<usize>) -> ItemFailu
             Some(_) => return ItemFailures::All("itemIdentifier is not a string"),
             None => return ItemFailures::All("batch item failure without itemIdentifier"),
         };
-        match position(id) {
-            Some(i) => failed.push(i),
+        named.push(id);
+    }
+    if named.is_empty() {
+        return ItemFailures::None;
+    }
+    let index: HashMap<&str, usize> = identifiers
+        .into_iter()
+        .enumerate()
+        .map(|(i, id)| (id, i))
+        .collect();
+    let mut failed: Vec<usize> = Vec::with_capacity(named.len());
+    for id in named {
+        match index.get(id) {
+            Some(&i) => failed.push(i),
             None => return ItemFailures::All("itemIdentifier not in the batch"),
         }
     }
@@ -63,9 +77,7 @@ mod tests {
     use super::*;
 
     fn p(body: &str) -> ItemFailures {
-        parse(body.as_bytes(), |id| {
-            ["10", "20", "30"].iter().position(|s| *s == id)
-        })
+        parse(body.as_bytes(), ["10", "20", "30"])
     }
 
     #[test]

@@ -19,6 +19,17 @@ use crate::dispatch::Dispatcher;
 use crate::retry::RetryPolicy;
 use crate::telemetry::{Metrics, Status};
 
+/// Sleeps for `duration` unless `cancel` fires first; false when cancelled.
+pub(crate) async fn pause(
+    cancel: &tokio_util::sync::CancellationToken,
+    duration: std::time::Duration,
+) -> bool {
+    tokio::select! {
+        _ = cancel.cancelled() => false,
+        _ = tokio::time::sleep(duration) => true,
+    }
+}
+
 /// What every shard worker of one mapping shares.
 pub struct MappingContext {
     pub mapping: Mapping,

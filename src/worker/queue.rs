@@ -20,12 +20,12 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
-use tokio::time::{sleep, Instant};
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, error, info, warn};
 
-use super::MappingContext;
+use super::{pause, MappingContext};
 use crate::batch::{self, MAX_PAYLOAD_BYTES};
 use crate::config::{SourceArn, Target};
 use crate::dispatch::response::{self, ItemFailures};
@@ -173,9 +173,8 @@ pub async fn run_queue(
                 ctx.status.update(&name, STATUS_KEY, |s| {
                     s.last_error = Some(format!("{what}: {e}"))
                 });
-                tokio::select! {
-                    _ = cancel.cancelled() => return,
-                    _ = sleep(delay) => {}
+                if !pause(&cancel, delay).await {
+                    return;
                 }
             }
         }
@@ -217,9 +216,8 @@ pub async fn run_queue(
                 tracker.spawn(poller(shared.clone(), id, cancel.clone()));
             }
         }
-        tokio::select! {
-            _ = cancel.cancelled() => return,
-            _ = sleep(SCALE_INTERVAL) => {}
+        if !pause(&cancel, SCALE_INTERVAL).await {
+            return;
         }
         let next = next_concurrency(
             desired,
@@ -264,9 +262,8 @@ async fn poller(shared: Arc<Shared>, id: usize, cancel: CancellationToken) {
                 warn!(mapping = %name, error = %e, retry_in_ms = delay.as_millis() as u64, "receive failed");
                 ctx.status
                     .update(&name, STATUS_KEY, |s| s.last_error = Some(e.to_string()));
-                tokio::select! {
-                    _ = cancel.cancelled() => break,
-                    _ = sleep(delay) => {}
+                if !pause(&cancel, delay).await {
+                    break;
                 }
                 continue;
             }
@@ -345,9 +342,8 @@ async fn heartbeat(
     let vt = shared.queue.visibility_timeout.max(Duration::from_secs(1));
     let period = (vt / 2).max(Duration::from_millis(500));
     loop {
-        tokio::select! {
-            _ = stop.cancelled() => return,
-            _ = sleep(period) => {}
+        if !pause(&stop, period).await {
+            return;
         }
         let list = in_flight.lock().expect("in-flight lock").clone();
         let n = shared.queue.extend(&list, vt).await;
@@ -418,7 +414,7 @@ async fn dispatch_group(shared: &Arc<Shared>, messages: Vec<Message>) -> (Vec<Me
         let failed_idx: Vec<usize> = match result {
             Ok(inv) if inv.function_error.is_none() => {
                 let verdict = if ctx.mapping.errors.report_batch_item_failures {
-                    response::parse(&inv.body, |id| chunk.iter().position(|m| m.id == id))
+                    response::parse(&inv.body, chunk.iter().map(|m| m.id.as_str()))
                 } else {
                     ItemFailures::None
                 };

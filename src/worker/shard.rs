@@ -10,11 +10,11 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
 use time::OffsetDateTime;
-use tokio::time::{sleep, sleep_until, Instant};
+use tokio::time::{sleep_until, Instant};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
-use super::MappingContext;
+use super::{pause, MappingContext};
 use crate::batch::{self, Batcher, MAX_PAYLOAD_BYTES};
 use crate::checkpoint::Checkpoint;
 use crate::destination::{BatchInfo, FailureRecord, ResponseContext};
@@ -201,9 +201,8 @@ impl ShardWorker {
                         _ => {
                             let delay = self.ctx.policy.backoff(source_failures);
                             warn!(mapping = self.ctx.name(), shard = %self.shard, error = %e, retry_in_ms = delay.as_millis() as u64, "read failed");
-                            tokio::select! {
-                                _ = cancel.cancelled() => return false,
-                                _ = sleep(delay) => {}
+                            if !pause(cancel, delay).await {
+                                return false;
                             }
                         }
                     }
@@ -260,9 +259,10 @@ impl ShardWorker {
             let (kind, outcome, detail) = match result {
                 Ok(inv) if inv.function_error.is_none() => {
                     let verdict = if ctx.mapping.errors.report_batch_item_failures {
-                        response::parse(&inv.body, |id| {
-                            piece.records.iter().position(|r| r.sequence.0 == id)
-                        })
+                        response::parse(
+                            &inv.body,
+                            piece.records.iter().map(|r| r.sequence.0.as_str()),
+                        )
                     } else {
                         ItemFailures::None
                     };
@@ -425,10 +425,7 @@ impl ShardWorker {
                     }
                 }
                 self.set_state(ShardState::Retrying);
-                tokio::select! {
-                    _ = cancel.cancelled() => false,
-                    _ = sleep(delay) => true,
-                }
+                pause(cancel, delay).await
             }
             Decision::GiveUp(condition) => {
                 let piece = pieces.pop_front().expect("piece queued");
@@ -500,9 +497,8 @@ impl ShardWorker {
                             ctx.status.update(name, &self.shard, |s| {
                                 s.last_error = Some(format!("destination: {e}"))
                             });
-                            tokio::select! {
-                                _ = cancel.cancelled() => return false,
-                                _ = sleep(delay) => {}
+                            if !pause(cancel, delay).await {
+                                return false;
                             }
                         }
                     }
@@ -525,9 +521,8 @@ impl ShardWorker {
                     failures += 1;
                     let delay = ctx.policy.backoff(failures);
                     warn!(mapping = ctx.name(), shard = %self.shard, error = %e, "checkpoint write failed; retrying");
-                    tokio::select! {
-                        _ = cancel.cancelled() => return false,
-                        _ = sleep(delay) => {}
+                    if !pause(cancel, delay).await {
+                        return false;
                     }
                 }
             }

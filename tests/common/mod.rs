@@ -101,11 +101,17 @@ pub fn s3(tb: &TestBed) -> aws_sdk_s3::Client {
     aws_sdk_s3::Client::from_conf(conf)
 }
 
-/// Creates an SQS queue; returns (url, arn).
-pub async fn create_queue(client: &aws_sdk_sqs::Client, name: &str) -> (String, String) {
-    let url = client
-        .create_queue()
-        .queue_name(name)
+/// Creates an SQS queue with `attributes`; returns (url, arn).
+pub async fn create_queue(
+    client: &aws_sdk_sqs::Client,
+    name: &str,
+    attributes: &[(aws_sdk_sqs::types::QueueAttributeName, String)],
+) -> (String, String) {
+    let mut req = client.create_queue().queue_name(name);
+    for (k, v) in attributes {
+        req = req.attributes(k.clone(), v);
+    }
+    let url = req
         .send()
         .await
         .expect("CreateQueue")
