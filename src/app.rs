@@ -8,6 +8,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{error, info, warn};
 
+use crate::budget::ByteBudget;
 use crate::checkpoint::{CheckpointStore, FileCheckpointStore};
 use crate::config::{Config, SourceArn, Target};
 use crate::destination::{AwsDestination, Destination};
@@ -47,6 +48,7 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> anyhow::Result<()>
     });
 
     let clients = crate::aws::clients(&cfg).await;
+    let budget = Arc::new(ByteBudget::new(256 << 20));
     let tracker = TaskTracker::new();
     for mapping in &cfg.mappings {
         if !mapping.enabled {
@@ -87,6 +89,7 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> anyhow::Result<()>
             // Queues are not sharded: `worker::queue` runs them.
             SourceArn::Sqs { .. } => None,
         };
+        let budget = budget.clone();
         let (metrics, status, checkpoints, clients) = (
             metrics.clone(),
             status.clone(),
@@ -109,6 +112,8 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> anyhow::Result<()>
             let ctx = Arc::new(MappingContext {
                 policy: RetryPolicy::new(&mapping.errors),
                 clock: crate::worker::Clock::new(),
+                budget: budget.clone(),
+                retention_ms: Default::default(),
                 mapping,
                 dispatcher,
                 checkpoints,

@@ -1,5 +1,5 @@
 //! The admin HTTP server: `/metrics` (Prometheus text), `/healthz` (the process is up), `/readyz`
-//! (every enabled mapping has its shards running) and `/status` (per-shard JSON).
+//! (every enabled mapping has its shards running, none is down, not draining) and `/status` (per-shard JSON).
 
 use axum::extract::State;
 use axum::http::{header, StatusCode};
@@ -36,10 +36,9 @@ async fn metrics(State(s): State<AdminState>) -> impl IntoResponse {
 }
 
 async fn readyz(State(s): State<AdminState>) -> impl IntoResponse {
-    if s.status.ready() {
-        (StatusCode::OK, "ready\n")
-    } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "starting\n")
+    match s.status.not_ready_because() {
+        None => (StatusCode::OK, "ready\n".to_string()),
+        Some(why) => (StatusCode::SERVICE_UNAVAILABLE, format!("{why}\n")),
     }
 }
 

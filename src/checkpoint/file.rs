@@ -1,29 +1,48 @@
 //! The embedded default [`CheckpointStore`]: one small JSON file per (mapping, shard) under the
-//! checkpoint directory, replaced atomically (write a temporary file, fsync it, rename it over the
-//! old one, fsync the directory), so a kill at any instant leaves either the old or the new
-//! checkpoint, never a torn one.
+//! checkpoint directory, replaced atomically (write a uniquely named temporary file, fsync it,
+//! rename it over the old one, fsync the directory), so a kill at any instant leaves either the old
+//! or the new checkpoint, never a torn one. The directory has one writer: [`FileCheckpointStore::open`]
+//! takes an exclusive lock on `<dir>/.lock` (holding the PID) for the life of the store, so a second
+//! process on the same directory (a rolling update with surge) is refused instead of dispatching
+//! everything twice and moving checkpoints backwards. Each mapping's first start time is kept in
+//! `<dir>/<mapping>/.start.json` (a name no escaped shard id can take).
 
 use async_trait::async_trait;
-use std::io::Write;
+use std::fs::{File, OpenOptions, TryLockError};
+use std::io::{Read, Seek, Write};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use super::{Checkpoint, CheckpointError, CheckpointStore};
 
 pub struct FileCheckpointStore {
     root: PathBuf,
+    /// Holds the directory's exclusive lock while the store lives.
+    _lock: File,
+}
+
+/// Distinguishes the temporary files of concurrent writes within this process.
+static TMP_COUNTER: AtomicU64 = AtomicU64::new(0);
+
+#[derive(serde::Serialize, serde::Deserialize)]
+struct MappingStart {
+    started_at_ms: i64,
 }
 
 impl FileCheckpointStore {
-    /// Creates the directory if needed and checks it is writable.
+    /// Creates the directory if needed, checks it is writable and takes its lock. Fails if another
+    /// process holds the lock, naming the directory and that process's PID.
     pub fn open(root: &Path) -> Result<Self, CheckpointError> {
         std::fs::create_dir_all(root)
             .map_err(|e| CheckpointError(format!("create {}: {e}", root.display())))?;
-        let probe = root.join(".write-test");
+        let lock = lock_dir(root)?;
+        let probe = root.join(format!(".write-test-{}", std::process::id()));
         std::fs::write(&probe, b"ok")
             .and_then(|_| std::fs::remove_file(&probe))
             .map_err(|e| CheckpointError(format!("{} is not writable: {e}", root.display())))?;
         Ok(FileCheckpointStore {
             root: root.to_path_buf(),
+            _lock: lock,
         })
     }
 
@@ -32,6 +51,70 @@ impl FileCheckpointStore {
             .join(escape(mapping))
             .join(format!("{}.json", escape(shard)))
     }
+
+    fn start_path(&self, mapping: &str) -> PathBuf {
+        self.root.join(escape(mapping)).join(".start.json")
+    }
+
+    async fn read_json<T: serde::de::DeserializeOwned>(
+        path: &Path,
+    ) -> Result<Option<T>, CheckpointError> {
+        match tokio::fs::read(path).await {
+            Ok(bytes) => serde_json::from_slice(&bytes).map(Some).map_err(|e| {
+                CheckpointError(format!(
+                    "{} does not parse ({e}); sluice will not guess where this shard got to: \
+                     restore the file from a backup, or delete it to start the shard again from \
+                     the mapping's StartingPosition",
+                    path.display()
+                ))
+            }),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(CheckpointError(format!("read {}: {e}", path.display()))),
+        }
+    }
+
+    async fn write_json(path: PathBuf, bytes: Vec<u8>) -> Result<(), CheckpointError> {
+        tokio::task::spawn_blocking(move || {
+            write_atomically(&path, &bytes)
+                .map_err(|e| CheckpointError(format!("write {}: {e}", path.display())))
+        })
+        .await
+        .map_err(|e| CheckpointError(format!("writer task failed: {e}")))?
+    }
+}
+
+/// Takes the exclusive lock on `<root>/.lock` and writes this process's PID into it.
+fn lock_dir(root: &Path) -> Result<File, CheckpointError> {
+    let path = root.join(".lock");
+    let io = |e: std::io::Error| CheckpointError(format!("lock {}: {e}", path.display()));
+    let mut file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&path)
+        .map_err(io)?;
+    match file.try_lock() {
+        Ok(()) => {}
+        Err(TryLockError::WouldBlock) => {
+            let mut holder = String::new();
+            let _ = file.read_to_string(&mut holder);
+            let holder = holder.trim();
+            let holder = if holder.is_empty() { "unknown" } else { holder };
+            return Err(CheckpointError(format!(
+                "checkpoint directory {} is in use by another sluice process (PID {holder}); \
+                 one process per checkpoint_dir: stop the other one (or give this one its own \
+                 checkpoint_dir)",
+                root.display()
+            )));
+        }
+        Err(TryLockError::Error(e)) => return Err(io(e)),
+    }
+    file.set_len(0).map_err(io)?;
+    file.rewind().map_err(io)?;
+    writeln!(file, "{}", std::process::id()).map_err(io)?;
+    file.sync_all().map_err(io)?;
+    Ok(file)
 }
 
 /// Keeps file names portable and unambiguous: anything but `[A-Za-z0-9._-]` becomes `%XX`.
@@ -53,27 +136,30 @@ fn escape(s: &str) -> String {
 fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     let dir = path.parent().expect("checkpoint paths have a parent");
     std::fs::create_dir_all(dir)?;
-    let tmp = path.with_extension("json.tmp");
-    {
-        let mut f = std::fs::File::create(&tmp)?;
+    let name = path.file_name().expect("checkpoint paths name a file");
+    let tmp = dir.join(format!(
+        ".{}.tmp-{}-{}",
+        name.to_string_lossy(),
+        std::process::id(),
+        TMP_COUNTER.fetch_add(1, Ordering::Relaxed)
+    ));
+    let written = (|| {
+        let mut f = File::create(&tmp)?;
         f.write_all(bytes)?;
         f.sync_all()?;
+        std::fs::rename(&tmp, path)
+    })();
+    if written.is_err() {
+        let _ = std::fs::remove_file(&tmp);
     }
-    std::fs::rename(&tmp, path)?;
-    std::fs::File::open(dir)?.sync_all()
+    written?;
+    File::open(dir)?.sync_all()
 }
 
 #[async_trait]
 impl CheckpointStore for FileCheckpointStore {
     async fn get(&self, mapping: &str, shard: &str) -> Result<Option<Checkpoint>, CheckpointError> {
-        let path = self.path(mapping, shard);
-        match tokio::fs::read(&path).await {
-            Ok(bytes) => serde_json::from_slice(&bytes)
-                .map(Some)
-                .map_err(|e| CheckpointError(format!("{} is corrupt: {e}", path.display()))),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(CheckpointError(format!("read {}: {e}", path.display()))),
-        }
+        Self::read_json(&self.path(mapping, shard)).await
     }
 
     async fn put(
@@ -82,14 +168,22 @@ impl CheckpointStore for FileCheckpointStore {
         shard: &str,
         checkpoint: &Checkpoint,
     ) -> Result<(), CheckpointError> {
-        let path = self.path(mapping, shard);
         let bytes = serde_json::to_vec(checkpoint).expect("checkpoints serialize");
-        tokio::task::spawn_blocking(move || {
-            write_atomically(&path, &bytes)
-                .map_err(|e| CheckpointError(format!("write {}: {e}", path.display())))
+        Self::write_json(self.path(mapping, shard), bytes).await
+    }
+
+    async fn mapping_start(&self, mapping: &str) -> Result<Option<i64>, CheckpointError> {
+        Ok(Self::read_json::<MappingStart>(&self.start_path(mapping))
+            .await?
+            .map(|s| s.started_at_ms))
+    }
+
+    async fn set_mapping_start(&self, mapping: &str, epoch_ms: i64) -> Result<(), CheckpointError> {
+        let bytes = serde_json::to_vec(&MappingStart {
+            started_at_ms: epoch_ms,
         })
-        .await
-        .map_err(|e| CheckpointError(format!("writer task failed: {e}")))?
+        .expect("start markers serialize");
+        Self::write_json(self.start_path(mapping), bytes).await
     }
 }
 
@@ -111,13 +205,86 @@ mod tests {
             .await
             .unwrap();
         // A fresh store over the same directory sees the last write.
+        drop(store);
         let again = FileCheckpointStore::open(dir.path()).unwrap();
         assert_eq!(
             again.get("m/1", "shardId-0").await.unwrap(),
             Some(Checkpoint::ShardEnd)
         );
         assert_eq!(again.get("m/2", "shardId-0").await.unwrap(), None);
-        assert!(!dir.path().join("m%2F1").join("shardId-0.json.tmp").exists());
+        let leftovers: Vec<_> = std::fs::read_dir(dir.path().join("m%2F1"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n.contains(".tmp"))
+            .collect();
+        assert!(leftovers.is_empty(), "{leftovers:?}");
+    }
+
+    #[test]
+    fn a_second_store_on_the_same_directory_is_refused_with_the_holders_pid() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = FileCheckpointStore::open(dir.path()).unwrap();
+        let err = FileCheckpointStore::open(dir.path())
+            .err()
+            .expect("refused");
+        let msg = err.to_string();
+        assert!(msg.contains(&dir.path().display().to_string()), "{msg}");
+        assert!(
+            msg.contains(&format!("PID {}", std::process::id())),
+            "{msg}"
+        );
+        drop(first);
+        FileCheckpointStore::open(dir.path()).expect("free again once the holder is gone");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_writes_never_tear_a_checkpoint() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = std::sync::Arc::new(FileCheckpointStore::open(dir.path()).unwrap());
+        let mut tasks = Vec::new();
+        for w in 0..4u64 {
+            let store = store.clone();
+            tasks.push(tokio::spawn(async move {
+                for i in 0..50u64 {
+                    let cp = Checkpoint::Sequence(SequenceNumber(format!("{w}{i:0>200}")));
+                    store.put("m", "shardId-0", &cp).await.unwrap();
+                }
+            }));
+        }
+        for t in tasks {
+            t.await.unwrap();
+        }
+        // With one shared temporary name, concurrent writers interleave bytes or rename each
+        // other's half-written file; with unique names every read parses.
+        assert!(store.get("m", "shardId-0").await.unwrap().is_some());
+    }
+
+    #[tokio::test]
+    async fn a_corrupt_checkpoint_names_the_file_and_what_to_do() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = FileCheckpointStore::open(dir.path()).unwrap();
+        std::fs::create_dir_all(dir.path().join("m")).unwrap();
+        std::fs::write(dir.path().join("m").join("shardId-0.json"), b"{not json").unwrap();
+        let msg = store.get("m", "shardId-0").await.unwrap_err().to_string();
+        assert!(msg.contains("shardId-0.json"), "{msg}");
+        assert!(msg.contains("delete it"), "{msg}");
+    }
+
+    #[tokio::test]
+    async fn the_mapping_start_survives_a_new_store() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = FileCheckpointStore::open(dir.path()).unwrap();
+        assert_eq!(store.mapping_start("m").await.unwrap(), None);
+        store
+            .set_mapping_start("m", 1_700_000_000_123)
+            .await
+            .unwrap();
+        drop(store);
+        let again = FileCheckpointStore::open(dir.path()).unwrap();
+        assert_eq!(
+            again.mapping_start("m").await.unwrap(),
+            Some(1_700_000_000_123)
+        );
     }
 
     #[test]

@@ -35,4 +35,18 @@ pub trait CheckpointStore: Send + Sync {
         shard: &str,
         checkpoint: &Checkpoint,
     ) -> Result<(), CheckpointError>;
+    /// When the mapping first started reading (epoch milliseconds), if recorded. A mapping with
+    /// StartingPosition LATEST reads every shard without a checkpoint from this instant, so a
+    /// restart before the first checkpoint loses nothing.
+    async fn mapping_start(&self, _mapping: &str) -> Result<Option<i64>, CheckpointError> {
+        Ok(None)
+    }
+    /// Records the mapping's first start; durable when it returns.
+    async fn set_mapping_start(
+        &self,
+        _mapping: &str,
+        _epoch_ms: i64,
+    ) -> Result<(), CheckpointError> {
+        Ok(())
+    }
 }

@@ -1,6 +1,8 @@
 //! The bookkeeping every shard reader shares: the current shard iterator, where a new one must
 //! start (just after the last record handed out, else where the reader started), whether the shard
-//! has ended, and when the next read may be made.
+//! has ended, and when the next read may be made. A reader opened at a timestamp also skips the
+//! records that arrived before it (DynamoDB Streams has no AT_TIMESTAMP iterator: it reads from
+//! TRIM_HORIZON and relies on this; for Kinesis the filter never drops anything).
 
 use std::time::Duration;
 use tokio::time::Instant;
@@ -14,11 +16,25 @@ pub(crate) struct ShardCursor {
     iterator: Option<String>,
     ended: bool,
     next_read_at: Instant,
+    /// Records that arrived before this (epoch ms, whole seconds) are skipped, until the first
+    /// record at or after it.
+    skip_before_ms: Option<i64>,
 }
 
 impl ShardCursor {
     pub fn new(start: StartFrom) -> Self {
+        let skip_before_ms = match &start {
+            StartFrom::Position(StartingPosition::AtTimestamp(t)) => Some(
+                // Whole seconds: DynamoDB's ApproximateCreationDateTime has no finer precision,
+                // so a record of the same second is kept.
+                t.duration_since(std::time::UNIX_EPOCH)
+                    .map(|d| d.as_secs() as i64 * 1000)
+                    .unwrap_or(0),
+            ),
+            _ => None,
+        };
         ShardCursor {
+            skip_before_ms,
             start,
             iterator: None,
             ended: false,
@@ -68,6 +84,17 @@ impl ShardCursor {
         caught_up: bool,
         millis_behind: Option<i64>,
     ) -> Page {
+        let mut records = records;
+        if let Some(before) = self.skip_before_ms {
+            let old = records.iter().take_while(|r| r.arrival_ms < before).count();
+            if let Some(last) = records[..old].last() {
+                self.start = StartFrom::After(last.sequence.clone());
+            }
+            records.drain(..old);
+            if !records.is_empty() {
+                self.skip_before_ms = None;
+            }
+        }
         if let Some(last) = records.last() {
             self.start = StartFrom::After(last.sequence.clone());
         }
@@ -95,11 +122,49 @@ mod tests {
     use crate::source::SequenceNumber;
 
     fn rec(s: &str) -> Record {
+        at(s, 0)
+    }
+
+    fn at(s: &str, arrival_ms: i64) -> Record {
         Record {
             sequence: SequenceNumber(s.into()),
-            arrival_ms: 0,
+            arrival_ms,
             event: vec![],
         }
+    }
+
+    #[test]
+    fn a_timestamp_start_skips_older_records_only() {
+        let since = std::time::UNIX_EPOCH + Duration::from_millis(10_500);
+        let mut c = ShardCursor::new(StartFrom::Position(StartingPosition::AtTimestamp(since)));
+        let page = c.page(
+            vec![at("1", 9_000), at("2", 9_999)],
+            Some("it-1"),
+            false,
+            None,
+        );
+        assert!(matches!(page, Page::Records { ref records, .. } if records.is_empty()));
+        assert_eq!(c.start, StartFrom::After(SequenceNumber("2".into())));
+        // Same second as the start is kept (second precision), and so is all that follows,
+        // whatever its timestamp.
+        match c.page(
+            vec![at("3", 9_500), at("4", 10_000), at("5", 9_000)],
+            Some("it-2"),
+            false,
+            None,
+        ) {
+            Page::Records { records, .. } => {
+                let seqs: Vec<&str> = records.iter().map(|r| r.sequence.0.as_str()).collect();
+                assert_eq!(seqs, ["4", "5"]);
+            }
+            p => panic!("{p:?}"),
+        }
+        // A closed shard whose records are all older ends.
+        let mut d = ShardCursor::new(StartFrom::Position(StartingPosition::AtTimestamp(since)));
+        assert!(matches!(
+            d.page(vec![at("1", 1)], None, true, None),
+            Page::ShardEnd
+        ));
     }
 
     #[test]

@@ -1,8 +1,14 @@
 //! Shard lineage, shared by every stream source, the way the Kinesis Client Library does it: a child
 //! shard starts only after each of its parents (`ParentShardId`, and `AdjacentParentShardId` for a
-//! Kinesis merge) is checkpointed at its end; closed shards are drained even if nobody ran them
-//! before; a parent that is no longer listed (trimmed past retention, or a gap in the graph) counts
-//! as done. [`plan`] is pure: the supervisor asks it about every listed shard.
+//! Kinesis merge) is checkpointed at its end and its worker has stopped; closed shards are drained
+//! even if nobody ran them before; a parent that is no longer listed and no longer running (trimmed
+//! past retention, or a gap in the graph) counts as done. [`plan`] is pure: the supervisor asks it
+//! about every listed shard.
+//!
+//! A LATEST mapping reaches [`plan`] already resolved to the instant the mapping first started
+//! (`AtTimestamp`, persisted by the checkpoint store), so a closed shard that was never checkpointed
+//! is drained from that instant: it holds exactly the records that arrived after the mapping
+//! started, and nothing older.
 
 use std::collections::{HashMap, HashSet};
 
@@ -15,8 +21,6 @@ use crate::config::StartingPosition;
 pub enum Finished {
     /// Read to its end and checkpointed `ShardEnd`.
     Drained,
-    /// Closed before the mapping first saw it, with StartingPosition LATEST: nothing of it is wanted.
-    Skipped,
 }
 
 /// What to do with a shard now.
@@ -28,11 +32,14 @@ pub enum Plan {
     Finished(Finished),
 }
 
-/// Decides a shard's fate from its checkpoint and the state of its parents.
+/// Decides a shard's fate from its checkpoint and the state of its parents. `running` holds the
+/// shards whose workers have not stopped yet; `starting_position` is the mapping's, with LATEST
+/// resolved to the mapping's first start (see the module docs).
 pub fn plan(
     shard: &ShardInfo,
     checkpoint: Option<&Checkpoint>,
     listed: &HashSet<String>,
+    running: &HashSet<String>,
     finished: &HashMap<String, Finished>,
     starting_position: StartingPosition,
 ) -> Plan {
@@ -45,7 +52,7 @@ pub fn plan(
     let waiting: Vec<String> = shard
         .parents
         .iter()
-        .filter(|p| listed.contains(*p) && !finished.contains_key(*p))
+        .filter(|p| running.contains(*p) || (listed.contains(*p) && !finished.contains_key(*p)))
         .cloned()
         .collect();
     if !waiting.is_empty() {
@@ -63,9 +70,6 @@ pub fn plan(
             _ => StartingPosition::TrimHorizon,
         };
         return Plan::Start(StartFrom::Position(from));
-    }
-    if shard.closed && starting_position == StartingPosition::Latest {
-        return Plan::Finished(Finished::Skipped);
     }
     Plan::Start(StartFrom::Position(starting_position))
 }
@@ -93,17 +97,38 @@ mod tests {
         let merged = shard("c", &["a", "b"], false);
         let mut fin = HashMap::new();
         assert_eq!(
-            plan(&merged, None, &l, &fin, StartingPosition::TrimHorizon),
+            plan(
+                &merged,
+                None,
+                &l,
+                &HashSet::new(),
+                &fin,
+                StartingPosition::TrimHorizon
+            ),
             Plan::WaitForParents(vec!["a".into(), "b".into()])
         );
         fin.insert("a".to_string(), Finished::Drained);
         assert_eq!(
-            plan(&merged, None, &l, &fin, StartingPosition::TrimHorizon),
+            plan(
+                &merged,
+                None,
+                &l,
+                &HashSet::new(),
+                &fin,
+                StartingPosition::TrimHorizon
+            ),
             Plan::WaitForParents(vec!["b".into()])
         );
         fin.insert("b".to_string(), Finished::Drained);
         assert_eq!(
-            plan(&merged, None, &l, &fin, StartingPosition::Latest),
+            plan(
+                &merged,
+                None,
+                &l,
+                &HashSet::new(),
+                &fin,
+                StartingPosition::Latest
+            ),
             Plan::Start(StartFrom::Position(StartingPosition::TrimHorizon))
         );
     }
@@ -116,6 +141,7 @@ mod tests {
                 &gap,
                 None,
                 &listed(&["c"]),
+                &HashSet::new(),
                 &HashMap::new(),
                 StartingPosition::TrimHorizon
             ),
@@ -124,7 +150,7 @@ mod tests {
     }
 
     #[test]
-    fn closed_shards_are_drained_but_skipped_for_latest() {
+    fn closed_shards_are_drained_from_the_mappings_start() {
         let closed = shard("a", &[], true);
         let l = listed(&["a"]);
         assert_eq!(
@@ -132,27 +158,43 @@ mod tests {
                 &closed,
                 None,
                 &l,
+                &HashSet::new(),
                 &HashMap::new(),
                 StartingPosition::TrimHorizon
             ),
             Plan::Start(StartFrom::Position(StartingPosition::TrimHorizon))
         );
+        // LATEST arrives resolved to the mapping's first start: a closed shard that was never
+        // checkpointed may hold records newer than that, so it is read from there, not skipped.
+        let started = std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_700_000_000);
         assert_eq!(
-            plan(&closed, None, &l, &HashMap::new(), StartingPosition::Latest),
-            Plan::Finished(Finished::Skipped)
+            plan(
+                &closed,
+                None,
+                &l,
+                &HashSet::new(),
+                &HashMap::new(),
+                StartingPosition::AtTimestamp(started)
+            ),
+            Plan::Start(StartFrom::Position(StartingPosition::AtTimestamp(started)))
         );
-        // The child of a skipped parent is a root for LATEST: it starts at LATEST, not at its start.
+    }
+
+    #[test]
+    fn a_running_parent_holds_its_child_even_when_no_longer_listed() {
         let child = shard("b", &["a"], false);
-        let fin = HashMap::from([("a".to_string(), Finished::Skipped)]);
+        // The parent dropped out of ListShards (trimmed) while its worker still runs.
+        let running: HashSet<String> = listed(&["a"]);
         assert_eq!(
             plan(
                 &child,
                 None,
-                &listed(&["a", "b"]),
-                &fin,
-                StartingPosition::Latest
+                &listed(&["b"]),
+                &running,
+                &HashMap::new(),
+                StartingPosition::TrimHorizon
             ),
-            Plan::Start(StartFrom::Position(StartingPosition::Latest))
+            Plan::WaitForParents(vec!["a".into()])
         );
     }
 
@@ -166,6 +208,7 @@ mod tests {
                 &s,
                 Some(&seq),
                 &l,
+                &HashSet::new(),
                 &HashMap::new(),
                 StartingPosition::Latest
             ),
@@ -176,6 +219,7 @@ mod tests {
                 &s,
                 Some(&Checkpoint::ShardEnd),
                 &l,
+                &HashSet::new(),
                 &HashMap::new(),
                 StartingPosition::Latest
             ),

@@ -57,6 +57,8 @@ pub struct Metrics {
     sqs_extensions: Family<MappingLabel, Counter>,
     sqs_in_flight: Family<MappingLabel, Gauge>,
     concurrency: Family<MappingLabel, Gauge>,
+    worker_panics: Family<MappingLabel, Counter>,
+    in_flight_bytes: Gauge,
     /// Latest iterator age per (mapping, shard); the gauge shows the max over a mapping's shards.
     ages: Mutex<HashMap<(String, String), i64>>,
 }
@@ -94,6 +96,8 @@ impl Metrics {
             sqs_extensions: Family::default(),
             sqs_in_flight: Family::default(),
             concurrency: Family::default(),
+            worker_panics: Family::default(),
+            in_flight_bytes: Gauge::default(),
             ages: Mutex::new(HashMap::new()),
             registry: Registry::default(),
         };
@@ -174,6 +178,16 @@ impl Metrics {
             "sluice_concurrency",
             "Concurrent pollers of an SQS mapping (scaled like AWS's)",
             m.concurrency.clone(),
+        );
+        registry.register(
+            "sluice_worker_panics",
+            "Workers that panicked and were restarted from their checkpoint",
+            m.worker_panics.clone(),
+        );
+        registry.register(
+            "sluice_in_flight_bytes",
+            "Bytes of records held in memory, charged to max_in_flight_bytes",
+            m.in_flight_bytes.clone(),
         );
         Metrics { registry, ..m }
     }
@@ -298,6 +312,16 @@ impl Metrics {
         self.concurrency
             .get_or_create(&Self::label(mapping))
             .set(n as i64);
+    }
+
+    pub fn worker_panicked(&self, mapping: &str) {
+        self.worker_panics
+            .get_or_create(&Self::label(mapping))
+            .inc();
+    }
+
+    pub fn in_flight_bytes(&self, bytes: u64) {
+        self.in_flight_bytes.set(bytes.min(i64::MAX as u64) as i64);
     }
 
     /// A shard moved from state `from` (if any) to `to` (if any).

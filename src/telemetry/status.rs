@@ -1,8 +1,11 @@
-//! The status board: what each shard worker is doing, for `/status` (JSON) and `/readyz`.
+//! The status board: what each shard worker is doing, for `/status` (JSON) and `/readyz`. The
+//! process is ready when every enabled mapping has made its first pass, no shard is down (a
+//! checkpoint that cannot be read, a worker that panicked and waits to restart) and it is not
+//! draining after SIGTERM.
 
 use serde::Serialize;
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::RwLock;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -14,6 +17,8 @@ pub enum ShardState {
     Dispatching,
     Retrying,
     Ended,
+    /// Down: its checkpoint cannot be read, or its worker panicked and waits to be restarted.
+    Failed,
 }
 
 impl ShardState {
@@ -25,6 +30,7 @@ impl ShardState {
             ShardState::Dispatching => "dispatching",
             ShardState::Retrying => "retrying",
             ShardState::Ended => "ended",
+            ShardState::Failed => "failed",
         }
     }
 }
@@ -60,6 +66,9 @@ pub struct Status {
     shards: RwLock<BTreeMap<String, BTreeMap<String, ShardStatus>>>,
     /// Enabled mappings whose shards are not all running yet.
     pending_mappings: AtomicUsize,
+    draining: AtomicBool,
+    /// Bytes charged to the in-flight budget, as last reported.
+    in_flight_bytes: AtomicU64,
 }
 
 impl Status {
@@ -67,6 +76,8 @@ impl Status {
         Status {
             shards: RwLock::default(),
             pending_mappings: AtomicUsize::new(enabled_mappings),
+            draining: AtomicBool::new(false),
+            in_flight_bytes: AtomicU64::new(0),
         }
     }
 
@@ -77,7 +88,45 @@ impl Status {
     }
 
     pub fn ready(&self) -> bool {
-        self.pending_mappings.load(Ordering::SeqCst) == 0
+        self.not_ready_because().is_none()
+    }
+
+    /// Why `/readyz` answers 503, if it does.
+    pub fn not_ready_because(&self) -> Option<String> {
+        if self.draining.load(Ordering::SeqCst) {
+            return Some("draining".into());
+        }
+        if self.pending_mappings.load(Ordering::SeqCst) > 0 {
+            return Some("starting".into());
+        }
+        let all = self.shards.read().expect("status lock");
+        let down: Vec<String> = all
+            .iter()
+            .flat_map(|(m, shards)| {
+                shards
+                    .iter()
+                    .filter(|(_, s)| s.state == ShardState::Failed)
+                    .map(move |(id, _)| format!("{m}/{id}"))
+            })
+            .collect();
+        (!down.is_empty()).then(|| format!("shards down: {}", down.join(", ")))
+    }
+
+    /// SIGTERM arrived: not ready any more, whatever the shards do.
+    pub fn set_draining(&self) {
+        self.draining.store(true, Ordering::SeqCst);
+    }
+
+    pub fn set_in_flight_bytes(&self, bytes: u64) {
+        self.in_flight_bytes.store(bytes, Ordering::Relaxed);
+    }
+
+    /// Forgets a shard (an ended shard whose children run).
+    pub fn remove(&self, mapping: &str, shard: &str) {
+        let mut all = self.shards.write().expect("status lock");
+        if let Some(shards) = all.get_mut(mapping) {
+            shards.remove(shard);
+        }
     }
 
     pub fn update(&self, mapping: &str, shard: &str, f: impl FnOnce(&mut ShardStatus)) {
@@ -100,6 +149,12 @@ impl Status {
 
     pub fn snapshot(&self) -> serde_json::Value {
         let all = self.shards.read().expect("status lock");
-        serde_json::json!({ "ready": self.ready(), "mappings": &*all })
+        let reason = self.not_ready_because();
+        serde_json::json!({
+            "ready": reason.is_none(),
+            "not_ready_because": reason,
+            "in_flight_bytes": self.in_flight_bytes.load(Ordering::Relaxed),
+            "mappings": &*all,
+        })
     }
 }

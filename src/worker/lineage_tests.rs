@@ -3,7 +3,7 @@
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::time::Instant;
@@ -25,6 +25,9 @@ struct FakeStream {
     shards: Vec<ShardInfo>,
     records: HashMap<String, Vec<u64>>,
     opened: Mutex<Vec<(String, StartFrom)>>,
+    /// What every listing after the first returns (default: `shards` again).
+    later: Option<Vec<ShardInfo>>,
+    listings: Mutex<usize>,
 }
 
 struct FakeShard {
@@ -60,7 +63,8 @@ impl ShardReader for FakeShard {
             .iter()
             .map(|i| Record {
                 sequence: SequenceNumber(i.to_string()),
-                arrival_ms: 0,
+                // Just arrived: well within the stream's retention.
+                arrival_ms: Clock::new().now_ms(),
                 event: format!("{{\"id\":{i}}}").into_bytes(),
             })
             .collect();
@@ -75,7 +79,12 @@ impl ShardReader for FakeShard {
 #[async_trait]
 impl StreamSource for FakeStream {
     async fn list_shards(&self) -> Result<Vec<ShardInfo>, SourceError> {
-        Ok(self.shards.clone())
+        let mut n = self.listings.lock().unwrap();
+        *n += 1;
+        Ok(match &self.later {
+            Some(later) if *n > 1 => later.clone(),
+            _ => self.shards.clone(),
+        })
     }
     fn open(&self, shard: &ShardInfo, from: StartFrom) -> Box<dyn ShardReader> {
         self.opened.lock().unwrap().push((shard.id.clone(), from));
@@ -90,15 +99,37 @@ impl StreamSource for FakeStream {
     }
 }
 
-/// Records every delivered id in order.
+/// Records every delivered id in order, once the invocation completes.
 #[derive(Default)]
-struct Recorder(Mutex<Vec<u64>>);
+struct Recorder {
+    seen: Mutex<Vec<u64>>,
+    /// Panics on the first invocation (a bug in a worker's path).
+    panic_once: std::sync::atomic::AtomicBool,
+    /// An invocation holding this id takes this long.
+    slow: Option<(u64, Duration)>,
+}
 
 #[async_trait]
 impl Dispatcher for Recorder {
     async fn invoke(&self, payload: Bytes) -> Result<Invoked, DispatchError> {
         let v: serde_json::Value = serde_json::from_slice(&payload).unwrap();
-        let mut seen = self.0.lock().unwrap();
+        if self
+            .panic_once
+            .swap(false, std::sync::atomic::Ordering::SeqCst)
+        {
+            panic!("injected worker bug");
+        }
+        if let Some((id, took)) = self.slow {
+            if v["Records"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|r| r["id"].as_u64() == Some(id))
+            {
+                tokio::time::sleep(took).await;
+            }
+        }
+        let mut seen = self.seen.lock().unwrap();
         seen.extend(
             v["Records"]
                 .as_array()
@@ -119,16 +150,31 @@ impl Dispatcher for Recorder {
     }
 }
 
+/// Checkpoints by shard, the mapping's first start, and shards whose checkpoint "does not parse".
 #[derive(Default)]
-struct MemStore(Mutex<HashMap<String, Checkpoint>>);
+struct MemStore(
+    Mutex<HashMap<String, Checkpoint>>,
+    Mutex<Option<i64>>,
+    Mutex<HashSet<String>>,
+);
 
 #[async_trait]
 impl CheckpointStore for MemStore {
     async fn get(&self, _: &str, shard: &str) -> Result<Option<Checkpoint>, CheckpointError> {
+        if self.2.lock().unwrap().contains(shard) {
+            return Err(CheckpointError(format!("{shard}.json does not parse")));
+        }
         Ok(self.0.lock().unwrap().get(shard).cloned())
     }
     async fn put(&self, _: &str, shard: &str, cp: &Checkpoint) -> Result<(), CheckpointError> {
         self.0.lock().unwrap().insert(shard.to_string(), cp.clone());
+        Ok(())
+    }
+    async fn mapping_start(&self, _: &str) -> Result<Option<i64>, CheckpointError> {
+        Ok(*self.1.lock().unwrap())
+    }
+    async fn set_mapping_start(&self, _: &str, ms: i64) -> Result<(), CheckpointError> {
+        *self.1.lock().unwrap() = Some(ms);
         Ok(())
     }
 }
@@ -141,61 +187,113 @@ fn shard(id: &str, parent: Option<&str>, closed: bool) -> ShardInfo {
     }
 }
 
+/// A supervisor running over a fake stream.
+struct Supervised {
+    stream: Arc<FakeStream>,
+    recorder: Arc<Recorder>,
+    status: Arc<Status>,
+    metrics: Arc<Metrics>,
+    cancel: CancellationToken,
+    tracker: TaskTracker,
+    sup: tokio::task::JoinHandle<()>,
+}
+
+impl Supervised {
+    fn start(
+        stream: FakeStream,
+        store: Arc<MemStore>,
+        recorder: Recorder,
+        starting_position: StartingPosition,
+    ) -> Supervised {
+        let stream = Arc::new(stream);
+        let recorder = Arc::new(recorder);
+        let status = Arc::new(Status::new(1));
+        let metrics = Arc::new(Metrics::new());
+        let ctx = Arc::new(MappingContext {
+            mapping: Mapping {
+                name: "m".into(),
+                source: SourceArn::parse("arn:aws:dynamodb:us-east-1:0:table/t/stream/x").unwrap(),
+                target: Target::Lambda {
+                    function_name: "f".into(),
+                },
+                batch_size: 100,
+                batching_window: Duration::ZERO,
+                starting_position,
+                max_concurrency: None,
+                enabled: true,
+                errors: ErrorHandling::default(),
+            },
+            dispatcher: recorder.clone(),
+            checkpoints: store,
+            destination: None,
+            metrics: metrics.clone(),
+            status: status.clone(),
+            policy: RetryPolicy::new(&ErrorHandling::default()),
+            clock: Clock::new(),
+            budget: Arc::new(crate::budget::ByteBudget::unlimited()),
+            retention_ms: Default::default(),
+        });
+        let (tracker, cancel) = (TaskTracker::new(), CancellationToken::new());
+        let sup = tokio::spawn(supervisor::run_mapping(
+            ctx,
+            stream.clone(),
+            tracker.clone(),
+            cancel.clone(),
+            Duration::from_secs(5),
+        ));
+        Supervised {
+            stream,
+            recorder,
+            status,
+            metrics,
+            cancel,
+            tracker,
+            sup,
+        }
+    }
+
+    fn delivered(&self) -> Vec<u64> {
+        self.recorder.seen.lock().unwrap().clone()
+    }
+
+    async fn wait_delivered(&self, until: usize) {
+        let deadline = Instant::now() + Duration::from_secs(600);
+        while self.recorder.seen.lock().unwrap().len() < until {
+            assert!(
+                Instant::now() < deadline,
+                "only {:?} delivered",
+                self.delivered()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Stops everything; returns what was delivered and which shards were opened from where.
+    async fn stop(self) -> (Vec<u64>, Vec<(String, StartFrom)>, Arc<Status>) {
+        self.cancel.cancel();
+        self.sup.await.unwrap();
+        self.tracker.close();
+        self.tracker.wait().await;
+        let delivered = self.recorder.seen.lock().unwrap().clone();
+        let opened = self.stream.opened.lock().unwrap().clone();
+        (delivered, opened, self.status)
+    }
+}
+
 /// Runs the supervisor until `until` ids were delivered; returns them and the opened shards.
 async fn supervise(
     stream: FakeStream,
     store: Arc<MemStore>,
     until: usize,
 ) -> (Vec<u64>, Vec<(String, StartFrom)>, Arc<Status>) {
-    let stream = Arc::new(stream);
-    let recorder = Arc::new(Recorder::default());
-    let status = Arc::new(Status::new(1));
-    let ctx = Arc::new(MappingContext {
-        mapping: Mapping {
-            name: "m".into(),
-            source: SourceArn::parse("arn:aws:dynamodb:us-east-1:0:table/t/stream/x").unwrap(),
-            target: Target::Lambda {
-                function_name: "f".into(),
-            },
-            batch_size: 100,
-            batching_window: Duration::ZERO,
-            starting_position: StartingPosition::TrimHorizon,
-            max_concurrency: None,
-            enabled: true,
-            errors: ErrorHandling::default(),
-        },
-        dispatcher: recorder.clone(),
-        checkpoints: store,
-        destination: None,
-        metrics: Arc::new(Metrics::new()),
-        status: status.clone(),
-        policy: RetryPolicy::new(&ErrorHandling::default()),
-        clock: Clock::new(),
-    });
-    let (tracker, cancel) = (TaskTracker::new(), CancellationToken::new());
-    let sup = tokio::spawn(supervisor::run_mapping(
-        ctx,
-        stream.clone(),
-        tracker.clone(),
-        cancel.clone(),
-        Duration::from_secs(5),
-    ));
-    let deadline = Instant::now() + Duration::from_secs(600);
-    while recorder.0.lock().unwrap().len() < until {
-        assert!(
-            Instant::now() < deadline,
-            "only {:?} delivered",
-            recorder.0.lock().unwrap()
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    cancel.cancel();
-    sup.await.unwrap();
-    tracker.close();
-    tracker.wait().await;
-    let delivered = recorder.0.lock().unwrap().clone();
-    let opened = stream.opened.lock().unwrap().clone();
-    (delivered, opened, status)
+    let s = Supervised::start(
+        stream,
+        store,
+        Recorder::default(),
+        StartingPosition::TrimHorizon,
+    );
+    s.wait_delivered(until).await;
+    s.stop().await
 }
 
 #[tokio::test(start_paused = true)]
@@ -212,6 +310,8 @@ async fn a_child_starts_only_after_its_parent_is_drained() {
             ("shardId-2".into(), vec![4, 5]),
         ]),
         opened: Mutex::new(Vec::new()),
+        later: None,
+        listings: Mutex::new(0),
     };
     let (delivered, opened, status) = supervise(stream, store.clone(), 5).await;
     assert_eq!(
@@ -232,10 +332,13 @@ async fn a_child_starts_only_after_its_parent_is_drained() {
         Some(&Checkpoint::ShardEnd),
         "the parent's end checkpoint is kept"
     );
-    assert_eq!(
-        status.get("m", "shardId-1").unwrap().state,
-        crate::telemetry::ShardState::Ended
+    // The ended parent was shown as ended until its child ran, then pruned from /status.
+    assert!(
+        status.get("m", "shardId-1").is_none(),
+        "{:?}",
+        status.get("m", "shardId-1")
     );
+    assert!(status.get("m", "shardId-2").is_some());
 }
 
 #[tokio::test(start_paused = true)]
@@ -259,6 +362,8 @@ async fn a_gap_in_the_graph_does_not_block_and_finished_shards_are_not_reread() 
             ("shardId-4".into(), vec![40]),
         ]),
         opened: Mutex::new(Vec::new()),
+        later: None,
+        listings: Mutex::new(0),
     };
     let (delivered, opened, _) = supervise(stream, store, 3).await;
     let mut sorted = delivered.clone();
@@ -279,6 +384,8 @@ async fn a_child_waits_while_its_parent_is_read_and_shows_it() {
         ],
         records: HashMap::from([("shardId-1".into(), vec![1]), ("shardId-2".into(), vec![2])]),
         opened: Mutex::new(Vec::new()),
+        later: None,
+        listings: Mutex::new(0),
     };
     let (delivered, opened, status) = supervise(stream, store, 1).await;
     assert_eq!(delivered, vec![1]);
@@ -287,4 +394,163 @@ async fn a_child_waits_while_its_parent_is_read_and_shows_it() {
         status.get("m", "shardId-2").unwrap().state,
         crate::telemetry::ShardState::WaitingForParent
     );
+}
+
+fn fake(shards: Vec<ShardInfo>, records: &[(&str, &[u64])]) -> FakeStream {
+    FakeStream {
+        shards,
+        records: records
+            .iter()
+            .map(|(id, r)| (id.to_string(), r.to_vec()))
+            .collect(),
+        opened: Mutex::new(Vec::new()),
+        later: None,
+        listings: Mutex::new(0),
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_panicking_worker_is_restarted_from_its_checkpoint() {
+    let store = Arc::new(MemStore::default());
+    let s = Supervised::start(
+        fake(
+            vec![shard("shardId-1", None, false)],
+            &[("shardId-1", &[1, 2, 3])],
+        ),
+        store,
+        Recorder {
+            panic_once: true.into(),
+            ..Default::default()
+        },
+        StartingPosition::TrimHorizon,
+    );
+    s.wait_delivered(3).await;
+    let text = s.metrics.encode();
+    assert!(
+        text.contains("sluice_worker_panics_total{mapping=\"m\"} 1"),
+        "{text}"
+    );
+    assert_eq!(
+        s.status.get("m", "shardId-1").unwrap().state,
+        crate::telemetry::ShardState::Reading,
+        "running again"
+    );
+    assert!(s.status.ready());
+    let (delivered, opened, _) = s.stop().await;
+    assert_eq!(delivered, vec![1, 2, 3]);
+    assert_eq!(opened.len(), 2, "opened again after the panic: {opened:?}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_child_waits_for_a_running_parent_that_dropped_out_of_the_listing() {
+    let store = Arc::new(MemStore::default());
+    let mut stream = fake(
+        vec![
+            shard("shardId-1", None, true),
+            shard("shardId-2", Some("shardId-1"), false),
+        ],
+        &[("shardId-1", &[1]), ("shardId-2", &[2])],
+    );
+    // After the first listing the parent is trimmed away while its worker is still invoking.
+    stream.later = Some(vec![shard("shardId-2", Some("shardId-1"), false)]);
+    let s = Supervised::start(
+        stream,
+        store,
+        Recorder {
+            slow: Some((1, Duration::from_secs(60))),
+            ..Default::default()
+        },
+        StartingPosition::TrimHorizon,
+    );
+    s.wait_delivered(2).await;
+    let (delivered, _, _) = s.stop().await;
+    assert_eq!(delivered, vec![1, 2], "the parent's record first");
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_unreadable_checkpoint_shows_the_shard_down_until_fixed() {
+    let store = Arc::new(MemStore::default());
+    store.2.lock().unwrap().insert("shardId-1".into());
+    let s = Supervised::start(
+        fake(
+            vec![shard("shardId-1", None, false)],
+            &[("shardId-1", &[1])],
+        ),
+        store.clone(),
+        Recorder::default(),
+        StartingPosition::TrimHorizon,
+    );
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while s.status.get("m", "shardId-1").is_none() {
+        assert!(Instant::now() < deadline);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let st = s.status.get("m", "shardId-1").unwrap();
+    assert_eq!(st.state, crate::telemetry::ShardState::Failed);
+    assert!(st.last_error.unwrap().contains("shardId-1.json"));
+    assert_eq!(
+        s.status.not_ready_because().as_deref(),
+        Some("shards down: m/shardId-1")
+    );
+    assert!(s.delivered().is_empty());
+    // Fixed (restored or deleted): the next pass starts the shard.
+    store.2.lock().unwrap().clear();
+    s.wait_delivered(1).await;
+    assert!(s.status.ready());
+    s.stop().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn latest_is_the_mappings_first_start_and_survives_restarts() {
+    let store = Arc::new(MemStore::default());
+    let shards = || {
+        vec![
+            shard("shardId-1", None, true),
+            shard("shardId-2", Some("shardId-1"), false),
+        ]
+    };
+    let records: &[(&str, &[u64])] = &[("shardId-1", &[1]), ("shardId-2", &[2])];
+    let s = Supervised::start(
+        fake(shards(), records),
+        store.clone(),
+        Recorder::default(),
+        StartingPosition::Latest,
+    );
+    s.wait_delivered(2).await;
+    let (delivered, opened, _) = s.stop().await;
+    let started = store.1.lock().unwrap().expect("first start recorded");
+    let at = StartingPosition::AtTimestamp(
+        std::time::UNIX_EPOCH + Duration::from_millis(started as u64),
+    );
+    // The closed parent may hold records newer than the mapping: it is read from the start, not
+    // skipped; its child then from the same instant.
+    assert_eq!(delivered, vec![1, 2]);
+    assert_eq!(
+        opened[0],
+        ("shardId-1".to_string(), StartFrom::Position(at))
+    );
+    assert_eq!(
+        opened[1],
+        ("shardId-2".to_string(), StartFrom::Position(at))
+    );
+
+    // A restart before any checkpoint: the same instant, not a new LATEST.
+    tokio::time::sleep(Duration::from_secs(3600)).await;
+    store.0.lock().unwrap().clear();
+    let s = Supervised::start(
+        fake(
+            vec![shard("shardId-3", None, false)],
+            &[("shardId-3", &[3])],
+        ),
+        store.clone(),
+        Recorder::default(),
+        StartingPosition::Latest,
+    );
+    s.wait_delivered(1).await;
+    let (_, opened, _) = s.stop().await;
+    assert_eq!(
+        opened,
+        vec![("shardId-3".to_string(), StartFrom::Position(at))]
+    );
+    assert_eq!(*store.1.lock().unwrap(), Some(started));
 }

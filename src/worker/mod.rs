@@ -10,8 +10,11 @@ pub mod supervisor;
 #[cfg(test)]
 mod tests;
 
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
+use crate::budget::ByteBudget;
 use crate::checkpoint::CheckpointStore;
 use crate::config::Mapping;
 use crate::destination::Destination;
@@ -40,6 +43,10 @@ pub struct MappingContext {
     pub status: Arc<Status>,
     pub policy: RetryPolicy,
     pub clock: Clock,
+    /// The process-wide in-flight byte budget.
+    pub budget: Arc<ByteBudget>,
+    /// The stream's retention in milliseconds, as last read from the source (0: not known yet).
+    pub retention_ms: AtomicI64,
 }
 
 /// Wall-clock epoch milliseconds advanced by tokio's clock, so record age follows `tokio::time`
@@ -70,8 +77,46 @@ impl Default for Clock {
     }
 }
 
+/// Until the stream says otherwise, records are assumed to live this long (the shortest retention
+/// Kinesis allows, and DynamoDB Streams' fixed one).
+pub const DEFAULT_RETENTION: Duration = Duration::from_secs(24 * 3600);
+
 impl MappingContext {
     pub fn name(&self) -> &str {
         &self.mapping.name
+    }
+
+    /// How long the stream keeps records.
+    pub fn retention(&self) -> Duration {
+        match self.retention_ms.load(Ordering::Relaxed) {
+            ms if ms > 0 => Duration::from_millis(ms as u64),
+            _ => DEFAULT_RETENTION,
+        }
+    }
+
+    pub fn set_retention(&self, retention: Duration) {
+        self.retention_ms
+            .store(retention.as_millis() as i64, Ordering::Relaxed);
+    }
+
+    /// The age past which a record is given up on: MaximumRecordAgeInSeconds, and never later
+    /// than the stream's retention (with AWS's defaults of -1, a record is retried until it
+    /// expires from the stream).
+    pub fn record_age_limit(&self) -> Duration {
+        match self.policy.max_record_age {
+            Some(age) => age.min(self.retention()),
+            None => self.retention(),
+        }
+    }
+
+    /// True when a record that arrived at `arrival_ms` is past [`Self::record_age_limit`].
+    pub fn expired(&self, arrival_ms: i64, now_ms: i64) -> bool {
+        now_ms.saturating_sub(arrival_ms) > self.record_age_limit().as_millis() as i64
+    }
+
+    /// How long until a record that arrived at `arrival_ms` is past [`Self::record_age_limit`].
+    pub fn until_expiry(&self, arrival_ms: i64, now_ms: i64) -> Duration {
+        let left = arrival_ms + self.record_age_limit().as_millis() as i64 - now_ms;
+        Duration::from_millis(left.max(0) as u64)
     }
 }

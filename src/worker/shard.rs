@@ -4,7 +4,9 @@
 //! A batch is processed as a queue of *pieces* (contiguous runs of records, left to right). A piece
 //! that succeeds is checkpointed and dropped; one that fails is retried, bisected, trimmed to the
 //! records after a partial batch response's lowest failure, or given up on, as [`RetryPolicy`]
-//! decides. Records past `MaximumRecordAgeInSeconds` are given up on before any invoke.
+//! decides. Records past `MaximumRecordAgeInSeconds` (or past the stream's retention, whichever
+//! comes first) are given up on before any invoke. The records a worker holds are charged to the
+//! process-wide byte budget, and the worker waits for room before each read.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -12,7 +14,7 @@ use std::time::Duration;
 use time::OffsetDateTime;
 use tokio::time::{sleep_until, Instant};
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, info, warn};
+use tracing::{debug, error, info, warn};
 
 use super::{pause, MappingContext};
 use crate::batch::{self, Batcher, MAX_PAYLOAD_BYTES};
@@ -52,6 +54,20 @@ impl Piece {
             last_response: None,
         }
     }
+
+    /// A part split off a piece: a fresh retry budget, but the same invocation history, so
+    /// `approximateInvokeCount` counts every invocation of its records, bisects included.
+    fn split_from(records: Vec<Record>, parent: &Piece) -> Self {
+        Piece {
+            invokes: parent.invokes,
+            last_response: parent.last_response.clone(),
+            ..Piece::new(records)
+        }
+    }
+}
+
+fn bytes_of(records: &[Record]) -> u64 {
+    records.iter().map(|r| r.event.len() as u64).sum()
 }
 
 pub struct ShardWorker {
@@ -62,6 +78,8 @@ pub struct ShardWorker {
     ended: bool,
     state: Option<ShardState>,
     batch_info_key: &'static str,
+    /// Bytes charged to the budget for the records this worker holds.
+    held: u64,
 }
 
 impl ShardWorker {
@@ -80,7 +98,26 @@ impl ShardWorker {
             ended: false,
             state: None,
             batch_info_key,
+            held: 0,
         }
+    }
+
+    fn charge(&mut self, bytes: u64) {
+        self.held += bytes;
+        self.ctx.budget.charge(bytes);
+        self.report_budget();
+    }
+
+    fn release(&mut self, bytes: u64) {
+        self.held -= bytes;
+        self.ctx.budget.release(bytes);
+        self.report_budget();
+    }
+
+    fn report_budget(&self) {
+        let used = self.ctx.budget.used();
+        self.ctx.metrics.in_flight_bytes(used);
+        self.ctx.status.set_in_flight_bytes(used);
     }
 
     fn set_state(&mut self, state: ShardState) {
@@ -116,17 +153,17 @@ impl ShardWorker {
                 continue;
             }
             let batch = self.batcher.take();
+            let bytes = bytes_of(&batch);
             if !self.process(batch, &cancel).await {
                 break Exit::Cancelled;
             }
+            self.release(bytes);
         };
         if exit == Exit::Ended {
             self.set_state(ShardState::Ended);
             self.ctx.metrics.forget_shard(self.ctx.name(), &self.shard);
-        } else if let Some(s) = self.state.take() {
-            self.ctx
-                .metrics
-                .shard_state(self.ctx.name(), Some(s.as_str()), None);
+            // Counted as ended until the supervisor prunes it (once its children run).
+            self.state = None;
         }
         info!(mapping = self.ctx.name(), shard = %self.shard, ?exit, "shard worker stopped");
         exit
@@ -157,6 +194,13 @@ impl ShardWorker {
             if !self.batcher.is_empty() && Instant::now() >= window_end {
                 return true;
             }
+            // Memory is bounded by the budget: wait for room before holding another page (with
+            // records waiting, the batch goes out when the window closes instead).
+            tokio::select! {
+                _ = cancel.cancelled() => return false,
+                _ = self.ctx.budget.room() => {}
+                _ = sleep_until(window_end), if !self.batcher.is_empty() => return true,
+            }
             let page = tokio::select! {
                 _ = cancel.cancelled() => return false,
                 page = self.reader.read() => page,
@@ -178,6 +222,7 @@ impl ShardWorker {
                         s.millis_behind_latest = millis_behind;
                         s.last_error = None;
                     });
+                    self.charge(bytes_of(&records));
                     self.batcher.push(records);
                 }
                 Ok(Page::ShardEnd) => {
@@ -225,7 +270,7 @@ impl ShardWorker {
             let expired = piece
                 .records
                 .iter()
-                .take_while(|r| policy.expired(r.arrival_ms, now))
+                .take_while(|r| ctx.expired(r.arrival_ms, now))
                 .count();
             if expired > 0 {
                 let gone: Vec<Record> = piece.records.drain(..expired).collect();
@@ -357,7 +402,8 @@ impl ShardWorker {
                     ctx.metrics.invoked_not(name, "payload_too_large", took);
                     debug!(mapping = name, shard = %self.shard, records = n, %message, "payload too large; splitting");
                     let right = piece.records.split_off(n / 2);
-                    pieces.insert(1, Piece::new(right));
+                    let right = Piece::split_from(right, piece);
+                    pieces.insert(1, right);
                     continue;
                 }
                 Err(e) => {
@@ -408,21 +454,18 @@ impl ShardWorker {
                 let right = piece.records.split_off(piece.records.len() / 2);
                 // Splitting does not consume the retry budget: both halves start afresh.
                 let left = std::mem::take(&mut piece.records);
-                pieces.pop_front();
-                pieces.push_front(Piece::new(right));
-                pieces.push_front(Piece::new(left));
+                let parent = pieces.pop_front().expect("piece queued");
+                pieces.push_front(Piece::split_from(right, &parent));
+                pieces.push_front(Piece::split_from(left, &parent));
                 true
             }
             Decision::RetryAfter(mut delay) => {
                 // Wake no later than the oldest record's expiry, so age is enforced on time.
                 if let Some(first) = piece.records.first() {
-                    if let Some(left) = self
+                    let left = self
                         .ctx
-                        .policy
-                        .until_expiry(first.arrival_ms, self.ctx.clock.now_ms())
-                    {
-                        delay = delay.min(left + Duration::from_millis(1));
-                    }
+                        .until_expiry(first.arrival_ms, self.ctx.clock.now_ms());
+                    delay = delay.min(left + Duration::from_millis(1));
                 }
                 self.set_state(ShardState::Retrying);
                 pause(cancel, delay).await
@@ -484,26 +527,42 @@ impl ShardWorker {
                     batch::encode(&records),
                     OffsetDateTime::now_utc(),
                 );
+                // The destination is retried until the records leave the stream (their retention);
+                // past that, holding the shard back saves nothing, so they are dropped.
+                let gone_at = first.arrival_ms + ctx.retention().as_millis() as i64;
                 let mut failures = 0;
                 loop {
                     match dest.send(&record).await {
-                        Ok(()) => break,
+                        Ok(()) => {
+                            ctx.metrics.destination_delivered(name, records.len());
+                            break;
+                        }
                         Err(e) => {
                             failures += 1;
                             ctx.metrics.destination_failure(name);
-                            let delay = ctx.policy.backoff(failures);
-                            warn!(mapping = name, shard = %self.shard, error = %e, retry_in_ms = delay.as_millis() as u64,
-                                  "on-failure destination rejected the record; retrying (the shard waits)");
                             ctx.status.update(name, &self.shard, |s| {
                                 s.last_error = Some(format!("destination: {e}"))
                             });
+                            let left = gone_at - ctx.clock.now_ms();
+                            if left <= 0 {
+                                error!(mapping = name, shard = %self.shard, error = %e, records = records.len(),
+                                       start = %first.sequence, end = %end,
+                                       "on-failure destination kept failing until the records expired from the stream; dropping them");
+                                ctx.metrics.dropped(name, records.len());
+                                break;
+                            }
+                            let delay = ctx
+                                .policy
+                                .backoff(failures)
+                                .min(Duration::from_millis(left as u64));
+                            warn!(mapping = name, shard = %self.shard, error = %e, retry_in_ms = delay.as_millis() as u64,
+                                  "on-failure destination rejected the record; retrying (the shard waits)");
                             if !pause(cancel, delay).await {
                                 return false;
                             }
                         }
                     }
                 }
-                ctx.metrics.destination_delivered(name, records.len());
             }
             None => ctx.metrics.dropped(name, records.len()),
         }
@@ -535,6 +594,22 @@ impl ShardWorker {
         ctx.status
             .update(ctx.name(), &self.shard, |s| s.checkpoint = Some(shown));
         true
+    }
+}
+
+/// However the worker ends (a panic included), its bytes go back to the budget and its state
+/// leaves the shard gauge.
+impl Drop for ShardWorker {
+    fn drop(&mut self) {
+        if self.held > 0 {
+            let held = self.held;
+            self.release(held);
+        }
+        if let Some(s) = self.state.take() {
+            self.ctx
+                .metrics
+                .shard_state(self.ctx.name(), Some(s.as_str()), None);
+        }
     }
 }
 

@@ -1,22 +1,51 @@
-//! The supervisor of one mapping: reconciles the shards the stream lists with the workers running.
-//! Every `shard_discovery_interval` (and at once whenever a shard ends) it lists the shards, reads
-//! their checkpoints, and starts a [`ShardWorker`] for each shard that [`lineage::plan`] says may
-//! run, so parents are drained before their children start. It marks the mapping ready after the
-//! first pass, and stops when the shutdown token fires.
+//! The supervisor of one stream mapping: reconciles the shards the stream lists with the workers
+//! running. Every `shard_discovery_interval` (and at once whenever a shard's worker stops) it reads
+//! the stream's retention, lists the shards, reads their checkpoints, and starts a [`ShardWorker`]
+//! for each shard that [`lineage::plan`] says may run, so parents are drained (and their workers
+//! gone) before their children start.
+//!
+//! It also makes LATEST durable: before the first shard starts, the mapping's first start time is
+//! read from the checkpoint store (or recorded there), and every shard without a checkpoint is read
+//! from that instant, so a restart before the first checkpoint loses nothing.
+//!
+//! A worker that panics is logged, counted and restarted from its checkpoint after a backoff; a
+//! shard whose checkpoint cannot be read is shown as down. Either keeps `/readyz` at 503. The
+//! mapping is marked started after the first pass; the supervisor stops when the shutdown token fires.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, UNIX_EPOCH};
 use tokio::sync::mpsc;
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{error, info, warn};
 
 use super::shard::{Exit, ShardWorker};
-use super::MappingContext;
+use super::{pause, MappingContext};
+use crate::config::StartingPosition;
 use crate::source::lineage::{self, Finished, Plan};
 use crate::source::{ShardInfo, StreamSource};
 use crate::telemetry::ShardState;
+
+/// How a worker task ended.
+#[derive(Debug)]
+enum Stopped {
+    Exit(Exit),
+    Panicked(String),
+}
+
+/// The supervisor's view of its shards.
+#[derive(Default)]
+struct Shards {
+    running: HashSet<String>,
+    finished: HashMap<String, Finished>,
+    waiting: HashSet<String>,
+    /// Shards whose worker panicked: how often, and when they may start again.
+    panics: HashMap<String, (u32, Instant)>,
+    /// Shards shown as down because their checkpoint could not be read.
+    unreadable: HashSet<String>,
+}
 
 pub async fn run_mapping(
     ctx: Arc<MappingContext>,
@@ -26,15 +55,24 @@ pub async fn run_mapping(
     discovery_interval: Duration,
 ) {
     let name = ctx.name().to_string();
-    let (ended_tx, mut ended_rx) = mpsc::unbounded_channel::<(String, Exit)>();
-    let mut running: HashSet<String> = HashSet::new();
-    let mut finished: HashMap<String, Finished> = HashMap::new();
-    let mut waiting: HashSet<String> = HashSet::new();
+    let Some(start) = resolve_start(&ctx, &cancel).await else {
+        return;
+    };
+    let (ended_tx, mut ended_rx) = mpsc::unbounded_channel::<(String, Stopped)>();
+    let mut shards = Shards::default();
     let mut ready = false;
     let mut failures = 0;
     loop {
+        match source.retention().await {
+            Ok(r) => ctx.set_retention(r),
+            Err(e) => {
+                ctx.metrics.source_error(&name, e.kind());
+                warn!(mapping = %name, error = %e, retention_h = ctx.retention().as_secs() / 3600,
+                      "cannot read the stream's retention; keeping the last known");
+            }
+        }
         match source.list_shards().await {
-            Ok(shards) => {
+            Ok(listed) => {
                 failures = 0;
                 reconcile(
                     &ctx,
@@ -42,16 +80,15 @@ pub async fn run_mapping(
                     &tracker,
                     &cancel,
                     &ended_tx,
-                    &shards,
-                    &mut running,
-                    &mut finished,
-                    &mut waiting,
+                    &listed,
+                    start,
+                    &mut shards,
                 )
                 .await;
                 if !ready {
                     ready = true;
                     ctx.status.mapping_started();
-                    info!(mapping = %name, shards = shards.len(), running = running.len(), "mapping running");
+                    info!(mapping = %name, shards = listed.len(), running = shards.running.len(), "mapping running");
                 }
             }
             Err(e) => {
@@ -60,27 +97,111 @@ pub async fn run_mapping(
                 warn!(mapping = %name, error = %e, "cannot list shards; retrying");
             }
         }
-        let wait = if failures > 0 {
+        let mut wait = if failures > 0 {
             ctx.policy.backoff(failures).max(Duration::from_millis(500))
         } else {
             discovery_interval
         };
+        // Wake for the next restart after a panic (the count stays, for the backoff).
+        let now = Instant::now();
+        if let Some(at) = shards
+            .panics
+            .values()
+            .map(|(_, at)| *at)
+            .filter(|at| *at > now)
+            .min()
+        {
+            wait = wait.min(at - now);
+        }
         tokio::select! {
             _ = cancel.cancelled() => return,
             _ = tokio::time::sleep(wait) => {}
-            Some((shard, exit)) = ended_rx.recv() => {
-                running.remove(&shard);
-                if exit == Exit::Ended {
-                    finished.insert(shard, Finished::Drained);
+            Some(first) = ended_rx.recv() => {
+                // Take any other endings too, then re-list at once: children may be free to start.
+                let mut ended = vec![first];
+                while let Ok(more) = ended_rx.try_recv() {
+                    ended.push(more);
                 }
-                // Drain any other endings, then re-list at once: children may be free to start.
-                while let Ok((shard, exit)) = ended_rx.try_recv() {
-                    running.remove(&shard);
-                    if exit == Exit::Ended {
-                        finished.insert(shard, Finished::Drained);
-                    }
+                for (shard, stopped) in ended {
+                    worker_stopped(&ctx, &mut shards, shard, stopped);
                 }
             }
+        }
+    }
+}
+
+/// The mapping's starting position, with LATEST resolved to the instant the mapping first started
+/// (recorded on the first run). `None` if cancelled first.
+async fn resolve_start(
+    ctx: &MappingContext,
+    cancel: &CancellationToken,
+) -> Option<StartingPosition> {
+    if ctx.mapping.starting_position != StartingPosition::Latest {
+        return Some(ctx.mapping.starting_position);
+    }
+    let name = ctx.name();
+    let mut failures = 0;
+    loop {
+        let recorded = match ctx.checkpoints.mapping_start(name).await {
+            Ok(Some(ms)) => Ok(ms),
+            Ok(None) => {
+                let now = ctx.clock.now_ms();
+                ctx.checkpoints
+                    .set_mapping_start(name, now)
+                    .await
+                    .map(|()| now)
+            }
+            Err(e) => Err(e),
+        };
+        match recorded {
+            Ok(ms) => {
+                info!(mapping = name, started_at_ms = ms, "LATEST: reading every shard without a checkpoint from the mapping's first start");
+                return Some(StartingPosition::AtTimestamp(
+                    UNIX_EPOCH + Duration::from_millis(ms.max(0) as u64),
+                ));
+            }
+            Err(e) => {
+                failures += 1;
+                error!(mapping = name, error = %e, "cannot read or record the mapping's first start; no shard starts until it can");
+                if !pause(
+                    cancel,
+                    ctx.policy.backoff(failures).max(Duration::from_secs(1)),
+                )
+                .await
+                {
+                    return None;
+                }
+            }
+        }
+    }
+}
+
+fn worker_stopped(ctx: &MappingContext, shards: &mut Shards, shard: String, stopped: Stopped) {
+    shards.running.remove(&shard);
+    match stopped {
+        Stopped::Exit(Exit::Ended) => {
+            shards.panics.remove(&shard);
+            shards.finished.insert(shard, Finished::Drained);
+        }
+        Stopped::Exit(Exit::Cancelled) => {}
+        Stopped::Panicked(message) => {
+            let name = ctx.name();
+            let count = shards.panics.get(&shard).map_or(1, |(n, _)| n + 1);
+            let delay = ctx
+                .policy
+                .backoff(count)
+                .max(Duration::from_secs(1))
+                .min(Duration::from_secs(60));
+            ctx.metrics.worker_panicked(name);
+            error!(mapping = name, shard = %shard, panic = %message, restart_in_ms = delay.as_millis() as u64,
+                   "shard worker panicked; restarting it from its checkpoint");
+            ctx.status.update(name, &shard, |s| {
+                s.state = ShardState::Failed;
+                s.last_error = Some(format!(
+                    "worker panicked: {message}; restarting from the checkpoint"
+                ));
+            });
+            shards.panics.insert(shard, (count, Instant::now() + delay));
         }
     }
 }
@@ -91,25 +212,42 @@ async fn reconcile(
     source: &Arc<dyn StreamSource>,
     tracker: &TaskTracker,
     cancel: &CancellationToken,
-    ended_tx: &mpsc::UnboundedSender<(String, Exit)>,
-    shards: &[ShardInfo],
-    running: &mut HashSet<String>,
-    finished: &mut HashMap<String, Finished>,
-    waiting: &mut HashSet<String>,
+    ended_tx: &mpsc::UnboundedSender<(String, Stopped)>,
+    listed_shards: &[ShardInfo],
+    start: StartingPosition,
+    shards: &mut Shards,
 ) {
     let name = ctx.name();
-    let listed: HashSet<String> = shards.iter().map(|s| s.id.clone()).collect();
+    let listed: HashSet<String> = listed_shards.iter().map(|s| s.id.clone()).collect();
     // Parents first: a shard's parents were created before it, and shard ids sort by creation.
-    let mut order: Vec<&ShardInfo> = shards.iter().collect();
+    let mut order: Vec<&ShardInfo> = listed_shards.iter().collect();
     order.sort_by(|a, b| a.id.cmp(&b.id));
     for shard in order {
-        if running.contains(&shard.id) || finished.contains_key(&shard.id) {
+        if shards.running.contains(&shard.id) || shards.finished.contains_key(&shard.id) {
+            continue;
+        }
+        if shards
+            .panics
+            .get(&shard.id)
+            .is_some_and(|(_, at)| *at > Instant::now())
+        {
             continue;
         }
         let checkpoint = match ctx.checkpoints.get(name, &shard.id).await {
-            Ok(cp) => cp,
+            Ok(cp) => {
+                if shards.unreadable.remove(&shard.id) {
+                    info!(mapping = name, shard = %shard.id, "checkpoint readable again");
+                }
+                cp
+            }
             Err(e) => {
-                error!(mapping = name, shard = %shard.id, error = %e, "cannot read checkpoint; shard not started");
+                // Loud, and on every pass until fixed: the shard (and its children) cannot run.
+                error!(mapping = name, shard = %shard.id, error = %e, "cannot read the shard's checkpoint; the shard is down");
+                ctx.status.update(name, &shard.id, |s| {
+                    s.state = ShardState::Failed;
+                    s.last_error = Some(e.to_string());
+                });
+                shards.unreadable.insert(shard.id.clone());
                 continue;
             }
         };
@@ -117,12 +255,13 @@ async fn reconcile(
             shard,
             checkpoint.as_ref(),
             &listed,
-            finished,
-            ctx.mapping.starting_position,
+            &shards.running,
+            &shards.finished,
+            start,
         ) {
             Plan::Finished(how) => {
-                finished.insert(shard.id.clone(), how);
-                if waiting.remove(&shard.id) {
+                shards.finished.insert(shard.id.clone(), how);
+                if shards.waiting.remove(&shard.id) {
                     ctx.metrics.shard_state(
                         name,
                         Some(ShardState::WaitingForParent.as_str()),
@@ -131,7 +270,7 @@ async fn reconcile(
                 }
             }
             Plan::WaitForParents(parents) => {
-                if waiting.insert(shard.id.clone()) {
+                if shards.waiting.insert(shard.id.clone()) {
                     ctx.metrics.shard_state(
                         name,
                         None,
@@ -143,12 +282,22 @@ async fn reconcile(
                     .update(name, &shard.id, |s| s.state = ShardState::WaitingForParent);
             }
             Plan::Start(from) => {
-                if waiting.remove(&shard.id) {
+                if shards.waiting.remove(&shard.id) {
                     ctx.metrics.shard_state(
                         name,
                         Some(ShardState::WaitingForParent.as_str()),
                         None,
                     );
+                }
+                // The parents are done and their child runs: their entries have served.
+                for parent in &shard.parents {
+                    if let Some(s) = ctx.status.get(name, parent) {
+                        if s.state == ShardState::Ended {
+                            ctx.metrics
+                                .shard_state(name, Some(ShardState::Ended.as_str()), None);
+                        }
+                        ctx.status.remove(name, parent);
+                    }
                 }
                 info!(mapping = name, shard = %shard.id, ?from, closed = shard.closed, "starting shard");
                 let reader = source.open(shard, from);
@@ -160,11 +309,26 @@ async fn reconcile(
                 );
                 let (tx, id, cancel) = (ended_tx.clone(), shard.id.clone(), cancel.clone());
                 tracker.spawn(async move {
-                    let exit = worker.run(cancel).await;
-                    let _ = tx.send((id, exit));
+                    // Its own task, so a panic ends only this worker and is seen here.
+                    let stopped = match tokio::spawn(worker.run(cancel)).await {
+                        Ok(exit) => Stopped::Exit(exit),
+                        Err(e) if e.is_panic() => Stopped::Panicked(panic_text(e.into_panic())),
+                        Err(_) => Stopped::Exit(Exit::Cancelled),
+                    };
+                    let _ = tx.send((id, stopped));
                 });
-                running.insert(shard.id.clone());
+                shards.running.insert(shard.id.clone());
             }
         }
     }
+    // A checkpoint that was not read this pass is not known to be bad any more.
+    shards.unreadable.retain(|id| listed.contains(id));
+}
+
+fn panic_text(payload: Box<dyn std::any::Any + Send>) -> String {
+    payload
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "(no message)".into())
 }

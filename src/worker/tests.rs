@@ -11,6 +11,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::shard::{Exit, ShardWorker};
 use super::{Clock, MappingContext};
+use crate::budget::ByteBudget;
 use crate::checkpoint::{Checkpoint, CheckpointError, CheckpointStore};
 use crate::config::{ErrorHandling, Mapping, SourceArn, StartingPosition, Target};
 use crate::destination::{Destination, FailureRecord};
@@ -211,6 +212,7 @@ async fn run(
         window: Duration::ZERO,
         interval: Duration::ZERO,
         idle: 0,
+        budget: None,
     };
     run_reading(errors, batch_size, reading, pages, destination, script).await
 }
@@ -220,6 +222,8 @@ struct Reading {
     window: Duration,
     interval: Duration,
     idle: usize,
+    /// The process-wide byte budget (unlimited if none).
+    budget: Option<Arc<ByteBudget>>,
 }
 
 async fn run_reading(
@@ -262,6 +266,11 @@ async fn run_reading(
         status: Arc::new(Status::new(1)),
         policy: RetryPolicy::new(&errors),
         clock,
+        budget: reading
+            .budget
+            .clone()
+            .unwrap_or_else(|| Arc::new(ByteBudget::unlimited())),
+        retention_ms: Default::default(),
     });
     let reader = Box::new(FakeReader {
         pages: pages(&clock).into(),
@@ -432,8 +441,12 @@ async fn bisect_isolates_the_poison_record_and_keeps_order() {
     assert_eq!(sent[0]["KinesisBatchInfo"]["startSequenceNumber"], "1011");
     assert_eq!(sent[0]["KinesisBatchInfo"]["endSequenceNumber"], "1011");
     assert_eq!(sent[0]["KinesisBatchInfo"]["batchSize"], 1);
-    // The single poison record was invoked twice (MaximumRetryAttempts=1); splits cost nothing.
-    assert_eq!(sent[0]["requestContext"]["approximateInvokeCount"], 2);
+    // The poison record was in 16, 8, 4 and 2-record batches, then invoked alone twice
+    // (MaximumRetryAttempts=1; splits cost no attempt). approximateInvokeCount counts every one of
+    // those invocations, as AWS's does.
+    let with_poison = h.calls().iter().filter(|c| c.contains(&11)).count();
+    assert_eq!(with_poison, 6);
+    assert_eq!(sent[0]["requestContext"]["approximateInvokeCount"], 6);
     let checkpoints = h.checkpoints();
     assert_eq!(checkpoints.last(), Some(&Checkpoint::ShardEnd));
     let seqs: Vec<_> = checkpoints
@@ -661,6 +674,7 @@ async fn the_batching_window_gathers_pages_into_one_invocation() {
         window,
         interval: Duration::from_secs(1),
         idle: 5,
+        budget: None,
     };
     let h = run_reading(
         ErrorHandling::default(),
@@ -694,4 +708,99 @@ async fn the_batching_window_gathers_pages_into_one_invocation() {
     )
     .await;
     assert_eq!(h.calls(), vec![vec![0, 1, 2, 3], vec![4, 5]]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn with_the_defaults_records_are_retried_until_they_leave_the_stream() {
+    // MaximumRetryAttempts and MaximumRecordAgeInSeconds at -1: a failing record is retried until
+    // it would expire from the stream (24 h by default here), then given up on, not forever.
+    let started = Instant::now();
+    let h = run(
+        with_destination(ErrorHandling::default()),
+        10,
+        |c| {
+            vec![(0..2)
+                .map(|i| record(c, i, 24 * 3600 * 1000 - 60_000))
+                .collect()]
+        },
+        MemDestination::default(),
+        |_, _| function_error(),
+    )
+    .await;
+    let sent = h.sent();
+    assert_eq!(sent.len(), 1);
+    assert_eq!(sent[0]["requestContext"]["condition"], "RecordAgeExceeded");
+    assert!(started.elapsed() >= Duration::from_secs(60));
+    assert!(started.elapsed() < Duration::from_secs(75));
+    assert_eq!(h.checkpoints(), vec![seq(1), Checkpoint::ShardEnd]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_destination_that_keeps_failing_gives_way_when_the_records_expire() {
+    let started = Instant::now();
+    let dest = MemDestination {
+        fail_first: usize::MAX,
+        ..Default::default()
+    };
+    let h = run(
+        with_destination(ErrorHandling {
+            max_retry_attempts: Some(0),
+            ..Default::default()
+        }),
+        10,
+        |c| {
+            vec![(0..3)
+                .map(|i| record(c, i, 24 * 3600 * 1000 - 30_000))
+                .collect()]
+        },
+        dest,
+        |_, _| function_error(),
+    )
+    .await;
+    assert!(h.sent().is_empty());
+    assert!(*h.destination.attempts.lock().unwrap() > 2, "retried first");
+    assert!(started.elapsed() >= Duration::from_secs(30));
+    assert!(started.elapsed() < Duration::from_secs(45));
+    assert_eq!(h.metric("sluice_dropped_events_total"), 3.0);
+    assert_eq!(h.checkpoints(), vec![seq(2), Checkpoint::ShardEnd]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_reader_waits_for_room_in_the_byte_budget() {
+    let budget = Arc::new(ByteBudget::new(1000));
+    // Another shard holds more than the whole budget for 30 s.
+    budget.charge(2000);
+    let other = budget.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_secs(30)).await;
+        other.release(2000);
+    });
+    let started = Instant::now();
+    let first_call = Arc::new(Mutex::new(None::<Instant>));
+    let seen = first_call.clone();
+    let reading = Reading {
+        window: Duration::ZERO,
+        interval: Duration::ZERO,
+        idle: 0,
+        budget: Some(budget.clone()),
+    };
+    let h = run_reading(
+        ErrorHandling::default(),
+        10,
+        reading,
+        |c| vec![(0..3).map(|i| record(c, i, 0)).collect()],
+        MemDestination::default(),
+        move |_, _| {
+            seen.lock().unwrap().get_or_insert_with(Instant::now);
+            ok()
+        },
+    )
+    .await;
+    let first = first_call.lock().unwrap().expect("invoked");
+    assert!(
+        first - started >= Duration::from_secs(30),
+        "read only once there was room"
+    );
+    assert_eq!(h.calls(), vec![vec![0, 1, 2]]);
+    assert_eq!(budget.used(), 0, "the worker gave back what it held");
 }
