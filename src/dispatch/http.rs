@@ -1,21 +1,35 @@
-//! Any HTTP endpoint as a [`Dispatcher`]: POSTs the same event JSON Lambda would receive. The
-//! contract (docs/http-targets.md): 2xx is success and the body is the function's response, unless
-//! the response carries `X-Amz-Function-Error`; 500 and other 4xx are function errors; 429 is a
-//! throttle; 413 means the payload is too large; 502, 503, 504, other 5xx, connection errors and
-//! timeouts are service errors (retried without counting an attempt).
+//! Any HTTP endpoint as a [`Dispatcher`]: POSTs the same event JSON Lambda would receive and classes
+//! the answer as Lambda classes a failing function (docs/http-targets.md). 2xx is success and the
+//! body is the function's response, unless the response carries `X-Amz-Function-Error`. A request
+//! that runs past `Http.TimeoutSeconds` (connect, headers and body together) is a function error, as
+//! Lambda's `Sandbox.Timedout`; so are a response over Lambda's 6 MB (`Function.ResponseSizeTooLarge`,
+//! read no further than the cap), any 3xx (redirects are never followed: a followed 301/302/303
+//! would turn the POST into a body-less GET and acknowledge records the function never saw), and
+//! every other 4xx and 5xx. 429 and 503 are throttles, 413 means the payload is too large. A
+//! connection that cannot be made, or that ends before a complete answer, is a service error: the
+//! function may never have seen the batch, so no attempt is counted.
 
 use async_trait::async_trait;
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue, CONTENT_TYPE};
 use std::time::Duration;
+use tracing::warn;
 
 use super::{DispatchError, Dispatcher, Invoked};
 use crate::aws::error_chain;
 use crate::config::HttpTarget;
 
+/// Lambda's limit on a synchronous invocation's response: 6 MB.
+pub const MAX_RESPONSE_BYTES: usize = 6 * 1024 * 1024;
+
+/// The longest a connection may take to open; at most half of the request's timeout, so that a
+/// target that cannot be reached is told apart (service error) from one that is slow (timeout).
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
 pub struct HttpDispatcher {
     client: reqwest::Client,
     url: String,
+    timeout: Duration,
 }
 
 impl HttpDispatcher {
@@ -33,29 +47,79 @@ impl HttpDispatcher {
         }
         let client = reqwest::Client::builder()
             .default_headers(headers)
+            .redirect(reqwest::redirect::Policy::none())
+            // The whole exchange, body read included.
             .timeout(target.timeout)
-            .connect_timeout(Duration::from_secs(5))
+            .connect_timeout(CONNECT_TIMEOUT.min(target.timeout / 2))
             .build()?;
         Ok(HttpDispatcher {
             client,
             url: target.url.clone(),
+            timeout: target.timeout,
         })
     }
+
+    /// A request that failed without a complete answer: a function timeout if it ran out of time
+    /// after the connection was made, else a service error.
+    fn transport_error(
+        &self,
+        e: reqwest::Error,
+        status: Option<u16>,
+    ) -> Result<Invoked, DispatchError> {
+        if e.is_timeout() && !e.is_connect() {
+            // What Lambda answers for a function that outlives its timeout.
+            return Ok(Invoked {
+                status: 200,
+                body: error_body(
+                    "Sandbox.Timedout",
+                    &format!(
+                        "Task timed out after {:.2} seconds (Http.TimeoutSeconds)",
+                        self.timeout.as_secs_f64()
+                    ),
+                ),
+                function_error: Some("Unhandled".into()),
+                executed_version: None,
+                request_id: None,
+            });
+        }
+        Err(DispatchError::Service {
+            status: if e.is_connect() { None } else { status },
+            message: error_chain(&e),
+        })
+    }
+}
+
+/// Lambda's shape of a function error body.
+fn error_body(error_type: &str, message: &str) -> Bytes {
+    Bytes::from(serde_json::json!({ "errorType": error_type, "errorMessage": message }).to_string())
+}
+
+/// The body, or `None` past `cap` bytes (announced or read): reading stops there.
+async fn read_capped(
+    resp: &mut reqwest::Response,
+    cap: usize,
+) -> Result<Option<Bytes>, reqwest::Error> {
+    let announced = resp.content_length().unwrap_or(0);
+    if announced > cap as u64 {
+        return Ok(None);
+    }
+    let mut buf = BytesMut::with_capacity(announced as usize);
+    while let Some(chunk) = resp.chunk().await? {
+        if buf.len() + chunk.len() > cap {
+            return Ok(None);
+        }
+        buf.extend_from_slice(&chunk);
+    }
+    Ok(Some(buf.freeze()))
 }
 
 #[async_trait]
 impl Dispatcher for HttpDispatcher {
     async fn invoke(&self, payload: Bytes) -> Result<Invoked, DispatchError> {
-        let resp = self
-            .client
-            .post(&self.url)
-            .body(payload)
-            .send()
-            .await
-            .map_err(|e| DispatchError::Service {
-                status: None,
-                message: error_chain(&e),
-            })?;
+        let mut resp = match self.client.post(&self.url).body(payload).send().await {
+            Ok(resp) => resp,
+            Err(e) => return self.transport_error(e, None),
+        };
         let status = resp.status().as_u16();
         let header = |name: &str| {
             resp.headers()
@@ -66,35 +130,59 @@ impl Dispatcher for HttpDispatcher {
         let function_error = header("x-amz-function-error");
         let executed_version = header("x-amz-executed-version");
         let request_id = header("x-amzn-requestid").or_else(|| header("x-request-id"));
-        let body = resp.bytes().await.map_err(|e| DispatchError::Service {
-            status: Some(status),
-            message: error_chain(&e),
-        })?;
-        let excerpt = || String::from_utf8_lossy(&body[..body.len().min(256)]).into_owned();
-        match status {
-            200..=299 => Ok(Invoked {
+        let failed = |body: Bytes, function_error: Option<String>| {
+            Ok(Invoked {
                 status,
                 body,
-                function_error,
-                executed_version,
-                request_id,
-            }),
-            429 => Err(DispatchError::Throttled {
-                status: Some(status),
-                message: excerpt(),
-            }),
-            413 => Err(DispatchError::PayloadTooLarge { message: excerpt() }),
-            400..=500 => Ok(Invoked {
-                status,
                 function_error: Some(function_error.unwrap_or_else(|| "Unhandled".into())),
-                executed_version,
-                request_id,
-                body,
-            }),
-            _ => Err(DispatchError::Service {
+                executed_version: executed_version.clone(),
+                request_id: request_id.clone(),
+            })
+        };
+
+        if resp.status().is_redirection() {
+            let location = header("location").unwrap_or_else(|| "(no Location header)".into());
+            warn!(url = %self.url, status, %location, "the HTTP target answered with a redirect, which sluice does not follow: a function error; set Http.Url to the final URL");
+            return failed(
+                error_body(
+                    "Http.Redirect",
+                    &format!("HTTP {status} redirect to {location}: redirects are not followed; set Http.Url to the final URL"),
+                ),
+                None,
+            );
+        }
+        let body = match read_capped(&mut resp, MAX_RESPONSE_BYTES).await {
+            Ok(body) => body,
+            Err(e) => return self.transport_error(e, Some(status)),
+        };
+        let excerpt = || match &body {
+            Some(b) => String::from_utf8_lossy(&b[..b.len().min(256)]).into_owned(),
+            None => format!("(body over {MAX_RESPONSE_BYTES} bytes)"),
+        };
+        match status {
+            413 => Err(DispatchError::PayloadTooLarge { message: excerpt() }),
+            429 | 503 => Err(DispatchError::Throttled {
                 status: Some(status),
                 message: excerpt(),
             }),
+            _ => match body {
+                None => failed(
+                    error_body(
+                        "Function.ResponseSizeTooLarge",
+                        &format!("Response payload size exceeded maximum allowed payload size ({MAX_RESPONSE_BYTES} bytes)."),
+                    ),
+                    None,
+                ),
+                Some(body) if (200..=299).contains(&status) => Ok(Invoked {
+                    status,
+                    body,
+                    function_error,
+                    executed_version,
+                    request_id,
+                }),
+                // Every other 4xx and 5xx: the function failed.
+                Some(body) => failed(body, function_error),
+            },
         }
     }
 

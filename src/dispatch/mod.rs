@@ -1,8 +1,14 @@
 //! The dispatch seam: a [`Dispatcher`] sends one event payload to the function and classifies what
 //! came back, so the retry policy can decide (esm-spec.md §4, DESIGN.md invariant 6):
-//! - a function ran and failed → [`Invoked`] with `function_error` set (counts one attempt);
+//! - a function ran and failed → [`Invoked`] with `function_error` set (counts one attempt). For an
+//!   HTTP target this includes what Lambda itself reports as a function error: a request past its
+//!   timeout (`Sandbox.Timedout`) and a response over 6 MB (`Function.ResponseSizeTooLarge`);
 //! - the invoke never reached the function, or was throttled → [`DispatchError`] (no attempt counted);
 //! - the payload was too large → [`DispatchError::PayloadTooLarge`] (the batch is split).
+//!
+//! No invoke can hang: an HTTP request is bounded by `Http.TimeoutSeconds` (body read included), a
+//! Lambda Invoke by the function's own timeout plus a margin (a timeout there is a service error:
+//! whether the function ran is unknown).
 
 mod http;
 mod lambda;
@@ -19,7 +25,8 @@ use bytes::Bytes;
 pub struct Invoked {
     pub status: u16,
     pub body: Bytes,
-    /// `X-Amz-Function-Error` (`Unhandled`, `Handled`), or the HTTP target's equivalent.
+    /// `X-Amz-Function-Error` (`Unhandled`, `Handled`), or the HTTP target's equivalent (`Unhandled`
+    /// for a failing status, a redirect, a timeout or an oversized response).
     pub function_error: Option<String>,
     pub executed_version: Option<String>,
     pub request_id: Option<String>,
