@@ -140,6 +140,7 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> anyhow::Result<()>
     }
 
     shutdown.cancelled().await;
+    status.set_draining();
     info!(
         grace_s = cfg.shutdown_grace.as_secs(),
         "shutting down: no new reads; waiting for in-flight invocations"
@@ -154,10 +155,12 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> anyhow::Result<()>
         info!("all workers stopped; checkpoints written");
     }
     server_stop.cancel();
-    match server.await {
-        Ok(Err(e)) => error!(error = %e, "admin server failed"),
-        Err(e) => error!(error = %e, "admin server task failed"),
-        Ok(Ok(())) => {}
+    // A scraper holding a connection open does not hold the exit.
+    match tokio::time::timeout(std::time::Duration::from_secs(2), server).await {
+        Ok(Ok(Err(e))) => error!(error = %e, "admin server failed"),
+        Ok(Err(e)) => error!(error = %e, "admin server task failed"),
+        Ok(Ok(Ok(()))) => {}
+        Err(_) => warn!("admin server did not stop within 2 s; leaving it"),
     }
     Ok(())
 }

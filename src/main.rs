@@ -95,7 +95,7 @@ fn main() -> ExitCode {
                     return ExitCode::FAILURE;
                 }
             };
-            runtime.block_on(async {
+            let code = runtime.block_on(async {
                 let shutdown = CancellationToken::new();
                 tokio::spawn(signal(shutdown.clone()));
                 match sluice::app::run(cfg, shutdown).await {
@@ -105,25 +105,38 @@ fn main() -> ExitCode {
                         ExitCode::FAILURE
                     }
                 }
-            })
+            });
+            // Whatever is still stuck (a blocking file write, an abandoned call) does not hold the
+            // exit: everything that counts is checkpointed already.
+            runtime.shutdown_timeout(std::time::Duration::from_secs(1));
+            code
         }
     }
 }
 
-/// Cancels `shutdown` on SIGTERM or SIGINT.
+/// Exit code when a second signal cuts the drain short (128 + SIGINT, as shells report it).
+const EXIT_INTERRUPTED: i32 = 130;
+
+/// Cancels `shutdown` on the first SIGTERM or SIGINT; exits at once on the second (only
+/// checkpointed progress counts, so nothing is lost: unfinished batches are read again).
 async fn signal(shutdown: CancellationToken) {
-    let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
-    {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-            .expect("installing the SIGTERM handler");
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .expect("installing the SIGTERM handler");
+    for n in 0.. {
+        #[cfg(unix)]
         tokio::select! {
-            _ = ctrl_c => {}
+            _ = tokio::signal::ctrl_c() => {}
             _ = term.recv() => {}
         }
+        #[cfg(not(unix))]
+        let _ = tokio::signal::ctrl_c().await;
+        if n == 0 {
+            tracing::info!("signal received: draining (a second signal exits at once)");
+            shutdown.cancel();
+        } else {
+            tracing::warn!("second signal: exiting now; unfinished batches are read again after the checkpoint on restart");
+            std::process::exit(EXIT_INTERRUPTED);
+        }
     }
-    #[cfg(not(unix))]
-    let _ = ctrl_c.await;
-    tracing::info!("signal received");
-    shutdown.cancel();
 }

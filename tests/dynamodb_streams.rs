@@ -4,69 +4,13 @@
 
 mod common;
 
-use aws_sdk_dynamodb::types::{
-    AttributeDefinition, AttributeValue, KeySchemaElement, KeyType, ScalarAttributeType,
-    StreamSpecification, StreamViewType,
-};
+use aws_sdk_dynamodb::types::{AttributeValue, StreamViewType};
 use common::sink::Sink;
 use common::sluice::Sluice;
 use common::*;
 use serde_json::{json, Value};
 use std::collections::HashMap;
 use std::time::Duration;
-
-fn dynamodb(tb: &TestBed) -> aws_sdk_dynamodb::Client {
-    let conf = aws_sdk_dynamodb::Config::builder()
-        .behavior_version(aws_sdk_dynamodb::config::BehaviorVersion::latest())
-        .region(aws_sdk_dynamodb::config::Region::new("us-east-1"))
-        .credentials_provider(aws_sdk_dynamodb::config::Credentials::new(
-            "test", "test", None, None, "test",
-        ))
-        .endpoint_url(&tb.moto)
-        .build();
-    aws_sdk_dynamodb::Client::from_conf(conf)
-}
-
-/// Creates a table keyed on `Id` (N) with a stream; returns the stream ARN.
-async fn create_table(
-    client: &aws_sdk_dynamodb::Client,
-    name: &str,
-    view: StreamViewType,
-) -> String {
-    let out = client
-        .create_table()
-        .table_name(name)
-        .attribute_definitions(
-            AttributeDefinition::builder()
-                .attribute_name("Id")
-                .attribute_type(ScalarAttributeType::N)
-                .build()
-                .unwrap(),
-        )
-        .key_schema(
-            KeySchemaElement::builder()
-                .attribute_name("Id")
-                .key_type(KeyType::Hash)
-                .build()
-                .unwrap(),
-        )
-        .billing_mode(aws_sdk_dynamodb::types::BillingMode::PayPerRequest)
-        .stream_specification(
-            StreamSpecification::builder()
-                .stream_enabled(true)
-                .stream_view_type(view)
-                .build()
-                .unwrap(),
-        )
-        .send()
-        .await
-        .expect("CreateTable");
-    out.table_description()
-        .unwrap()
-        .latest_stream_arn()
-        .expect("stream ARN")
-        .to_string()
-}
 
 fn every_type(id: &str, text: &str) -> HashMap<String, AttributeValue> {
     HashMap::from([

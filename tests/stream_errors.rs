@@ -570,7 +570,7 @@ async fn http_failures_count_attempts_by_class() {
     // (case, status while failing, with X-Amz-Function-Error, failing replies before success; None: always)
     let cases: Vec<(&str, u16, bool, Option<usize>)> = vec![
         ("429 is a throttle", 429, false, Some(3)),
-        ("503 is a service error", 503, false, Some(3)),
+        ("503 is a throttle", 503, false, Some(3)),
         ("500 is a function error", 500, false, None),
         ("404 is a function error", 404, false, None),
         (

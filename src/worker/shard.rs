@@ -389,12 +389,18 @@ impl ShardWorker {
                     piece.invokes += 1;
                     piece.last_response = Some(response_context(&inv));
                     ctx.metrics.invoked(name, n, "function_error", took);
-                    let body =
-                        String::from_utf8_lossy(&inv.body[..inv.body.len().min(512)]).into_owned();
+                    // The error's body may echo record data: only its errorType above debug.
+                    debug!(mapping = name, shard = %self.shard,
+                           body = %String::from_utf8_lossy(&inv.body[..inv.body.len().min(512)]),
+                           "function error response");
                     (
                         FailureKind::Function,
                         "function_error",
-                        format!("{}: {body}", inv.function_error.unwrap_or_default()),
+                        format!(
+                            "{}: {}",
+                            inv.function_error.unwrap_or_default(),
+                            error_type(&inv.body).unwrap_or_else(|| "(no errorType)".into())
+                        ),
                     )
                 }
                 Err(DispatchError::PayloadTooLarge { message }) if n > 1 => {
@@ -611,6 +617,12 @@ impl Drop for ShardWorker {
                 .shard_state(self.ctx.name(), Some(s.as_str()), None);
         }
     }
+}
+
+/// The `errorType` of a function error response (Lambda's `{"errorType", "errorMessage"}`).
+fn error_type(body: &[u8]) -> Option<String> {
+    let v: serde_json::Value = serde_json::from_slice(body).ok()?;
+    Some(v.get("errorType")?.as_str()?.chars().take(128).collect())
 }
 
 fn response_context(inv: &Invoked) -> (Option<String>, ResponseContext) {

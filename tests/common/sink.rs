@@ -34,13 +34,16 @@ pub struct Sink {
     pub url: String,
     /// Requests answered 2xx without a function error, in arrival order.
     pub accepted: Arc<Mutex<Vec<Request>>>,
-    /// Every request, in arrival order.
+    /// Every request, in arrival order, once answered.
     pub all: Arc<Mutex<Vec<Request>>>,
+    /// Requests received, answered or not (a slow function's are counted before it answers).
+    pub arrived: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 struct SinkState {
     accepted: Arc<Mutex<Vec<Request>>>,
     all: Arc<Mutex<Vec<Request>>>,
+    arrived: Arc<std::sync::atomic::AtomicUsize>,
     respond: Box<Respond>,
     /// How long the function takes before it answers.
     delay: std::time::Duration,
@@ -90,9 +93,11 @@ impl Sink {
     ) -> Sink {
         let accepted = Arc::new(Mutex::new(Vec::new()));
         let all = Arc::new(Mutex::new(Vec::new()));
+        let arrived = Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let state = Arc::new(SinkState {
             accepted: accepted.clone(),
             all: all.clone(),
+            arrived: arrived.clone(),
             respond: Box::new(respond),
             delay,
         });
@@ -100,7 +105,12 @@ impl Sink {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}/", listener.local_addr().unwrap());
         tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-        Sink { url, accepted, all }
+        Sink {
+            url,
+            accepted,
+            all,
+            arrived,
+        }
     }
 
     pub fn delivered(&self) -> Vec<Written> {
@@ -159,6 +169,7 @@ async fn handle(
         records: parse_records(&body),
         body,
     };
+    s.arrived.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
     if !s.delay.is_zero() {
         tokio::time::sleep(s.delay).await;
     }
