@@ -11,17 +11,20 @@
 use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
-use time::OffsetDateTime;
 use tokio::time::{sleep_until, Instant};
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, error, info, warn};
+use tracing::{debug, info, warn};
+
+mod settle;
+
+use settle::{error_type, response_context};
 
 use super::{pause, MappingContext};
 use crate::batch::{self, Batcher, MAX_PAYLOAD_BYTES};
 use crate::checkpoint::Checkpoint;
-use crate::destination::{BatchInfo, FailureRecord, ResponseContext};
+use crate::destination::ResponseContext;
 use crate::dispatch::response::{self, ItemFailures};
-use crate::dispatch::{DispatchError, Invoked};
+use crate::dispatch::DispatchError;
 use crate::retry::{Condition, Decision, FailureKind};
 use crate::source::{Page, Record, ShardReader, SourceError};
 use crate::telemetry::ShardState;
@@ -488,119 +491,6 @@ impl ShardWorker {
             }
         }
     }
-
-    /// Records are given up on: describe them to the on-failure destination (retrying until it
-    /// takes the record) or count them dropped, then checkpoint past them.
-    async fn give_up(
-        &mut self,
-        records: Vec<Record>,
-        condition: Condition,
-        (invokes, last): (u32, Option<(Option<String>, ResponseContext)>),
-        cancel: &CancellationToken,
-    ) -> bool {
-        let ctx = self.ctx.clone();
-        let name = ctx.name();
-        let (first, last_rec) = (
-            records.first().expect("non-empty"),
-            records.last().expect("non-empty"),
-        );
-        let end = last_rec.sequence.clone();
-        warn!(mapping = name, shard = %self.shard, condition = condition.as_str(), records = records.len(),
-              start = %first.sequence, end = %end, "giving up on records");
-        match &ctx.destination {
-            Some(dest) => {
-                let (request_id, response) = match last {
-                    Some((id, r)) => (id, Some(r)),
-                    None => (None, None),
-                };
-                let record = FailureRecord::new(
-                    name,
-                    request_id,
-                    ctx.dispatcher.function_arn(),
-                    condition.as_str(),
-                    invokes,
-                    response,
-                    BatchInfo {
-                        key: self.batch_info_key,
-                        shard_id: self.shard.clone(),
-                        start_sequence_number: first.sequence.0.clone(),
-                        end_sequence_number: end.0.clone(),
-                        first_arrival_ms: first.arrival_ms,
-                        last_arrival_ms: last_rec.arrival_ms,
-                        batch_size: records.len(),
-                        stream_arn: ctx.mapping.source.arn().to_string(),
-                    },
-                    batch::encode(&records),
-                    OffsetDateTime::now_utc(),
-                );
-                // The destination is retried until the records leave the stream (their retention);
-                // past that, holding the shard back saves nothing, so they are dropped.
-                let gone_at = first.arrival_ms + ctx.retention().as_millis() as i64;
-                let mut failures = 0;
-                loop {
-                    match dest.send(&record).await {
-                        Ok(()) => {
-                            ctx.metrics.destination_delivered(name, records.len());
-                            break;
-                        }
-                        Err(e) => {
-                            failures += 1;
-                            ctx.metrics.destination_failure(name);
-                            ctx.status.update(name, &self.shard, |s| {
-                                s.last_error = Some(format!("destination: {e}"))
-                            });
-                            let left = gone_at - ctx.clock.now_ms();
-                            if left <= 0 {
-                                error!(mapping = name, shard = %self.shard, error = %e, records = records.len(),
-                                       start = %first.sequence, end = %end,
-                                       "on-failure destination kept failing until the records expired from the stream; dropping them");
-                                ctx.metrics.dropped(name, records.len());
-                                break;
-                            }
-                            let delay = ctx
-                                .policy
-                                .backoff(failures)
-                                .min(Duration::from_millis(left as u64));
-                            warn!(mapping = name, shard = %self.shard, error = %e, retry_in_ms = delay.as_millis() as u64,
-                                  "on-failure destination rejected the record; retrying (the shard waits)");
-                            if !pause(cancel, delay).await {
-                                return false;
-                            }
-                        }
-                    }
-                }
-            }
-            None => ctx.metrics.dropped(name, records.len()),
-        }
-        self.checkpoint(Checkpoint::Sequence(end), cancel).await
-    }
-
-    /// Writes a checkpoint, retrying until the store takes it. Returns false if cancelled first.
-    async fn checkpoint(&mut self, cp: Checkpoint, cancel: &CancellationToken) -> bool {
-        let ctx = self.ctx.clone();
-        let mut failures = 0;
-        loop {
-            match ctx.checkpoints.put(ctx.name(), &self.shard, &cp).await {
-                Ok(()) => break,
-                Err(e) => {
-                    failures += 1;
-                    let delay = ctx.policy.backoff(failures);
-                    warn!(mapping = ctx.name(), shard = %self.shard, error = %e, "checkpoint write failed; retrying");
-                    if !pause(cancel, delay).await {
-                        return false;
-                    }
-                }
-            }
-        }
-        ctx.metrics.checkpointed(ctx.name());
-        let shown = match &cp {
-            Checkpoint::Sequence(s) => s.0.clone(),
-            Checkpoint::ShardEnd => "SHARD_END".into(),
-        };
-        ctx.status
-            .update(ctx.name(), &self.shard, |s| s.checkpoint = Some(shown));
-        true
-    }
 }
 
 /// However the worker ends (a panic included), its bytes go back to the budget and its state
@@ -617,24 +507,4 @@ impl Drop for ShardWorker {
                 .shard_state(self.ctx.name(), Some(s.as_str()), None);
         }
     }
-}
-
-/// The `errorType` of a function error response (Lambda's `{"errorType", "errorMessage"}`).
-fn error_type(body: &[u8]) -> Option<String> {
-    let v: serde_json::Value = serde_json::from_slice(body).ok()?;
-    Some(v.get("errorType")?.as_str()?.chars().take(128).collect())
-}
-
-fn response_context(inv: &Invoked) -> (Option<String>, ResponseContext) {
-    (
-        inv.request_id.clone(),
-        ResponseContext {
-            status_code: inv.status,
-            executed_version: inv
-                .executed_version
-                .clone()
-                .unwrap_or_else(|| "$LATEST".into()),
-            function_error: inv.function_error.clone().unwrap_or_default(),
-        },
-    )
 }
