@@ -1,7 +1,8 @@
 //! SQS against moto: 10,000 standard messages delivered and deleted; FIFO order per group with a
-//! failing group that does not stop the others; partial batch responses; redrive to a DLQ; a
-//! function slower than the visibility timeout; a missing queue. moto's SQS slows down as a queue
-//! fills, so producers feed as the consumer goes.
+//! failing group that does not stop the others, and a slow group that does not hold back the
+//! deletion of the others; partial batch responses; redrive to a DLQ; a function slower than the
+//! visibility timeout; a queue whose visibility timeout is 0; heartbeat entries SQS refuses; a
+//! missing queue. moto's SQS slows down as a queue fills, so producers feed as the consumer goes.
 
 mod common;
 
@@ -11,6 +12,7 @@ use common::sluice::Sluice;
 use common::*;
 use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 fn mapping(name: &str, arn: &str, url: &str, extra: &str) -> String {
@@ -58,6 +60,68 @@ async fn send(client: &aws_sdk_sqs::Client, url: &str, bodies: &[(String, Option
             .await
             .unwrap();
         assert!(out.failed().is_empty(), "{:?}", out.failed());
+    }
+}
+
+/// A function run by the test whose invocations wait while their first message's body starts
+/// with a held prefix; records every event it receives when it receives it.
+#[derive(Clone)]
+struct GatedFunction {
+    url: String,
+    /// Every event's records, at arrival.
+    received: Arc<Mutex<Vec<Vec<Value>>>>,
+    held: Arc<tokio::sync::watch::Sender<Vec<String>>>,
+}
+
+impl GatedFunction {
+    async fn start(held: &[&str]) -> GatedFunction {
+        use axum::extract::State;
+        type St = (
+            Arc<Mutex<Vec<Vec<Value>>>>,
+            Arc<tokio::sync::watch::Sender<Vec<String>>>,
+        );
+        async fn handle(State((received, held)): State<St>, body: axum::body::Bytes) -> String {
+            let records: Vec<Value> = serde_json::from_slice::<Value>(&body).unwrap()["Records"]
+                .as_array()
+                .unwrap()
+                .clone();
+            let first = records[0]["body"].as_str().unwrap().to_string();
+            received.lock().unwrap().push(records);
+            let mut rx = held.subscribe();
+            let _ = rx
+                .wait_for(|h| !h.iter().any(|p| first.starts_with(p.as_str())))
+                .await;
+            "{}".into()
+        }
+        let received = Arc::new(Mutex::new(Vec::new()));
+        let held = Arc::new(tokio::sync::watch::Sender::new(
+            held.iter().map(|s| s.to_string()).collect(),
+        ));
+        let app = axum::Router::new()
+            .route("/", axum::routing::post(handle))
+            .with_state((received.clone(), held.clone()));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        GatedFunction {
+            url,
+            received,
+            held,
+        }
+    }
+
+    fn release_all(&self) {
+        self.held.send_replace(Vec::new());
+    }
+
+    fn bodies(&self) -> Vec<String> {
+        self.received
+            .lock()
+            .unwrap()
+            .iter()
+            .flatten()
+            .map(|e| e["body"].as_str().unwrap().to_string())
+            .collect()
     }
 }
 
@@ -544,8 +608,9 @@ async fn a_function_slower_than_the_visibility_timeout_gets_each_message_once() 
         &[(QueueAttributeName::VisibilityTimeout, "2".into())],
     )
     .await;
-    // Each invoke takes 5 s, more than twice the queue's visibility timeout.
-    let sink = Sink::start_slow(Duration::from_secs(5), |_, _| (200, vec![], "{}".into())).await;
+    // Each invoke takes 12 s, six times the queue's visibility timeout and past the heartbeat's
+    // first beat (a third of the 30 s in-flight visibility).
+    let sink = Sink::start_slow(Duration::from_secs(12), |_, _| (200, vec![], "{}".into())).await;
     let (sluice, _dir) = Sluice::run(&tb, &mapping("slow", &arn, &sink.url, "")).await;
     let msgs: Vec<(String, Option<String>)> = (0..30).map(|i| (format!("s-{i}"), None)).collect();
     send(&client, &url, &msgs).await;
@@ -641,4 +706,215 @@ async fn receives_repeat_to_fill_the_batch_within_the_window() {
         "receives were repeated into batches over 10: {sizes:?}"
     );
     assert!(sizes.iter().all(|n| *n <= 40), "{sizes:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_fifo_group_does_not_hold_back_the_deletion_of_the_others() {
+    let tb = testbed();
+    let client = sqs(&tb);
+    let (url, arn) = create_queue(
+        &client,
+        &format!("{}.fifo", unique("fifoslow")),
+        &[(QueueAttributeName::FifoQueue, "true".into())],
+    )
+    .await;
+    // Both groups are in the queue before sluice starts: one receive takes them together.
+    send(
+        &client,
+        &url,
+        &[
+            ("slow:0".into(), Some("slow".into())),
+            ("fast:0".into(), Some("fast".into())),
+            ("fast:1".into(), Some("fast".into())),
+        ],
+    )
+    .await;
+    let function = GatedFunction::start(&["slow"]).await;
+    let (_sluice, _dir) = Sluice::run(
+        &tb,
+        &mapping("fifoslow", &arn, &function.url, "    BatchSize: 10\n"),
+    )
+    .await;
+    wait_for(
+        "both groups dispatched",
+        Duration::from_secs(60),
+        || async {
+            let got = function.bodies();
+            (got.contains(&"slow:0".to_string()) && got.contains(&"fast:1".to_string()))
+                .then_some(())
+        },
+    )
+    .await;
+    // The slow group's invocation is still running: only its message may be left in the queue.
+    wait_for(
+        "the fast group deleted while the slow one runs",
+        Duration::from_secs(20),
+        || async { (depth(&client, &url).await == 1).then_some(()) },
+    )
+    .await;
+    function.release_all();
+    wait_for(
+        "the slow group deleted",
+        Duration::from_secs(30),
+        || async { (depth(&client, &url).await == 0).then_some(()) },
+    )
+    .await;
+    let mut got = function.bodies();
+    got.sort();
+    assert_eq!(got, ["fast:0", "fast:1", "slow:0"], "each delivered once");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_queue_with_visibility_timeout_zero_never_hands_a_message_out_twice() {
+    let tb = testbed();
+    let client = sqs(&tb);
+    let (url, arn) = create_queue(
+        &client,
+        &unique("vt0"),
+        &[(QueueAttributeName::VisibilityTimeout, "0".into())],
+    )
+    .await;
+    // Every invocation takes 3 s while 5 pollers keep receiving.
+    let sink = Sink::start_slow(Duration::from_secs(3), |_, _| (200, vec![], "{}".into())).await;
+    let msgs: Vec<(String, Option<String>)> = (0..10).map(|i| (format!("z-{i}"), None)).collect();
+    send(&client, &url, &msgs).await;
+    let (_sluice, _dir) =
+        Sluice::run(&tb, &mapping("vt0", &arn, &sink.url, "    BatchSize: 2\n")).await;
+    wait_for(
+        "every message delivered and deleted",
+        Duration::from_secs(60),
+        || async {
+            (sink.all_entries().len() >= msgs.len() && depth(&client, &url).await == 0)
+                .then_some(())
+        },
+    )
+    .await;
+    let mut got = bodies(&sink.all_entries());
+    got.sort();
+    let mut want: Vec<String> = msgs.into_iter().map(|(b, _)| b).collect();
+    want.sort();
+    assert_eq!(got, want, "each message in exactly one invocation");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn heartbeat_entries_sqs_refuses_are_logged_and_the_rest_kept_invisible() {
+    let tb = testbed();
+    let client = sqs(&tb);
+    let (url, arn) = create_queue(
+        &client,
+        &unique("hbfail"),
+        &[(QueueAttributeName::VisibilityTimeout, "2".into())],
+    )
+    .await;
+    send(
+        &client,
+        &url,
+        &[("held-a".into(), None), ("held-b".into(), None)],
+    )
+    .await;
+    let function = GatedFunction::start(&["held"]).await;
+    let extra = "    BatchSize: 2\n";
+    let (sluice, _dir) = Sluice::run(&tb, &mapping("hbfail", &arn, &function.url, extra)).await;
+    let received = wait_for(
+        "both messages in flight",
+        Duration::from_secs(60),
+        || async {
+            let got: Vec<Value> = function
+                .received
+                .lock()
+                .unwrap()
+                .iter()
+                .flatten()
+                .cloned()
+                .collect();
+            (got.len() >= 2).then_some(got)
+        },
+    )
+    .await;
+    // Someone else deletes one message while its invocation runs: its receipt handle is now invalid.
+    let gone = &received[0];
+    client
+        .delete_message()
+        .queue_url(&url)
+        .receipt_handle(gone["receiptHandle"].as_str().unwrap())
+        .send()
+        .await
+        .unwrap();
+    let log = wait_for(
+        "the refused extension logged",
+        Duration::from_secs(40),
+        || async {
+            let log = sluice.log_text();
+            log.contains("ReceiptHandleIsInvalid").then_some(log)
+        },
+    )
+    .await;
+    assert!(
+        log.contains(gone["messageId"].as_str().unwrap()),
+        "names the message"
+    );
+    // The other message is still extended, so kept invisible past its queue's 2 s: it is
+    // never delivered twice.
+    wait_for(
+        "the other message extended",
+        Duration::from_secs(10),
+        || async {
+            (sluice
+                .metric(
+                    "sluice_sqs_visibility_extensions_total",
+                    "mapping=\"hbfail\"",
+                )
+                .await
+                >= 1.0)
+                .then_some(())
+        },
+    )
+    .await;
+    function.release_all();
+    wait_for("the queue empty", Duration::from_secs(30), || async {
+        (depth(&client, &url).await == 0).then_some(())
+    })
+    .await;
+    assert_eq!(function.bodies().len(), 2, "{:?}", function.bodies());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_visibility_change_for_a_deleted_message_is_rejected_not_retried() {
+    use ::sluice::source::sqs::SqsQueue;
+    let tb = testbed();
+    let client = sqs(&tb);
+    let name = unique("cmvb");
+    let (url, arn) = create_queue(&client, &name, &[]).await;
+    send(&client, &url, &[("a".into(), None), ("b".into(), None)]).await;
+    let queue = SqsQueue::resolve(client.clone(), &arn, "us-east-1", "123456789012", &name)
+        .await
+        .unwrap();
+    let mut got = Vec::new();
+    while got.len() < 2 {
+        got.extend(
+            queue
+                .receive(10, Duration::from_secs(1), Duration::from_secs(30))
+                .await
+                .unwrap(),
+        );
+    }
+    client
+        .delete_message()
+        .queue_url(&url)
+        .receipt_handle(&got[0].receipt_handle)
+        .send()
+        .await
+        .unwrap();
+    let list: Vec<(String, String)> = got
+        .iter()
+        .map(|m| (m.id.clone(), m.receipt_handle.clone()))
+        .collect();
+    let out = queue
+        .change_visibility(&list, Duration::from_secs(60), Duration::from_secs(10))
+        .await;
+    assert_eq!(out.changed, 1);
+    assert!(out.retry.is_empty(), "{:?}", out.retry);
+    assert_eq!(out.rejected.len(), 1);
+    assert_eq!(out.rejected[0].message_id, got[0].id);
+    assert_eq!(out.rejected[0].code, "ReceiptHandleIsInvalid");
 }
