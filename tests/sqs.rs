@@ -1,72 +1,19 @@
 //! SQS against moto: 10,000 standard messages delivered and deleted; FIFO order per group with a
 //! failing group that does not stop the others; partial batch responses; redrive to a DLQ; a
 //! function slower than the visibility timeout; a missing queue. moto's SQS slows down as a queue
-//! fills, so producers feed as the consumer goes.
+//! fills, so producers feed as the consumer goes. In-flight handling: tests/sqs_in_flight.rs.
 
 mod common;
+mod sqs_support;
 
-use aws_sdk_sqs::types::{MessageAttributeValue, QueueAttributeName, SendMessageBatchRequestEntry};
+use aws_sdk_sqs::types::{MessageAttributeValue, QueueAttributeName};
 use common::sink::Sink;
 use common::sluice::Sluice;
 use common::*;
 use serde_json::Value;
+use sqs_support::{bodies, depth, mapping, send};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::Duration;
-
-fn mapping(name: &str, arn: &str, url: &str, extra: &str) -> String {
-    format!("  - Name: {name}\n    EventSourceArn: {arn}\n    Http: {{ Url: '{url}' }}\n{extra}")
-}
-
-/// Messages in the queue, visible or in flight.
-async fn depth(client: &aws_sdk_sqs::Client, url: &str) -> usize {
-    let out = client
-        .get_queue_attributes()
-        .queue_url(url)
-        .attribute_names(QueueAttributeName::ApproximateNumberOfMessages)
-        .attribute_names(QueueAttributeName::ApproximateNumberOfMessagesNotVisible)
-        .send()
-        .await
-        .unwrap();
-    out.attributes()
-        .unwrap()
-        .values()
-        .map(|v| v.parse::<usize>().unwrap())
-        .sum()
-}
-
-/// Sends `bodies` with SendMessageBatch (10 per call); FIFO messages get a group and dedup id.
-async fn send(client: &aws_sdk_sqs::Client, url: &str, bodies: &[(String, Option<String>)]) {
-    for chunk in bodies.chunks(10) {
-        let entries = chunk
-            .iter()
-            .enumerate()
-            .map(|(i, (body, group))| {
-                let mut e = SendMessageBatchRequestEntry::builder()
-                    .id(i.to_string())
-                    .message_body(body);
-                if let Some(g) = group {
-                    e = e.message_group_id(g).message_deduplication_id(body);
-                }
-                e.build().unwrap()
-            })
-            .collect::<Vec<_>>();
-        let out = client
-            .send_message_batch()
-            .queue_url(url)
-            .set_entries(Some(entries))
-            .send()
-            .await
-            .unwrap();
-        assert!(out.failed().is_empty(), "{:?}", out.failed());
-    }
-}
-
-fn bodies(entries: &[Value]) -> Vec<String> {
-    entries
-        .iter()
-        .map(|e| e["body"].as_str().unwrap().to_string())
-        .collect()
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ten_thousand_standard_messages_are_delivered_and_deleted() {
@@ -544,8 +491,9 @@ async fn a_function_slower_than_the_visibility_timeout_gets_each_message_once() 
         &[(QueueAttributeName::VisibilityTimeout, "2".into())],
     )
     .await;
-    // Each invoke takes 5 s, more than twice the queue's visibility timeout.
-    let sink = Sink::start_slow(Duration::from_secs(5), |_, _| (200, vec![], "{}".into())).await;
+    // Each invoke takes 12 s, six times the queue's visibility timeout and past the heartbeat's
+    // first beat (a third of the 30 s in-flight visibility).
+    let sink = Sink::start_slow(Duration::from_secs(12), |_, _| (200, vec![], "{}".into())).await;
     let (sluice, _dir) = Sluice::run(&tb, &mapping("slow", &arn, &sink.url, "")).await;
     let msgs: Vec<(String, Option<String>)> = (0..30).map(|i| (format!("s-{i}"), None)).collect();
     send(&client, &url, &msgs).await;

@@ -1,16 +1,20 @@
 //! Amazon SQS as a source: resolving the queue (URL, VisibilityTimeout, FIFO), long-poll receives
-//! with every system and message attribute, DeleteMessageBatch with per-entry retries, and
-//! ChangeMessageVisibilityBatch for the in-flight heartbeat. Messages are encoded the way Lambda
-//! builds them (see [`event`]). The polling loop and its scaling live in `worker::queue`.
+//! with every system and message attribute and an explicit VisibilityTimeout, DeleteMessageBatch,
+//! and ChangeMessageVisibilityBatch for the in-flight heartbeat and for returning failed messages
+//! (see [`entries`]). Every call has an operation timeout ([`CallTimeouts`]): a half-open connection
+//! is an error after seconds, never a hang. Messages are encoded the way Lambda builds them (see
+//! [`event`]). The polling loop and its scaling live in `worker::queue`.
 
+mod entries;
 mod event;
 
-use aws_sdk_sqs::types::{
-    ChangeMessageVisibilityBatchRequestEntry, DeleteMessageBatchRequestEntry,
-    MessageSystemAttributeName, QueueAttributeName,
-};
+pub use entries::{EntryFailure, VisibilityChange};
+
+use aws_sdk_sqs::types::{MessageSystemAttributeName, QueueAttributeName};
 use aws_sdk_sqs::Client;
+use aws_smithy_types::timeout::TimeoutConfig;
 use std::time::Duration;
+use tokio::time::Instant;
 
 use super::SourceError;
 use crate::aws::error_text;
@@ -24,6 +28,27 @@ pub struct Message {
     pub group: Option<String>,
     /// This message's entry in the event's `Records` array, serialized.
     pub event: Vec<u8>,
+    /// When the ReceiveMessage that returned it was sent.
+    pub received: Instant,
+}
+
+/// How long each SQS call may take before it fails as a timeout (handled like any other SQS
+/// error: backed off and retried, or left to the visibility timeout).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CallTimeouts {
+    /// GetQueueUrl, GetQueueAttributes, DeleteMessageBatch, ChangeMessageVisibilityBatch.
+    pub call: Duration,
+    /// Added to a ReceiveMessage's `WaitTimeSeconds`.
+    pub poll_margin: Duration,
+}
+
+impl Default for CallTimeouts {
+    fn default() -> Self {
+        CallTimeouts {
+            call: Duration::from_secs(10),
+            poll_margin: Duration::from_secs(5),
+        }
+    }
 }
 
 /// A resolved queue.
@@ -32,8 +57,10 @@ pub struct SqsQueue {
     pub url: String,
     pub arn: String,
     region: String,
+    /// The queue's own VisibilityTimeout attribute.
     pub visibility_timeout: Duration,
     pub fifo: bool,
+    timeouts: CallTimeouts,
 }
 
 fn classify<E, R>(op: &str, e: &aws_sdk_sqs::error::SdkError<E, R>) -> SourceError
@@ -66,6 +93,8 @@ impl SqsQueue {
             .get_queue_url()
             .queue_name(name)
             .queue_owner_aws_account_id(account)
+            .customize()
+            .config_override(operation_timeout(&client, CallTimeouts::default().call))
             .send()
             .await
             .map_err(|e| classify(&format!("GetQueueUrl {name}"), &e))?
@@ -77,6 +106,8 @@ impl SqsQueue {
             .queue_url(&url)
             .attribute_names(QueueAttributeName::VisibilityTimeout)
             .attribute_names(QueueAttributeName::FifoQueue)
+            .customize()
+            .config_override(operation_timeout(&client, CallTimeouts::default().call))
             .send()
             .await
             .map_err(|e| classify(&format!("GetQueueAttributes {name}"), &e))?;
@@ -93,19 +124,67 @@ impl SqsQueue {
             region: region.to_string(),
             visibility_timeout: Duration::from_secs(visibility),
             fifo,
+            timeouts: CallTimeouts::default(),
         })
     }
 
-    /// One ReceiveMessage: up to `max` (≤ 10) messages, long-polling up to `wait` (≤ 20 s).
-    pub async fn receive(&self, max: usize, wait: Duration) -> Result<Vec<Message>, SourceError> {
+    /// A queue already resolved (the caller knows its URL and attributes).
+    pub fn new(
+        client: Client,
+        url: &str,
+        arn: &str,
+        region: &str,
+        visibility_timeout: Duration,
+        fifo: bool,
+    ) -> Self {
+        SqsQueue {
+            client,
+            url: url.to_string(),
+            arn: arn.to_string(),
+            region: region.to_string(),
+            visibility_timeout,
+            fifo,
+            timeouts: CallTimeouts::default(),
+        }
+    }
+
+    /// Replaces the default call timeouts.
+    pub fn with_timeouts(mut self, timeouts: CallTimeouts) -> Self {
+        self.timeouts = timeouts;
+        self
+    }
+
+    pub fn timeouts(&self) -> CallTimeouts {
+        self.timeouts
+    }
+
+    /// A per-call override that bounds the whole operation by `limit`.
+    fn within(&self, limit: Duration) -> aws_sdk_sqs::config::Builder {
+        operation_timeout(&self.client, limit)
+    }
+
+    /// One ReceiveMessage: up to `max` (≤ 10) messages, long-polling up to `wait` (≤ 20 s), each
+    /// received message invisible to other receives for `visibility` (whatever the queue's own
+    /// VisibilityTimeout). The call fails as a timeout after `wait` plus the poll margin.
+    pub async fn receive(
+        &self,
+        max: usize,
+        wait: Duration,
+        visibility: Duration,
+    ) -> Result<Vec<Message>, SourceError> {
+        let wait_s = wait.as_secs().min(20);
+        let received = Instant::now();
         let out = self
             .client
             .receive_message()
             .queue_url(&self.url)
             .max_number_of_messages(max.clamp(1, 10) as i32)
-            .wait_time_seconds(wait.as_secs().min(20) as i32)
+            .wait_time_seconds(wait_s as i32)
+            .visibility_timeout(visibility_secs(visibility))
             .message_system_attribute_names(MessageSystemAttributeName::All)
             .message_attribute_names("All")
+            .customize()
+            .config_override(self.within(Duration::from_secs(wait_s) + self.timeouts.poll_margin))
             .send()
             .await
             .map_err(|e| classify("ReceiveMessage", &e))?;
@@ -124,97 +203,110 @@ impl SqsQueue {
                     id,
                     receipt_handle,
                     group,
+                    received,
                 })
             })
             .collect())
     }
+}
 
-    /// Deletes messages, 10 per call; entries that fail are retried twice. Returns how many were
-    /// deleted.
-    pub async fn delete(&self, messages: &[&Message]) -> usize {
-        let mut deleted = 0;
-        for chunk in messages.chunks(10) {
-            let mut pending: Vec<&Message> = chunk.to_vec();
-            for attempt in 0..3 {
-                if pending.is_empty() {
-                    break;
-                }
-                if attempt > 0 {
-                    tokio::time::sleep(Duration::from_millis(100 * attempt)).await;
-                }
-                let entries = pending
-                    .iter()
-                    .enumerate()
-                    .filter_map(|(i, m)| {
-                        DeleteMessageBatchRequestEntry::builder()
-                            .id(i.to_string())
-                            .receipt_handle(&m.receipt_handle)
-                            .build()
-                            .ok()
-                    })
-                    .collect::<Vec<_>>();
-                match self
-                    .client
-                    .delete_message_batch()
-                    .queue_url(&self.url)
-                    .set_entries(Some(entries))
-                    .send()
-                    .await
-                {
-                    Ok(out) => {
-                        deleted += out.successful().len();
-                        let failed: Vec<usize> = out
-                            .failed()
-                            .iter()
-                            .filter_map(|f| f.id().parse().ok())
-                            .collect();
-                        for f in out.failed() {
-                            tracing::warn!(queue = %self.arn, code = f.code(), message = f.message(), "delete failed for a message");
-                        }
-                        pending = failed
-                            .into_iter()
-                            .filter_map(|i| pending.get(i).copied())
-                            .collect();
-                    }
-                    Err(e) => {
-                        tracing::warn!(queue = %self.arn, error = %error_text(&e), "DeleteMessageBatch failed")
-                    }
-                }
+/// SQS's VisibilityTimeout range is 0 to 12 hours, in whole seconds.
+fn visibility_secs(d: Duration) -> i32 {
+    d.as_secs().min(43_200) as i32
+}
+
+/// A config override whose operation timeout is `limit`; the client's other timeouts (connect)
+/// are kept, since an override's timeout config replaces the client's whole.
+fn operation_timeout(client: &Client, limit: Duration) -> aws_sdk_sqs::config::Builder {
+    let mut timeouts = TimeoutConfig::builder().operation_timeout(limit).build();
+    if let Some(base) = client.config().timeout_config() {
+        timeouts.take_defaults_from(base);
+    }
+    aws_sdk_sqs::Config::builder().timeout_config(timeouts)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A server that accepts connections and never answers: a half-open connection.
+    async fn silent_server() -> String {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((socket, _)) = listener.accept().await {
+                held.push(socket);
             }
-        }
-        deleted
+        });
+        url
     }
 
-    /// Sets the visibility of in-flight messages to `timeout` from now. Returns how many were extended.
-    pub async fn extend(&self, messages: &[(String, String)], timeout: Duration) -> usize {
-        let mut extended = 0;
-        for chunk in messages.chunks(10) {
-            let entries = chunk
-                .iter()
-                .enumerate()
-                .filter_map(|(i, (_, handle))| {
-                    ChangeMessageVisibilityBatchRequestEntry::builder()
-                        .id(i.to_string())
-                        .receipt_handle(handle)
-                        .visibility_timeout(timeout.as_secs() as i32)
-                        .build()
-                        .ok()
-                })
-                .collect::<Vec<_>>();
-            match self
-                .client
-                .change_message_visibility_batch()
-                .queue_url(&self.url)
-                .set_entries(Some(entries))
-                .send()
-                .await
-            {
-                Ok(out) => extended += out.successful().len(),
-                Err(e) => {
-                    tracing::warn!(queue = %self.arn, error = %error_text(&e), "ChangeMessageVisibilityBatch failed")
-                }
-            }
-        }
-        extended
+    fn queue(endpoint: &str, timeouts: CallTimeouts) -> SqsQueue {
+        let conf = aws_sdk_sqs::Config::builder()
+            .behavior_version(aws_sdk_sqs::config::BehaviorVersion::latest())
+            .region(aws_sdk_sqs::config::Region::new("us-east-1"))
+            .credentials_provider(aws_sdk_sqs::config::Credentials::new(
+                "test", "test", None, None, "test",
+            ))
+            .endpoint_url(endpoint)
+            .build();
+        SqsQueue::new(
+            Client::from_conf(conf),
+            &format!("{endpoint}/123456789012/q"),
+            "arn:aws:sqs:us-east-1:123456789012:q",
+            "us-east-1",
+            Duration::from_secs(30),
+            false,
+        )
+        .with_timeouts(timeouts)
+    }
+
+    #[tokio::test]
+    async fn no_call_hangs_on_a_silent_server() {
+        let q = queue(
+            &silent_server().await,
+            CallTimeouts {
+                call: Duration::from_millis(300),
+                poll_margin: Duration::from_millis(300),
+            },
+        );
+        let bound = Duration::from_secs(5);
+        let started = Instant::now();
+        let r = tokio::time::timeout(
+            bound,
+            q.receive(10, Duration::ZERO, Duration::from_secs(30)),
+        )
+        .await
+        .expect("ReceiveMessage returns");
+        assert!(matches!(r, Err(SourceError::Service(_))), "{r:?}");
+        assert!(started.elapsed() < Duration::from_secs(2));
+
+        let m = Message {
+            id: "m".into(),
+            receipt_handle: "h".into(),
+            group: None,
+            event: vec![],
+            received: Instant::now(),
+        };
+        let deleted = tokio::time::timeout(bound, q.delete(&[&m]))
+            .await
+            .expect("DeleteMessageBatch returns");
+        assert_eq!(deleted, 0);
+        let list = [("m".to_string(), "h".to_string())];
+        let out = tokio::time::timeout(
+            bound,
+            q.change_visibility(&list, Duration::from_secs(30), Duration::from_secs(60)),
+        )
+        .await
+        .expect("ChangeMessageVisibilityBatch returns");
+        assert_eq!(out.retry, list, "a timed-out call is retried");
+    }
+
+    #[test]
+    fn the_default_timeouts_fit_the_calls() {
+        let t = CallTimeouts::default();
+        assert_eq!(t.call, Duration::from_secs(10));
+        assert_eq!(t.poll_margin, Duration::from_secs(5));
     }
 }

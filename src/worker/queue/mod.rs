@@ -1,35 +1,39 @@
 //! SQS mappings (esm-spec.md §3.3, §5): pollers long-poll the queue, fill a batch within the
-//! batching window, keep its messages invisible with a heartbeat while it is in flight, dispatch it,
-//! delete what succeeded and leave what failed to reappear after its visibility timeout (so the
-//! queue's redrive policy moves poison messages to its DLQ).
+//! batching window, keep its messages invisible with a heartbeat while it is in flight
+//! ([`heartbeat`]), dispatch it, delete what succeeded and return what failed to reappear after the
+//! queue's visibility timeout (so the queue's redrive policy moves poison messages to its DLQ)
+//! ([`settle`]).
 //!
 //! Scaling follows AWS's poller scaling: 5 pollers to start, more while full batches keep coming
 //! and the function keeps up, fewer on throttles and errors and when the queue is empty, never more
 //! than `ScalingConfig.MaximumConcurrency` invocations at once.
 //!
 //! FIFO: a batch is split by MessageGroupId and each group's part is dispatched on its own, in
-//! order, so a failing group never fails the others. SQS itself holds back a group's later messages
-//! while earlier ones are in flight; when a message of a group fails, sluice also returns that
-//! group's later messages of the batch, so nothing of the group overtakes it. Receives from a FIFO
-//! queue are made one at a time per mapping, so the queue's group lock is never raced by two
-//! concurrent receives (dispatches of different groups still run concurrently).
+//! order, and settled as soon as it is done, so a failing or slow group never fails or holds back
+//! the others. SQS itself holds back a group's later messages while earlier ones are in flight;
+//! when a message of a group fails, sluice also returns that group's later messages of the batch,
+//! so nothing of the group overtakes it. Receives from a FIFO queue are made one at a time per
+//! mapping, so the queue's group lock is never raced by two concurrent receives (dispatches of
+//! different groups still run concurrently).
+//!
+//! Every receive goes through [`Shared::receive`].
+
+mod heartbeat;
+mod settle;
 
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::Semaphore;
-use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, error, info, warn};
 
 use super::{pause, MappingContext};
-use crate::batch::{self, MAX_PAYLOAD_BYTES};
+use crate::batch::MAX_PAYLOAD_BYTES;
 use crate::config::{SourceArn, Target};
-use crate::dispatch::response::{self, ItemFailures};
-use crate::dispatch::DispatchError;
 use crate::source::sqs::{Message, SqsQueue};
 use crate::source::SourceError;
 use crate::telemetry::ShardState;
@@ -69,6 +73,8 @@ impl Stats {
 struct Shared {
     ctx: Arc<MappingContext>,
     queue: SqsQueue,
+    /// The visibility every receive asks for and the heartbeat renews (see [`heartbeat`]).
+    visibility: Duration,
     desired: AtomicUsize,
     stats: Stats,
     invocations: Semaphore,
@@ -84,15 +90,16 @@ struct Shared {
 const BUSY_FIFO_POLL: Duration = Duration::from_secs(1);
 
 impl Shared {
+    /// The one place messages are received: up to `max`, long-polling up to `wait`, each made
+    /// invisible for the in-flight visibility.
     async fn receive(&self, max: usize, wait: Duration) -> Result<Vec<Message>, SourceError> {
         if !self.queue.fifo {
-            return self.queue.receive(max, wait).await;
+            return self.queue.receive(max, wait, self.visibility).await;
         }
         let _turn = self.receiving.lock().await;
         let busy = self.batches_in_flight.load(Ordering::SeqCst) > 0;
-        self.queue
-            .receive(max, if busy { wait.min(BUSY_FIFO_POLL) } else { wait })
-            .await
+        let wait = if busy { wait.min(BUSY_FIFO_POLL) } else { wait };
+        self.queue.receive(max, wait, self.visibility).await
     }
 }
 
@@ -120,17 +127,23 @@ fn next_concurrency(
     next.clamp(1, cap)
 }
 
+/// How long sluice waits for GetFunctionConfiguration at start.
+const LAMBDA_CONFIG_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// The function's configured timeout, if the Lambda API will tell (emulators may not).
 async fn lambda_timeout(client: &aws_sdk_lambda::Client, function: &str) -> Option<Duration> {
-    match client
+    let call = client
         .get_function_configuration()
         .function_name(function)
-        .send()
-        .await
-    {
-        Ok(out) => out.timeout().map(|t| Duration::from_secs(t.max(0) as u64)),
-        Err(e) => {
+        .send();
+    match tokio::time::timeout(LAMBDA_CONFIG_TIMEOUT, call).await {
+        Ok(Ok(out)) => out.timeout().map(|t| Duration::from_secs(t.max(0) as u64)),
+        Ok(Err(e)) => {
             debug!(function, error = %crate::aws::error_text(&e), "cannot read the function's timeout");
+            None
+        }
+        Err(_) => {
+            debug!(function, "GetFunctionConfiguration timed out");
             None
         }
     }
@@ -187,7 +200,9 @@ pub async fn run_queue(
         warn!(mapping = %name, visibility_timeout_s = queue.visibility_timeout.as_secs(), target_timeout_s = timeout.as_secs(),
               "the queue's visibility timeout is shorter than the target's timeout; sluice's heartbeat keeps in-flight messages hidden, but AWS recommends at least 6 times the function timeout");
     }
-    info!(mapping = %name, queue = %queue.url, fifo = queue.fifo, visibility_timeout_s = queue.visibility_timeout.as_secs(), "queue mapping running");
+    let visibility = heartbeat::in_flight_visibility(queue.visibility_timeout);
+    info!(mapping = %name, queue = %queue.url, fifo = queue.fifo, visibility_timeout_s = queue.visibility_timeout.as_secs(),
+          in_flight_visibility_s = visibility.as_secs(), "queue mapping running");
     let cap = ctx
         .mapping
         .max_concurrency
@@ -200,6 +215,7 @@ pub async fn run_queue(
         alive: Mutex::new(HashSet::new()),
         receiving: tokio::sync::Mutex::new(()),
         batches_in_flight: AtomicUsize::new(0),
+        visibility,
         queue,
         ctx: ctx.clone(),
     });
@@ -272,14 +288,10 @@ async fn poller(shared: Arc<Shared>, id: usize, cancel: CancellationToken) {
         shared.batches_in_flight.fetch_add(1, Ordering::SeqCst);
         ctx.metrics.sqs_received(&name, messages.len());
         ctx.metrics.polled(&name, messages.len());
-        let in_flight: Arc<Mutex<Vec<(String, String)>>> = Arc::new(Mutex::new(
-            messages
-                .iter()
-                .map(|m| (m.id.clone(), m.receipt_handle.clone()))
-                .collect(),
-        ));
+        let in_flight = Arc::new(heartbeat::InFlight::default());
+        in_flight.add(&messages).await;
         let stop_heartbeat = CancellationToken::new();
-        let heartbeat = tokio::spawn(heartbeat(
+        let beating = tokio::spawn(heartbeat::heartbeat(
             shared.clone(),
             in_flight.clone(),
             stop_heartbeat.clone(),
@@ -301,10 +313,7 @@ async fn poller(shared: Arc<Shared>, id: usize, cancel: CancellationToken) {
                 Ok(more) if !more.is_empty() => {
                     ctx.metrics.sqs_received(&name, more.len());
                     ctx.metrics.polled(&name, more.len());
-                    in_flight.lock().expect("in-flight lock").extend(
-                        more.iter()
-                            .map(|m| (m.id.clone(), m.receipt_handle.clone())),
-                    );
+                    in_flight.add(&more).await;
                     bytes += more.iter().map(|m| m.event.len()).sum::<usize>();
                     messages.extend(more);
                 }
@@ -320,170 +329,13 @@ async fn poller(shared: Arc<Shared>, id: usize, cancel: CancellationToken) {
         }
 
         let total = messages.len();
-        let (succeeded, failed) = process(&shared, messages).await;
+        let (deleted, returned) = settle::process(&shared, messages, &in_flight).await;
         stop_heartbeat.cancel();
-        let _ = heartbeat.await;
-        let refs: Vec<&Message> = succeeded.iter().collect();
-        let deleted = shared.queue.delete(&refs).await;
-        ctx.metrics.sqs_finished(&name, deleted, failed);
-        ctx.metrics.sqs_settled(&name, total);
+        let _ = beating.await;
         shared.batches_in_flight.fetch_sub(1, Ordering::SeqCst);
-        debug!(mapping = %name, poller = id, messages = total, deleted, returned = failed, "batch settled");
+        debug!(mapping = %name, poller = id, messages = total, deleted, returned, "batch settled");
     }
     shared.alive.lock().expect("alive lock").remove(&id);
-}
-
-/// Keeps in-flight messages invisible: every half visibility timeout, extends them by one.
-async fn heartbeat(
-    shared: Arc<Shared>,
-    in_flight: Arc<Mutex<Vec<(String, String)>>>,
-    stop: CancellationToken,
-) {
-    let vt = shared.queue.visibility_timeout.max(Duration::from_secs(1));
-    let period = (vt / 2).max(Duration::from_millis(500));
-    loop {
-        if !pause(&stop, period).await {
-            return;
-        }
-        let list = in_flight.lock().expect("in-flight lock").clone();
-        let n = shared.queue.extend(&list, vt).await;
-        shared.ctx.metrics.sqs_extended(shared.ctx.name(), n);
-    }
-}
-
-/// Dispatches a batch (per message group for FIFO, concurrently); returns the messages that
-/// succeeded and how many failed.
-async fn process(shared: &Arc<Shared>, messages: Vec<Message>) -> (Vec<Message>, usize) {
-    let groups: Vec<Vec<Message>> = if shared.queue.fifo {
-        let mut order: Vec<Option<String>> = Vec::new();
-        let mut parts: Vec<Vec<Message>> = Vec::new();
-        for m in messages {
-            match order.iter().position(|g| *g == m.group) {
-                Some(i) => parts[i].push(m),
-                None => {
-                    order.push(m.group.clone());
-                    parts.push(vec![m]);
-                }
-            }
-        }
-        parts
-    } else {
-        vec![messages]
-    };
-    let mut set = JoinSet::new();
-    for group in groups {
-        let shared = shared.clone();
-        set.spawn(async move { dispatch_group(&shared, group).await });
-    }
-    let mut succeeded = Vec::new();
-    let mut failed = 0;
-    while let Some(result) = set.join_next().await {
-        match result {
-            Ok((ok, bad)) => {
-                succeeded.extend(ok);
-                failed += bad;
-            }
-            Err(e) => error!(error = %e, "dispatch task failed; its messages will reappear"),
-        }
-    }
-    (succeeded, failed)
-}
-
-/// Dispatches one group's messages in order (split further only by the 6 MB limit). For FIFO, once
-/// a message fails every later one of the group is returned too.
-async fn dispatch_group(shared: &Arc<Shared>, messages: Vec<Message>) -> (Vec<Message>, usize) {
-    let ctx = &shared.ctx;
-    let name = ctx.name();
-    let fifo = shared.queue.fifo;
-    let mut succeeded = Vec::new();
-    let mut failed = 0;
-    let mut group_failed = false;
-    for chunk in batch::split_by_size(messages, |m| m.event.len(), MAX_PAYLOAD_BYTES) {
-        if group_failed {
-            failed += chunk.len();
-            continue;
-        }
-        let n = chunk.len();
-        let Ok(_permit) = shared.invocations.acquire().await else {
-            return (succeeded, failed + n);
-        };
-        let payload = batch::encode_entries(chunk.iter().map(|m| m.event.as_slice()));
-        let started = Instant::now();
-        let result = ctx.dispatcher.invoke(payload).await;
-        let took = started.elapsed();
-        let failed_idx: Vec<usize> = match result {
-            Ok(inv) if inv.function_error.is_none() => {
-                let verdict = if ctx.mapping.errors.report_batch_item_failures {
-                    response::parse(&inv.body, chunk.iter().map(|m| m.id.as_str()))
-                } else {
-                    ItemFailures::None
-                };
-                match verdict {
-                    ItemFailures::None => {
-                        ctx.metrics.invoked(name, n, "success", took);
-                        vec![]
-                    }
-                    ItemFailures::Failed(f) => {
-                        ctx.metrics.invoked(name, n, "partial_failure", took);
-                        // FIFO: nothing after a failed message of the group may be deleted before it.
-                        if fifo {
-                            (f[0]..n).collect()
-                        } else {
-                            f
-                        }
-                    }
-                    ItemFailures::All(why) => {
-                        ctx.metrics.invoked(name, n, "partial_failure", took);
-                        warn!(mapping = name, %why, "batch item failures name an invalid identifier: the whole batch failed");
-                        (0..n).collect()
-                    }
-                }
-            }
-            Ok(inv) => {
-                ctx.metrics.invoked(name, n, "function_error", took);
-                shared.stats.errors.fetch_add(1, Ordering::Relaxed);
-                let body =
-                    String::from_utf8_lossy(&inv.body[..inv.body.len().min(512)]).into_owned();
-                warn!(mapping = name, messages = n, error = %body, "function error; the messages will reappear after their visibility timeout");
-                ctx.status.update(name, STATUS_KEY, |s| {
-                    s.last_error = Some(format!("function_error: {body}"))
-                });
-                (0..n).collect()
-            }
-            Err(e) => {
-                let outcome = match &e {
-                    DispatchError::Throttled { .. } => {
-                        shared.stats.throttles.fetch_add(1, Ordering::Relaxed);
-                        "throttled"
-                    }
-                    DispatchError::Service { .. } => {
-                        shared.stats.errors.fetch_add(1, Ordering::Relaxed);
-                        "service_error"
-                    }
-                    DispatchError::PayloadTooLarge { .. } => "payload_too_large",
-                };
-                ctx.metrics.invoked_not(name, outcome, took);
-                warn!(mapping = name, messages = n, error = %e, "invoke failed; the messages will reappear after their visibility timeout");
-                ctx.status.update(name, STATUS_KEY, |s| {
-                    s.last_error = Some(format!("{outcome}: {e}"))
-                });
-                (0..n).collect()
-            }
-        };
-        if !failed_idx.is_empty() {
-            ctx.metrics.failed_invoke(name, failed_idx.len());
-            failed += failed_idx.len();
-            group_failed = fifo;
-        }
-        succeeded.extend(
-            chunk
-                .into_iter()
-                .enumerate()
-                .filter(|(i, _)| !failed_idx.contains(i))
-                .map(|(_, m)| m),
-        );
-    }
-    (succeeded, failed)
 }
 
 #[cfg(test)]
