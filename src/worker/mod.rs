@@ -86,6 +86,24 @@ impl MappingContext {
         &self.mapping.name
     }
 
+    /// Charges `bytes` of records now held in memory to the byte budget.
+    pub fn hold(&self, bytes: u64) {
+        self.budget.charge(bytes);
+        self.report_budget();
+    }
+
+    /// Returns `bytes` charged with [`Self::hold`].
+    pub fn unhold(&self, bytes: u64) {
+        self.budget.release(bytes);
+        self.report_budget();
+    }
+
+    fn report_budget(&self) {
+        let used = self.budget.used();
+        self.metrics.in_flight_bytes(used);
+        self.status.set_in_flight_bytes(used);
+    }
+
     /// How long the stream keeps records.
     pub fn retention(&self) -> Duration {
         match self.retention_ms.load(Ordering::Relaxed) {

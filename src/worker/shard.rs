@@ -107,20 +107,12 @@ impl ShardWorker {
 
     fn charge(&mut self, bytes: u64) {
         self.held += bytes;
-        self.ctx.budget.charge(bytes);
-        self.report_budget();
+        self.ctx.hold(bytes);
     }
 
     fn release(&mut self, bytes: u64) {
         self.held -= bytes;
-        self.ctx.budget.release(bytes);
-        self.report_budget();
-    }
-
-    fn report_budget(&self) {
-        let used = self.ctx.budget.used();
-        self.ctx.metrics.in_flight_bytes(used);
-        self.ctx.status.set_in_flight_bytes(used);
+        self.ctx.unhold(bytes);
     }
 
     fn set_state(&mut self, state: ShardState) {

@@ -92,15 +92,27 @@ const BUSY_FIFO_POLL: Duration = Duration::from_secs(1);
 impl Shared {
     /// The one place messages are received: up to `max`, long-polling up to `wait`, each made
     /// invisible for the in-flight visibility.
+    /// Waits for room in the byte budget first, and charges what it returns to it (the poller
+    /// gives it back once the batch is settled). Cancel-safe.
     async fn receive(&self, max: usize, wait: Duration) -> Result<Vec<Message>, SourceError> {
-        if !self.queue.fifo {
-            return self.queue.receive(max, wait, self.visibility).await;
+        self.ctx.budget.room().await;
+        let received = if !self.queue.fifo {
+            self.queue.receive(max, wait, self.visibility).await
+        } else {
+            let _turn = self.receiving.lock().await;
+            let busy = self.batches_in_flight.load(Ordering::SeqCst) > 0;
+            let wait = if busy { wait.min(BUSY_FIFO_POLL) } else { wait };
+            self.queue.receive(max, wait, self.visibility).await
+        };
+        if let Ok(messages) = &received {
+            self.ctx.hold(bytes_of(messages));
         }
-        let _turn = self.receiving.lock().await;
-        let busy = self.batches_in_flight.load(Ordering::SeqCst) > 0;
-        let wait = if busy { wait.min(BUSY_FIFO_POLL) } else { wait };
-        self.queue.receive(max, wait, self.visibility).await
+        received
     }
+}
+
+fn bytes_of(messages: &[Message]) -> u64 {
+    messages.iter().map(|m| m.event.len() as u64).sum()
 }
 
 /// The next concurrency from the last interval's observations: halve on throttles, step down on
@@ -329,7 +341,9 @@ async fn poller(shared: Arc<Shared>, id: usize, cancel: CancellationToken) {
         }
 
         let total = messages.len();
+        let held = bytes_of(&messages);
         let (deleted, returned) = settle::process(&shared, messages, &in_flight).await;
+        ctx.unhold(held);
         stop_heartbeat.cancel();
         let _ = beating.await;
         shared.batches_in_flight.fetch_sub(1, Ordering::SeqCst);
