@@ -276,7 +276,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn clients_per_region_keep_the_endpoint_override_and_are_cached() {
+    async fn clients_per_region_are_cached_and_carry_the_timeouts() {
         let clients = clients(&config()).await;
         assert_eq!(
             clients.kinesis.config().region().map(|r| r.as_ref()),
