@@ -56,9 +56,16 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> anyhow::Result<()>
         }
     }
     for mapping in enabled {
+        // The source ARN's region serves the mapping; a function or destination ARN naming another
+        // region is called there (a bare function name: the source's region).
+        let clients = clients.for_region(mapping.source.region());
+        let lambda = match &mapping.target {
+            Target::Lambda { function_name } => clients.for_arn(function_name).lambda,
+            Target::Http(_) => clients.lambda.clone(),
+        };
         let dispatcher: Arc<dyn Dispatcher> = match &mapping.target {
             Target::Lambda { function_name } => Arc::new(LambdaDispatcher::new(
-                clients.lambda.clone(),
+                lambda.clone(),
                 function_name.clone(),
                 mapping.source.region(),
                 mapping.source.account(),
@@ -68,14 +75,8 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> anyhow::Result<()>
             }
         };
         let source: Option<Arc<dyn StreamSource>> = match &mapping.source {
-            SourceArn::Kinesis {
-                arn,
-                region,
-                stream,
-                ..
-            } => Some(Arc::new(KinesisSource::new(
+            SourceArn::Kinesis { arn, region, .. } => Some(Arc::new(KinesisSource::new(
                 clients.kinesis.clone(),
-                stream.clone(),
                 EventContext {
                     stream_arn: arn.clone(),
                     region: region.clone(),
@@ -125,16 +126,7 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> anyhow::Result<()>
                 Some(source) => {
                     supervisor::run_mapping(ctx, source, tracker2, cancel, discovery).await
                 }
-                None => {
-                    queue::run_queue(
-                        ctx,
-                        clients.sqs.clone(),
-                        clients.lambda.clone(),
-                        tracker2,
-                        cancel,
-                    )
-                    .await
-                }
+                None => queue::run_queue(ctx, clients.sqs.clone(), lambda, tracker2, cancel).await,
             }
         });
     }

@@ -1,4 +1,6 @@
-//! The AWS destinations: SQS SendMessage, SNS Publish, S3 PutObject.
+//! The AWS destinations: SQS SendMessage, SNS Publish, S3 PutObject. Each is addressed in its own
+//! ARN's region (an SQS queue also in its ARN's account); an S3 bucket ARN names no region, so a
+//! bucket is addressed in the mapping's region.
 
 use async_trait::async_trait;
 use aws_sdk_s3::primitives::ByteStream;
@@ -22,11 +24,13 @@ pub enum AwsDestination {
 }
 
 impl AwsDestination {
-    /// Resolves the destination (for SQS: the queue URL, via GetQueueUrl).
+    /// Resolves the destination (for SQS: the queue URL, via GetQueueUrl). `clients` are the
+    /// mapping's (its source's region); the destination uses the clients of its ARN's region.
     pub async fn connect(
         arn: &DestinationArn,
         clients: &crate::aws::Clients,
     ) -> Result<Self, String> {
+        let clients = clients.for_arn(arn.arn());
         Ok(match arn {
             DestinationArn::Sqs { queue, account, .. } => {
                 let out = clients

@@ -121,10 +121,9 @@ pub trait StreamSource: Send + Sync {
     fn open(&self, shard: &ShardInfo, from: StartFrom) -> Box<dyn ShardReader>;
     /// The key of the batch-info object in on-failure records (`KinesisBatchInfo`, `DDBStreamBatchInfo`).
     fn batch_info_key(&self) -> &'static str;
-    /// How long the stream keeps records (Kinesis: RetentionPeriodHours; DynamoDB Streams: 24 h).
-    async fn retention(&self) -> Result<std::time::Duration, SourceError> {
-        Ok(std::time::Duration::from_secs(24 * 3600))
-    }
+    /// How long the stream keeps a record: a record older than this is gone from the stream.
+    /// Kinesis: the stream's `RetentionPeriodHours`; DynamoDB Streams: 24 hours.
+    async fn retention(&self) -> Result<std::time::Duration, SourceError>;
 }
 
 /// Reads one shard in order. Implementations pace themselves within the source's per-shard limits

@@ -97,6 +97,9 @@ impl StreamSource for FakeStream {
     fn batch_info_key(&self) -> &'static str {
         "DDBStreamBatchInfo"
     }
+    async fn retention(&self) -> Result<std::time::Duration, SourceError> {
+        Ok(std::time::Duration::from_secs(24 * 3600))
+    }
 }
 
 /// Records every delivered id in order, once the invocation completes.

@@ -8,12 +8,16 @@ mod reader;
 use async_trait::async_trait;
 use aws_sdk_dynamodbstreams::Client;
 use std::sync::Arc;
+use std::time::Duration;
 
 use super::{ShardInfo, ShardReader, SourceError, StartFrom, StreamSource};
 use crate::aws::error_text;
 use reader::DynamoDbShardReader;
 
-/// One DynamoDB stream.
+/// DynamoDB Streams keeps every record for 24 hours; the retention cannot be changed.
+pub const RETENTION: Duration = Duration::from_secs(24 * 3600);
+
+/// One DynamoDB stream. The client must be one for the stream ARN's region.
 pub struct DynamoDbSource {
     client: Client,
     stream_arn: Arc<str>,
@@ -86,5 +90,9 @@ impl StreamSource for DynamoDbSource {
 
     fn batch_info_key(&self) -> &'static str {
         "DDBStreamBatchInfo"
+    }
+
+    async fn retention(&self) -> Result<Duration, SourceError> {
+        Ok(RETENTION)
     }
 }

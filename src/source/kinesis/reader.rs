@@ -25,7 +25,6 @@ const PAGE_LIMIT: i32 = 10_000;
 
 pub(super) struct KinesisShardReader {
     client: Client,
-    stream: String,
     shard_id: String,
     ctx: Arc<EventContext>,
     cursor: ShardCursor,
@@ -34,14 +33,12 @@ pub(super) struct KinesisShardReader {
 impl KinesisShardReader {
     pub(super) fn new(
         client: Client,
-        stream: String,
         shard_id: String,
         start: StartFrom,
         ctx: Arc<EventContext>,
     ) -> Self {
         KinesisShardReader {
             client,
-            stream,
             shard_id,
             ctx,
             cursor: ShardCursor::new(start),
@@ -52,7 +49,7 @@ impl KinesisShardReader {
         let req = self
             .client
             .get_shard_iterator()
-            .stream_name(&self.stream)
+            .stream_arn(&self.ctx.stream_arn)
             .shard_id(&self.shard_id);
         let req = match &self.cursor.start {
             StartFrom::After(seq) => req
@@ -75,7 +72,7 @@ impl KinesisShardReader {
             if svc.is_some_and(|s| s.is_provisioned_throughput_exceeded_exception()) {
                 SourceError::Throttled(format!("GetShardIterator: {}", error_text(&e)))
             } else if svc.is_some_and(|s| s.is_resource_not_found_exception()) {
-                SourceError::NotFound(format!("{}/{}", self.stream, self.shard_id))
+                SourceError::NotFound(format!("{}/{}", self.ctx.stream_arn, self.shard_id))
             } else {
                 SourceError::Service(format!(
                     "GetShardIterator {}: {}",
@@ -112,6 +109,7 @@ impl ShardReader for KinesisShardReader {
         let result = self
             .client
             .get_records()
+            .stream_arn(&self.ctx.stream_arn)
             .shard_iterator(iterator)
             .limit(PAGE_LIMIT)
             .send()
@@ -130,7 +128,7 @@ impl ShardReader for KinesisShardReader {
                 }) {
                     SourceError::Throttled(format!("GetRecords: {}", error_text(&e)))
                 } else if svc.is_some_and(|s| s.is_resource_not_found_exception()) {
-                    SourceError::NotFound(format!("{}/{}", self.stream, self.shard_id))
+                    SourceError::NotFound(format!("{}/{}", self.ctx.stream_arn, self.shard_id))
                 } else {
                     SourceError::Service(format!(
                         "GetRecords {}: {}",
