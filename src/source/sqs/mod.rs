@@ -3,7 +3,7 @@
 //! ChangeMessageVisibilityBatch for the in-flight heartbeat. Messages are encoded the way Lambda
 //! builds them (see [`event`]). The polling loop and its scaling live in `worker::queue`.
 
-mod event;
+pub mod event;
 
 use aws_sdk_sqs::types::{
     ChangeMessageVisibilityBatchRequestEntry, DeleteMessageBatchRequestEntry,
