@@ -89,7 +89,7 @@ pub(super) fn mapping(m: &mut Obj<'_, '_>, index: usize, now: SystemTime) -> Opt
         error_handling(m)
     };
     let (source, target, starting_position) = (source?, target?, starting_position?);
-    // The default name of sluice 0.1, under which an unnamed mapping's checkpoints were written.
+    // The default name of earlier releases, under which an unnamed mapping's checkpoints were written.
     let old_default = format!("{}-{}", source.resource_name(), target.label());
     let explicit_name = name.is_some();
     let name = name.unwrap_or_else(|| source.default_mapping_name());

@@ -56,8 +56,8 @@ pub struct Mapping {
     /// ([`SourceArn::default_mapping_name`]), so editing the target keeps the mapping's progress.
     pub name: String,
     /// Names this mapping's checkpoints may have been written under before, most deliberate first:
-    /// its `PreviousNames` in order, then, when `Name` is not given, the default name of sluice
-    /// 0.1 (`<resource_name>-<target label>`). Never holds `name`, another mapping's `name`, or a
+    /// its `PreviousNames` in order, then, when `Name` is not given, the default name of earlier
+    /// releases (`<resource_name>-<target label>`). Never holds `name`, another mapping's `name`, or a
     /// name that two mappings could claim. Checkpoints found under one of these and none under
     /// `name` belong to this mapping (docs/configuration.md, "Names and progress").
     pub legacy_names: Vec<String>,

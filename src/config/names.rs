@@ -1,6 +1,6 @@
 //! Mapping names across the whole config. A mapping's `Name` keys its checkpoints, so it must be
 //! unique and must not change when the target does: the default comes from the source alone, two
-//! mappings on one source must each be named, and `PreviousNames` plus sluice 0.1's default name
+//! mappings on one source must each be named, and `PreviousNames` plus the default name of earlier releases
 //! (`<resource>-<target>`) become [`Mapping::legacy_names`], under which earlier progress is found.
 
 use super::*;
@@ -14,7 +14,7 @@ pub(super) struct Parsed {
     pub explicit_name: bool,
     /// `PreviousNames`, each with its position in that list.
     pub previous: Vec<(usize, String)>,
-    /// sluice 0.1's default name for it.
+    /// The default name earlier releases gave it.
     pub old_default: String,
     /// `legacy_names` is left empty; [`resolve`] fills it.
     pub mapping: Mapping,
@@ -96,7 +96,7 @@ pub(super) fn resolve(parsed: Vec<Parsed>, errs: &mut Vec<String>) -> Vec<Mappin
             }
         }
     }
-    // sluice 0.1's default names, where they are unambiguous.
+    // Earlier releases' default names, where they are unambiguous.
     let mut old_defaults: HashMap<&str, usize> = HashMap::new();
     for x in parsed.iter().filter(|x| !x.explicit_name) {
         *old_defaults.entry(x.old_default.as_str()).or_default() += 1;

@@ -21,7 +21,7 @@ fn defaults_follow_aws() {
     assert_eq!(m.batching_window, Duration::ZERO);
     assert!(m.enabled);
     assert_eq!(m.name, "orders", "the default name is the source alone");
-    assert_eq!(m.legacy_names, ["orders-f"], "sluice 0.1's default name");
+    assert_eq!(m.legacy_names, ["orders-f"], "the earlier default name");
     assert_eq!(c.max_in_flight_bytes, 256 << 20);
     assert_eq!(m.errors.max_retry_attempts, None);
     assert_eq!(m.errors.max_record_age, None);
@@ -270,7 +270,7 @@ fn the_default_name_comes_from_the_source_alone() {
         names(&format!("mappings:\n  - {{ EventSourceArn: {ARN}, FunctionName: 'f:live', StartingPosition: LATEST }}\n"))[0].0,
         "orders"
     );
-    // A given Name has no legacy name: sluice 0.1 used the same Name.
+    // A given Name has no legacy name: earlier releases used the same Name.
     assert_eq!(
         names(&format!("mappings:\n  - {{ Name: o, EventSourceArn: {ARN}, FunctionName: f, StartingPosition: LATEST }}\n")),
         [n("o", &[])]
@@ -341,7 +341,7 @@ fn previous_names_become_legacy_names() {
 #[test]
 fn an_ambiguous_old_default_name_is_not_carried_over() {
     let ddb = |label: &str| format!("arn:aws:dynamodb:us-east-1:1:table/T/stream/{label}");
-    // Two streams of one table (the old one is readable for 24 h) with one function: sluice 0.1
+    // Two streams of one table (the old one is readable for 24 h) with one function: earlier releases
     // named both T-f, so neither may claim T-f's checkpoints.
     assert_eq!(
         names(&format!("mappings:\n  - {{ EventSourceArn: '{}', FunctionName: f, StartingPosition: LATEST }}\n  - {{ EventSourceArn: '{}', FunctionName: f, StartingPosition: LATEST }}\n", ddb("a"), ddb("b"))),
