@@ -73,7 +73,16 @@ fn at_timestamp(ts: &str) -> String {
 
 #[test]
 fn absurd_starting_timestamps_are_refused_not_a_panic() {
-    for ts in ["1e20", "1e19", ".inf", "-.inf", ".nan", "-1", "-0.5", "4102444800"] {
+    for ts in [
+        "1e20",
+        "1e19",
+        ".inf",
+        "-.inf",
+        ".nan",
+        "-1",
+        "-0.5",
+        "4102444800",
+    ] {
         let (code, stderr) = sluice(&["validate"], &at_timestamp(ts));
         assert_eq!(code, 2, "StartingPositionTimestamp {ts}: {stderr}");
         assert!(
@@ -91,7 +100,11 @@ fn a_timestamp_in_the_past_or_now_is_accepted() {
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_secs();
-    for ts in ["0".to_string(), "1700000000.25".to_string(), now.to_string()] {
+    for ts in [
+        "0".to_string(),
+        "1700000000.25".to_string(),
+        now.to_string(),
+    ] {
         let (code, stderr) = sluice(&["validate"], &at_timestamp(&ts));
         assert_eq!(code, 0, "StartingPositionTimestamp {ts}: {stderr}");
     }
