@@ -31,6 +31,16 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> anyhow::Result<()>
             .context("opening the checkpoint directory")?,
     );
 
+    for mapping in &enabled {
+        if let Some(from) = checkpoints
+            .adopt(&mapping.name, &mapping.legacy_names)
+            .await
+            .context("carrying checkpoints over to a renamed mapping")?
+        {
+            info!(mapping = %mapping.name, from = %from, "took over the checkpoints written under an earlier name");
+        }
+    }
+
     let listener = tokio::net::TcpListener::bind(cfg.admin_listen)
         .await
         .with_context(|| format!("binding the admin server to {}", cfg.admin_listen))?;
@@ -48,7 +58,7 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> anyhow::Result<()>
     });
 
     let clients = crate::aws::clients(&cfg).await;
-    let budget = Arc::new(ByteBudget::new(256 << 20));
+    let budget = Arc::new(ByteBudget::new(cfg.max_in_flight_bytes));
     let tracker = TaskTracker::new();
     for mapping in &cfg.mappings {
         if !mapping.enabled {

@@ -64,3 +64,70 @@ fn validate_accepts_the_example_configs() {
         );
     }
 }
+
+fn at_timestamp(ts: &str) -> String {
+    format!(
+        "mappings:\n  - EventSourceArn: arn:aws:kinesis:us-east-1:000000000000:stream/s\n    FunctionName: f\n    StartingPosition: AT_TIMESTAMP\n    StartingPositionTimestamp: {ts}\n"
+    )
+}
+
+#[test]
+fn absurd_starting_timestamps_are_refused_not_a_panic() {
+    for ts in [
+        "1e20",
+        "1e19",
+        ".inf",
+        "-.inf",
+        ".nan",
+        "-1",
+        "-0.5",
+        "4102444800",
+    ] {
+        let (code, stderr) = sluice(&["validate"], &at_timestamp(ts));
+        assert_eq!(code, 2, "StartingPositionTimestamp {ts}: {stderr}");
+        assert!(
+            stderr.contains("mappings[0].StartingPositionTimestamp: ")
+                && stderr.contains("is out of range 0..=")
+                && !stderr.contains("panicked"),
+            "StartingPositionTimestamp {ts}: {stderr}"
+        );
+    }
+}
+
+#[test]
+fn a_timestamp_in_the_past_or_now_is_accepted() {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    for ts in [
+        "0".to_string(),
+        "1700000000.25".to_string(),
+        now.to_string(),
+    ] {
+        let (code, stderr) = sluice(&["validate"], &at_timestamp(&ts));
+        assert_eq!(code, 0, "StartingPositionTimestamp {ts}: {stderr}");
+    }
+}
+
+#[test]
+fn a_fifo_queue_is_refused_as_a_stream_destination() {
+    let config = "mappings:\n  - EventSourceArn: arn:aws:kinesis:us-east-1:000000000000:stream/s\n    FunctionName: f\n    StartingPosition: LATEST\n    DestinationConfig: { OnFailure: { Destination: 'arn:aws:sqs:us-east-1:000000000000:dlq.fifo' } }\n";
+    let (code, stderr) = sluice(&["validate"], config);
+    assert_eq!(code, 2, "{stderr}");
+    assert!(
+        stderr.contains("mappings[0].DestinationConfig.OnFailure.Destination: \"arn:aws:sqs:us-east-1:000000000000:dlq.fifo\" is a FIFO queue"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn two_mappings_on_one_source_must_be_named() {
+    let config = "mappings:\n  - EventSourceArn: arn:aws:kinesis:us-east-1:000000000000:stream/s\n    FunctionName: f\n    StartingPosition: LATEST\n  - EventSourceArn: arn:aws:kinesis:us-east-1:000000000000:stream/s\n    FunctionName: g\n    StartingPosition: LATEST\n";
+    let (code, stderr) = sluice(&["validate"], config);
+    assert_eq!(code, 2, "{stderr}");
+    assert!(
+        stderr.contains("mappings[0] and mappings[1] read the same EventSourceArn"),
+        "{stderr}"
+    );
+}

@@ -317,3 +317,71 @@ async fn sigterm_ends_within_the_grace_period_and_a_second_signal_at_once() {
         }
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn progress_survives_an_upgrade_and_a_new_target() {
+    use ::sluice::checkpoint::{Checkpoint, CheckpointStore, FileCheckpointStore};
+    use ::sluice::source::SequenceNumber;
+    let tb = testbed();
+    let kinesis = kinesis(&tb).await;
+    let stream = unique("upgrade");
+    let arn = create_stream(&kinesis, &stream, 1).await;
+    let written = put_records(&kinesis, &stream, records("u", 10, 1)).await;
+    let sink = Sink::ok().await;
+    let dir = tempfile::tempdir().unwrap();
+    let cp = dir.path().join("cp");
+    // What an earlier release left: progress up to the 5th record under `<stream>-<url>`.
+    {
+        let store = FileCheckpointStore::open(&cp).unwrap();
+        let done = Checkpoint::Sequence(SequenceNumber(written[4].seq.clone()));
+        store
+            .put(&format!("{stream}-{}", sink.url), &written[4].shard, &done)
+            .await
+            .unwrap();
+    }
+    let m = format!(
+        "  - EventSourceArn: '{arn}'\n    StartingPosition: TRIM_HORIZON\n    Http: {{ Url: '{}' }}\n",
+        sink.url
+    );
+    let sluice = Sluice::start(dir.path(), "run", &config(&tb, &cp, free_port(), &m)).await;
+    let last = written[9].seq.clone();
+    wait_for(
+        "the last record checkpointed",
+        Duration::from_secs(60),
+        || async {
+            let (_, body) = sluice.get("/status").await?;
+            let v: serde_json::Value = serde_json::from_str(&body).ok()?;
+            (v["mappings"][&stream][&written[9].shard]["checkpoint"] == last.as_str()).then_some(())
+        },
+    )
+    .await;
+    let delivered: Vec<String> = sink.delivered().iter().map(|w| w.seq.clone()).collect();
+    let after: Vec<String> = written[5..].iter().map(|w| w.seq.clone()).collect();
+    assert_eq!(delivered, after, "resumed after the old name's checkpoint");
+    assert!(sluice.log_text().contains("took over the checkpoints"));
+
+    // Pointing the mapping at another function (a new URL, as `f` → `f:live`) keeps its progress.
+    let mut sluice = sluice;
+    assert_eq!(sluice.terminate().await, 0);
+    let moved = Sink::ok().await;
+    let m = m.replace(&sink.url, &moved.url);
+    let sluice = Sluice::start(dir.path(), "run2", &config(&tb, &cp, free_port(), &m)).await;
+    let more = put_records(&kinesis, &stream, records("v", 3, 1)).await;
+    let last = more[2].seq.clone();
+    wait_for(
+        "the new records checkpointed",
+        Duration::from_secs(60),
+        || async {
+            let (_, body) = sluice.get("/status").await?;
+            let v: serde_json::Value = serde_json::from_str(&body).ok()?;
+            (v["mappings"][&stream][&more[2].shard]["checkpoint"] == last.as_str()).then_some(())
+        },
+    )
+    .await;
+    let delivered: Vec<String> = moved.delivered().iter().map(|w| w.seq.clone()).collect();
+    let want: Vec<String> = more.iter().map(|w| w.seq.clone()).collect();
+    assert_eq!(
+        delivered, want,
+        "a new target is not a new mapping: nothing replayed"
+    );
+}

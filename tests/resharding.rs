@@ -137,10 +137,21 @@ async fn split_and_merge_while_records_flow() {
     );
     assert_ordered("reshard", &delivered);
     assert_key_order("reshard", &delivered);
+    // Closed parents are checkpointed at their end (and pruned from /status once their children
+    // run, so the checkpoint files tell).
+    let ended = std::fs::read_dir(dir.path().join("cp").join("reshard"))
+        .unwrap()
+        .map(|e| std::fs::read_to_string(e.unwrap().path()).unwrap_or_default())
+        .filter(|text| text.contains("shard_end"))
+        .count();
+    assert!(
+        ended >= 4,
+        "closed parents are checkpointed at their end: {ended}"
+    );
     let (_, status) = sluice.get("/status").await.unwrap();
     assert!(
-        status.contains("SHARD_END"),
-        "closed parents are checkpointed at their end: {status}"
+        !status.contains("\"ended\""),
+        "ended parents are pruned once their children run: {status}"
     );
 }
 

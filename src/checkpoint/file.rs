@@ -83,6 +83,24 @@ impl FileCheckpointStore {
     }
 }
 
+/// True if `dir` holds a checkpoint or a start marker.
+fn holds_anything(dir: &Path) -> std::io::Result<bool> {
+    match std::fs::read_dir(dir) {
+        Ok(entries) => {
+            for e in entries {
+                let name = e?.file_name();
+                let name = name.to_string_lossy();
+                if name.ends_with(".json") && !name.contains(".tmp-") {
+                    return Ok(true);
+                }
+            }
+            Ok(false)
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
 /// Takes the exclusive lock on `<root>/.lock` and writes this process's PID into it.
 fn lock_dir(root: &Path) -> Result<File, CheckpointError> {
     let path = root.join(".lock");
@@ -170,6 +188,48 @@ impl CheckpointStore for FileCheckpointStore {
     ) -> Result<(), CheckpointError> {
         let bytes = serde_json::to_vec(checkpoint).expect("checkpoints serialize");
         Self::write_json(self.path(mapping, shard), bytes).await
+    }
+
+    async fn adopt(
+        &self,
+        mapping: &str,
+        previous: &[String],
+    ) -> Result<Option<String>, CheckpointError> {
+        let target = self.root.join(escape(mapping));
+        let root = self.root.clone();
+        let candidates: Vec<(String, PathBuf)> = previous
+            .iter()
+            .map(|p| (p.clone(), self.root.join(escape(p))))
+            .collect();
+        tokio::task::spawn_blocking(move || {
+            let io = |what: &Path, e: std::io::Error| {
+                CheckpointError(format!(
+                    "carry over into {}: {}: {e}",
+                    target.display(),
+                    what.display()
+                ))
+            };
+            if holds_anything(&target).map_err(|e| io(&target, e))? {
+                return Ok(None);
+            }
+            for (name, dir) in candidates {
+                if !holds_anything(&dir).map_err(|e| io(&dir, e))? {
+                    continue;
+                }
+                if target.exists() {
+                    std::fs::remove_dir_all(&target).map_err(|e| io(&target, e))?;
+                }
+                // One rename: the progress is under exactly one of the two names at any instant.
+                std::fs::rename(&dir, &target).map_err(|e| io(&dir, e))?;
+                File::open(&root)
+                    .and_then(|d| d.sync_all())
+                    .map_err(|e| io(&root, e))?;
+                return Ok(Some(name));
+            }
+            Ok(None)
+        })
+        .await
+        .map_err(|e| CheckpointError(format!("carry-over task failed: {e}")))?
     }
 
     async fn mapping_start(&self, mapping: &str) -> Result<Option<i64>, CheckpointError> {
@@ -268,6 +328,40 @@ mod tests {
         let msg = store.get("m", "shardId-0").await.unwrap_err().to_string();
         assert!(msg.contains("shardId-0.json"), "{msg}");
         assert!(msg.contains("delete it"), "{msg}");
+    }
+
+    #[tokio::test]
+    async fn a_renamed_mapping_takes_over_the_first_previous_name_with_progress() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = FileCheckpointStore::open(dir.path()).unwrap();
+        let cp = Checkpoint::Sequence(SequenceNumber("42".into()));
+        store.put("orders-f:live", "shardId-0", &cp).await.unwrap();
+        store.set_mapping_start("orders-f:live", 7).await.unwrap();
+        let previous = vec!["never-used".to_string(), "orders-f:live".to_string()];
+        assert_eq!(
+            store.adopt("orders", &previous).await.unwrap().as_deref(),
+            Some("orders-f:live")
+        );
+        assert_eq!(
+            store.get("orders", "shardId-0").await.unwrap(),
+            Some(cp.clone())
+        );
+        assert_eq!(store.mapping_start("orders").await.unwrap(), Some(7));
+        assert_eq!(
+            store.get("orders-f:live", "shardId-0").await.unwrap(),
+            None,
+            "moved, not copied"
+        );
+        // Once the new name has progress, nothing is taken over again.
+        store
+            .put("other", "shardId-0", &Checkpoint::ShardEnd)
+            .await
+            .unwrap();
+        assert_eq!(
+            store.adopt("orders", &["other".to_string()]).await.unwrap(),
+            None
+        );
+        assert_eq!(store.get("orders", "shardId-0").await.unwrap(), Some(cp));
     }
 
     #[tokio::test]

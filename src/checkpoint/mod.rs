@@ -41,6 +41,16 @@ pub trait CheckpointStore: Send + Sync {
     async fn mapping_start(&self, _mapping: &str) -> Result<Option<i64>, CheckpointError> {
         Ok(None)
     }
+    /// Carries progress over a rename: if `mapping` has nothing stored, takes over everything
+    /// stored under the first of `previous` that has anything, which is then gone under that
+    /// name. Returns the name taken over.
+    async fn adopt(
+        &self,
+        _mapping: &str,
+        _previous: &[String],
+    ) -> Result<Option<String>, CheckpointError> {
+        Ok(None)
+    }
     /// Records the mapping's first start; durable when it returns.
     async fn set_mapping_start(
         &self,

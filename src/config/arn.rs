@@ -18,6 +18,9 @@ pub enum SourceArn {
         region: String,
         account: String,
         table: String,
+        /// The stream label (a timestamp such as `2015-05-11T21:21:33.291`): a new stream of the
+        /// same table (re-enabled, or the table recreated) has a new label and new shards.
+        label: String,
     },
     /// `arn:<partition>:sqs:<region>:<account>:<queue>`; FIFO when the name ends in `.fifo`.
     Sqs {
@@ -66,6 +69,7 @@ impl SourceArn {
                     region: parts.region.to_string(),
                     account: parts.account.to_string(),
                     table: table.to_string(),
+                    label: label.to_string(),
                 })
             }
             "sqs" if !parts.resource.is_empty() && !parts.resource.contains('/') => Ok(SourceArn::Sqs {
@@ -95,6 +99,16 @@ impl SourceArn {
             SourceArn::Kinesis { stream, .. } => stream,
             SourceArn::DynamoDb { table, .. } => table,
             SourceArn::Sqs { queue, .. } => queue,
+        }
+    }
+
+    /// A mapping's default `Name`: the source alone, so that editing the target keeps the mapping's
+    /// checkpoints. Kinesis: `<stream>`; SQS: `<queue>`; DynamoDB: `<table>/stream/<label>` (the label
+    /// tells a table's successive streams apart, whose shards share nothing).
+    pub fn default_mapping_name(&self) -> String {
+        match self {
+            SourceArn::DynamoDb { table, label, .. } => format!("{table}/stream/{label}"),
+            other => other.resource_name().to_string(),
         }
     }
 
@@ -163,6 +177,11 @@ impl DestinationArn {
         }
     }
 
+    /// An SQS FIFO queue (its name ends in `.fifo`).
+    pub fn is_fifo_queue(&self) -> bool {
+        matches!(self, DestinationArn::Sqs { queue, .. } if queue.ends_with(".fifo"))
+    }
+
     pub fn arn(&self) -> &str {
         match self {
             DestinationArn::Sqs { arn, .. }
@@ -229,6 +248,12 @@ mod tests {
             .is_fifo());
         let d = SourceArn::parse("arn:aws:dynamodb:us-west-2:111122223333:table/TestTable/stream/2015-05-11T21:21:33.291").unwrap();
         assert_eq!(d.resource_name(), "TestTable");
+        assert_eq!(
+            d.default_mapping_name(),
+            "TestTable/stream/2015-05-11T21:21:33.291"
+        );
+        assert_eq!(a.default_mapping_name(), "orders");
+        assert_eq!(q.default_mapping_name(), "orders.fifo");
         assert_eq!(d.account(), "111122223333");
         assert!(SourceArn::parse("arn:aws:dynamodb:us-west-2:1:table/T").is_err());
         assert!(SourceArn::parse("orders").is_err());
@@ -249,5 +274,14 @@ mod tests {
             DestinationArn::S3 { bucket, .. } if bucket == "bucket"
         ));
         assert!(DestinationArn::parse("arn:aws:lambda:us-east-1:1:function:f").is_err());
+        assert!(DestinationArn::parse("arn:aws:sqs:us-east-1:1:dlq.fifo")
+            .unwrap()
+            .is_fifo_queue());
+        assert!(!DestinationArn::parse("arn:aws:sqs:us-east-1:1:dlq")
+            .unwrap()
+            .is_fifo_queue());
+        assert!(!DestinationArn::parse("arn:aws:sns:us-east-1:1:t.fifo")
+            .unwrap()
+            .is_fifo_queue());
     }
 }

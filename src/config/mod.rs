@@ -4,7 +4,12 @@
 //! returns every problem at once ([`ConfigErrors`]); validation is pure and does no AWS I/O.
 
 mod arn;
+mod mapping;
+mod names;
+mod obj;
 mod parse;
+#[cfg(test)]
+mod tests;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -26,6 +31,9 @@ pub struct Config {
     pub shard_discovery_interval: Duration,
     /// Sent as `invokeIdentityArn` in stream events (AWS puts the mapping's execution role there).
     pub invoke_identity_arn: String,
+    /// `max_in_flight_bytes`: the process-wide budget for record bytes held in memory (read pages,
+    /// gathering batches, in-flight invocations); stream readers and SQS pollers wait on it.
+    pub max_in_flight_bytes: u64,
     pub mappings: Vec<Mapping>,
 }
 
@@ -44,8 +52,15 @@ pub struct Endpoints {
 /// One event source mapping.
 #[derive(Debug, Clone)]
 pub struct Mapping {
-    /// Unique name: metric label, log field and checkpoint key.
+    /// Unique name: metric label, log field and checkpoint key. Defaults to the source alone
+    /// ([`SourceArn::default_mapping_name`]), so editing the target keeps the mapping's progress.
     pub name: String,
+    /// Names this mapping's checkpoints may have been written under before, most deliberate first:
+    /// its `PreviousNames` in order, then, when `Name` is not given, the default name of earlier
+    /// releases (`<resource_name>-<target label>`). Never holds `name`, another mapping's `name`, or a
+    /// name that two mappings could claim. Checkpoints found under one of these and none under
+    /// `name` belong to this mapping (docs/configuration.md, "Names and progress").
+    pub legacy_names: Vec<String>,
     pub source: SourceArn,
     pub target: Target,
     pub batch_size: usize,

@@ -215,6 +215,7 @@ impl Supervised {
         let ctx = Arc::new(MappingContext {
             mapping: Mapping {
                 name: "m".into(),
+                legacy_names: Vec::new(),
                 source: SourceArn::parse("arn:aws:dynamodb:us-east-1:0:table/t/stream/x").unwrap(),
                 target: Target::Lambda {
                     function_name: "f".into(),

@@ -245,6 +245,7 @@ async fn run_reading(
     let ctx = Arc::new(MappingContext {
         mapping: Mapping {
             name: "m".into(),
+            legacy_names: Vec::new(),
             source: SourceArn::parse("arn:aws:kinesis:us-east-1:000000000000:stream/s").unwrap(),
             target: Target::Lambda {
                 function_name: "f".into(),

@@ -2,7 +2,7 @@
 //! per-shard reader doing GetShardIterator + GetRecords at most 4 times a second (Lambda's base rate
 //! for DynamoDB triggers). Events are encoded the way Lambda builds them (see [`event`]).
 
-mod event;
+pub mod event;
 mod reader;
 
 use async_trait::async_trait;

@@ -6,7 +6,7 @@
 //! [`event`]). The polling loop and its scaling live in `worker::queue`.
 
 mod entries;
-mod event;
+pub mod event;
 
 pub use entries::{EntryFailure, VisibilityChange};
 
