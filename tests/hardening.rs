@@ -10,6 +10,7 @@ use common::sink::Sink;
 use common::sluice::{config, free_port, Sluice};
 use common::*;
 use std::collections::BTreeSet;
+use std::future::Future;
 use std::path::Path;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
@@ -45,37 +46,60 @@ async fn failing_then_fixed() -> Sink {
     .await
 }
 
+/// A LATEST mapping `name` on `arn` restarted before its first checkpoint: run 1 starts with a
+/// function that fails every batch, `write` adds records once it is ready, and run 1 is killed (-9)
+/// as soon as the function saw them (`what`); run 2 starts on the same checkpoint directory with the
+/// function fixed. Returns the function, the directory run 2 runs in, run 2, and what `write`
+/// returned.
+async fn restarted_before_the_first_checkpoint<T, Fut>(
+    tb: &TestBed,
+    name: &str,
+    arn: &str,
+    what: &str,
+    write: impl FnOnce() -> Fut,
+) -> (Sink, tempfile::TempDir, Sluice, T)
+where
+    Fut: Future<Output = T>,
+{
+    let sink = failing_then_fixed().await;
+    let dir = tempfile::tempdir().unwrap();
+    let cp = dir.path().join("cp");
+    let cfg = |run: &str| {
+        fast_config(
+            tb,
+            &cp,
+            free_port(),
+            10,
+            &mapping(name, arn, "LATEST", &sink.url, run),
+        )
+    };
+    let mut first = Sluice::start(dir.path(), "run1", &cfg("1")).await;
+    first.wait_ready().await;
+    let written = write().await;
+    wait_for(what, Duration::from_secs(60), || async {
+        (!sink.all.lock().unwrap().is_empty()).then_some(())
+    })
+    .await;
+    first.kill9().await;
+    let second = Sluice::start(dir.path(), "run2", &cfg("2")).await;
+    (sink, dir, second, written)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_latest_kinesis_mapping_restarted_before_its_first_checkpoint_loses_nothing() {
     let tb = testbed();
     let kinesis = kinesis(&tb).await;
     let stream = unique("latest-restart");
     let arn = create_stream(&kinesis, &stream, 1).await;
-    let sink = failing_then_fixed().await;
-    let dir = tempfile::tempdir().unwrap();
-    let cp = dir.path().join("cp");
-    let cfg = |run: &str| {
-        fast_config(
-            &tb,
-            &cp,
-            free_port(),
-            10,
-            &mapping("latest", &arn, "LATEST", &sink.url, run),
-        )
-    };
-    let mut first = Sluice::start(dir.path(), "run1", &cfg("1")).await;
-    first.wait_ready().await;
     // Records that arrive after the mapping started, while its function is failing.
-    let written = put_records(&kinesis, &stream, records("l", 5, 1)).await;
-    wait_for(
+    let (sink, _dir, second, written) = restarted_before_the_first_checkpoint(
+        &tb,
+        "latest",
+        &arn,
         "the failing function saw the records",
-        Duration::from_secs(60),
-        || async { (!sink.all.lock().unwrap().is_empty()).then_some(()) },
+        || put_records(&kinesis, &stream, records("l", 5, 1)),
     )
     .await;
-    first.kill9().await;
-
-    let second = Sluice::start(dir.path(), "run2", &cfg("2")).await;
     wait_for(
         "the records delivered after the restart",
         Duration::from_secs(60),
@@ -111,32 +135,18 @@ async fn a_latest_dynamodb_mapping_restarted_before_its_first_checkpoint_loses_n
     put("1").await.unwrap();
     // DynamoDB's record timestamps have whole seconds: make the mapping start a second later.
     tokio::time::sleep(Duration::from_millis(1100)).await;
-    let sink = failing_then_fixed().await;
-    let dir = tempfile::tempdir().unwrap();
-    let cp = dir.path().join("cp");
-    let cfg = |run: &str| {
-        fast_config(
-            &tb,
-            &cp,
-            free_port(),
-            10,
-            &mapping("latest-ddb", &arn, "LATEST", &sink.url, run),
-        )
-    };
-    let mut first = Sluice::start(dir.path(), "run1", &cfg("1")).await;
-    first.wait_ready().await;
-    tokio::time::sleep(Duration::from_millis(1100)).await;
-    put("2").await.unwrap();
-    put("3").await.unwrap();
-    wait_for(
+    let (sink, _dir, second, ()) = restarted_before_the_first_checkpoint(
+        &tb,
+        "latest-ddb",
+        &arn,
         "the failing function saw the items",
-        Duration::from_secs(60),
-        || async { (!sink.all.lock().unwrap().is_empty()).then_some(()) },
+        || async {
+            tokio::time::sleep(Duration::from_millis(1100)).await;
+            put("2").await.unwrap();
+            put("3").await.unwrap();
+        },
     )
     .await;
-    first.kill9().await;
-
-    let second = Sluice::start(dir.path(), "run2", &cfg("2")).await;
     let keys = || -> Vec<String> {
         sink.accepted
             .lock()
@@ -224,9 +234,9 @@ async fn an_unreadable_checkpoint_is_loud_on_status_and_readyz() {
         "the shard shown as failed",
         Duration::from_secs(60),
         || async {
-            let (_, body) = sluice.get("/status").await?;
-            let v: serde_json::Value = serde_json::from_str(&body).ok()?;
-            let shard = v["mappings"]["corrupt"]["shardId-000000000000"].clone();
+            let shard = sluice
+                .shard_status("corrupt", "shardId-000000000000")
+                .await?;
             (shard["state"] == "failed").then_some(shard)
         },
     )
@@ -344,17 +354,14 @@ async fn progress_survives_an_upgrade_and_a_new_target() {
         sink.url
     );
     let sluice = Sluice::start(dir.path(), "run", &config(&tb, &cp, free_port(), &m)).await;
-    let last = written[9].seq.clone();
-    wait_for(
-        "the last record checkpointed",
-        Duration::from_secs(60),
-        || async {
-            let (_, body) = sluice.get("/status").await?;
-            let v: serde_json::Value = serde_json::from_str(&body).ok()?;
-            (v["mappings"][&stream][&written[9].shard]["checkpoint"] == last.as_str()).then_some(())
-        },
-    )
-    .await;
+    sluice
+        .wait_checkpoint(
+            "the last record checkpointed",
+            &stream,
+            &written[9].shard,
+            &written[9].seq,
+        )
+        .await;
     let delivered: Vec<String> = sink.delivered().iter().map(|w| w.seq.clone()).collect();
     let after: Vec<String> = written[5..].iter().map(|w| w.seq.clone()).collect();
     assert_eq!(delivered, after, "resumed after the old name's checkpoint");
@@ -367,17 +374,14 @@ async fn progress_survives_an_upgrade_and_a_new_target() {
     let m = m.replace(&sink.url, &moved.url);
     let sluice = Sluice::start(dir.path(), "run2", &config(&tb, &cp, free_port(), &m)).await;
     let more = put_records(&kinesis, &stream, records("v", 3, 1)).await;
-    let last = more[2].seq.clone();
-    wait_for(
-        "the new records checkpointed",
-        Duration::from_secs(60),
-        || async {
-            let (_, body) = sluice.get("/status").await?;
-            let v: serde_json::Value = serde_json::from_str(&body).ok()?;
-            (v["mappings"][&stream][&more[2].shard]["checkpoint"] == last.as_str()).then_some(())
-        },
-    )
-    .await;
+    sluice
+        .wait_checkpoint(
+            "the new records checkpointed",
+            &stream,
+            &more[2].shard,
+            &more[2].seq,
+        )
+        .await;
     let delivered: Vec<String> = moved.delivered().iter().map(|w| w.seq.clone()).collect();
     let want: Vec<String> = more.iter().map(|w| w.seq.clone()).collect();
     assert_eq!(

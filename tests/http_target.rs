@@ -27,14 +27,6 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 /// Lambda's synchronous response limit.
 const CAP: usize = 6 * 1024 * 1024;
 
-/// Serves `app` on 127.0.0.1 at a random port; returns `http://127.0.0.1:<port>`.
-async fn serve(app: Router) -> String {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-    base
-}
-
 /// A raw TCP server: each connection's request is read once, `reply` is written, and then the
 /// connection is held open (`hold`) or closed.
 async fn raw_server(reply: &'static [u8], hold: bool) -> String {

@@ -137,8 +137,7 @@ async fn every_record_reaches_an_http_function_in_order_per_shard() {
         metrics.contains("sluice_iterator_age_milliseconds{mapping=\"http\"}"),
         "{metrics}"
     );
-    let (_, status) = sluice.get("/status").await.unwrap();
-    let status: serde_json::Value = serde_json::from_str(&status).unwrap();
+    let status = sluice.status().await.unwrap();
     assert_eq!(
         status["mappings"]["http"].as_object().unwrap().len(),
         4,

@@ -20,30 +20,6 @@ fn static_credentials() {
     std::env::set_var("AWS_SECRET_ACCESS_KEY", "test");
 }
 
-fn kinesis_in(tb: &TestBed, region: &str) -> aws_sdk_kinesis::Client {
-    let conf = aws_sdk_kinesis::Config::builder()
-        .behavior_version(aws_sdk_kinesis::config::BehaviorVersion::latest())
-        .region(aws_sdk_kinesis::config::Region::new(region.to_string()))
-        .credentials_provider(aws_sdk_kinesis::config::Credentials::new(
-            "test", "test", None, None, "test",
-        ))
-        .endpoint_url(&tb.kinesis)
-        .build();
-    aws_sdk_kinesis::Client::from_conf(conf)
-}
-
-fn sqs_in(tb: &TestBed, region: &str) -> aws_sdk_sqs::Client {
-    let conf = aws_sdk_sqs::Config::builder()
-        .behavior_version(aws_sdk_sqs::config::BehaviorVersion::latest())
-        .region(aws_sdk_sqs::config::Region::new(region.to_string()))
-        .credentials_provider(aws_sdk_sqs::config::Credentials::new(
-            "test", "test", None, None, "test",
-        ))
-        .endpoint_url(&tb.moto)
-        .build();
-    aws_sdk_sqs::Client::from_conf(conf)
-}
-
 fn http_mapping(name: &str, arn: &str, url: &str, extra: &str) -> String {
     format!(
         "  - Name: {name}\n    EventSourceArn: {arn}\n    StartingPosition: TRIM_HORIZON\n    BatchSize: 100\n    Http:\n      Url: {url}\n{extra}"
@@ -91,17 +67,7 @@ async fn an_on_failure_queue_in_another_region_gets_the_failure_record() {
     let stream = unique("region-dest");
     let arn = create_stream(&kinesis, &stream, 1).await;
     let eu_sqs = sqs_in(&tb, "eu-west-1");
-    let queue = unique("region-dlq");
-    let url = eu_sqs
-        .create_queue()
-        .queue_name(&queue)
-        .send()
-        .await
-        .expect("CreateQueue")
-        .queue_url()
-        .unwrap()
-        .to_string();
-    let queue_arn = format!("arn:aws:sqs:eu-west-1:123456789012:{queue}");
+    let (url, queue_arn) = create_queue(&eu_sqs, &unique("region-dlq"), &[]).await;
 
     let sink = Sink::start(|_, _| (500, vec![], "{\"errorMessage\":\"no\"}".into())).await;
     let extra = format!(
@@ -121,57 +87,17 @@ async fn an_on_failure_queue_in_another_region_gets_the_failure_record() {
 /// A DynamoDB stream in eu-west-1 is described and read in eu-west-1.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dynamodb_stream_in_another_region_is_read_there() {
-    use aws_sdk_dynamodb::types::{
-        AttributeDefinition, AttributeValue, KeySchemaElement, KeyType, ScalarAttributeType,
-        StreamSpecification, StreamViewType,
-    };
+    use aws_sdk_dynamodb::types::{AttributeValue, ScalarAttributeType, StreamViewType};
     let tb = testbed();
-    let ddb = aws_sdk_dynamodb::Client::from_conf(
-        aws_sdk_dynamodb::Config::builder()
-            .behavior_version(aws_sdk_dynamodb::config::BehaviorVersion::latest())
-            .region(aws_sdk_dynamodb::config::Region::new("eu-west-1"))
-            .credentials_provider(aws_sdk_dynamodb::config::Credentials::new(
-                "test", "test", None, None, "test",
-            ))
-            .endpoint_url(&tb.moto)
-            .build(),
-    );
+    let ddb = dynamodb_in(&tb, "eu-west-1");
     let table = unique("region-table");
-    let key = |n: &str, t: ScalarAttributeType| {
-        (
-            AttributeDefinition::builder()
-                .attribute_name(n)
-                .attribute_type(t)
-                .build()
-                .unwrap(),
-            KeySchemaElement::builder()
-                .attribute_name(n)
-                .key_type(KeyType::Hash)
-                .build()
-                .unwrap(),
-        )
-    };
-    let (def, schema) = key("Id", ScalarAttributeType::S);
-    let stream_arn = ddb
-        .create_table()
-        .table_name(&table)
-        .attribute_definitions(def)
-        .key_schema(schema)
-        .billing_mode(aws_sdk_dynamodb::types::BillingMode::PayPerRequest)
-        .stream_specification(
-            StreamSpecification::builder()
-                .stream_enabled(true)
-                .stream_view_type(StreamViewType::NewImage)
-                .build()
-                .unwrap(),
-        )
-        .send()
-        .await
-        .expect("CreateTable")
-        .table_description()
-        .and_then(|d| d.latest_stream_arn())
-        .expect("stream ARN")
-        .to_string();
+    let stream_arn = create_table_keyed(
+        &ddb,
+        &table,
+        ScalarAttributeType::S,
+        StreamViewType::NewImage,
+    )
+    .await;
     assert!(stream_arn.contains(":eu-west-1:"), "{stream_arn}");
     ddb.put_item()
         .table_name(&table)
@@ -197,16 +123,7 @@ async fn a_dynamodb_stream_in_another_region_is_read_there() {
 async fn a_queue_in_another_region_is_polled_there() {
     let tb = testbed();
     let eu_sqs = sqs_in(&tb, "eu-west-1");
-    let queue = unique("region-queue");
-    let url = eu_sqs
-        .create_queue()
-        .queue_name(&queue)
-        .send()
-        .await
-        .expect("CreateQueue")
-        .queue_url()
-        .unwrap()
-        .to_string();
+    let (url, queue_arn) = create_queue(&eu_sqs, &unique("region-queue"), &[]).await;
     eu_sqs
         .send_message()
         .queue_url(&url)
@@ -214,7 +131,6 @@ async fn a_queue_in_another_region_is_polled_there() {
         .send()
         .await
         .expect("SendMessage");
-    let queue_arn = format!("arn:aws:sqs:eu-west-1:123456789012:{queue}");
 
     let sink = Sink::ok().await;
     let mapping = format!(
@@ -311,9 +227,7 @@ async fn a_per_call_operation_timeout_overrides_the_default() {
         tokio::time::sleep(delay).await;
         "{}"
     });
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let url = serve(app).await;
     let clients = ::sluice::aws::clients(&lib_config(&url, &url)).await;
     let timeouts = aws_smithy_types::timeout::TimeoutConfig::builder()
         .operation_timeout(delay + Duration::from_secs(10))

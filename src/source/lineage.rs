@@ -91,44 +91,40 @@ mod tests {
         ids.iter().map(|s| s.to_string()).collect()
     }
 
+    /// [`plan`] for a shard never checkpointed, with no worker running.
+    fn plan_new(
+        shard: &ShardInfo,
+        listed: &HashSet<String>,
+        finished: &HashMap<String, Finished>,
+        starting_position: StartingPosition,
+    ) -> Plan {
+        plan(
+            shard,
+            None,
+            listed,
+            &HashSet::new(),
+            finished,
+            starting_position,
+        )
+    }
+
     #[test]
     fn children_wait_for_every_parent() {
         let l = listed(&["a", "b", "c"]);
         let merged = shard("c", &["a", "b"], false);
         let mut fin = HashMap::new();
         assert_eq!(
-            plan(
-                &merged,
-                None,
-                &l,
-                &HashSet::new(),
-                &fin,
-                StartingPosition::TrimHorizon
-            ),
+            plan_new(&merged, &l, &fin, StartingPosition::TrimHorizon),
             Plan::WaitForParents(vec!["a".into(), "b".into()])
         );
         fin.insert("a".to_string(), Finished::Drained);
         assert_eq!(
-            plan(
-                &merged,
-                None,
-                &l,
-                &HashSet::new(),
-                &fin,
-                StartingPosition::TrimHorizon
-            ),
+            plan_new(&merged, &l, &fin, StartingPosition::TrimHorizon),
             Plan::WaitForParents(vec!["b".into()])
         );
         fin.insert("b".to_string(), Finished::Drained);
         assert_eq!(
-            plan(
-                &merged,
-                None,
-                &l,
-                &HashSet::new(),
-                &fin,
-                StartingPosition::Latest
-            ),
+            plan_new(&merged, &l, &fin, StartingPosition::Latest),
             Plan::Start(StartFrom::Position(StartingPosition::TrimHorizon))
         );
     }
@@ -137,11 +133,9 @@ mod tests {
     fn a_missing_parent_counts_as_done() {
         let gap = shard("c", &["gone"], false);
         assert_eq!(
-            plan(
+            plan_new(
                 &gap,
-                None,
                 &listed(&["c"]),
-                &HashSet::new(),
                 &HashMap::new(),
                 StartingPosition::TrimHorizon
             ),
@@ -154,25 +148,16 @@ mod tests {
         let closed = shard("a", &[], true);
         let l = listed(&["a"]);
         assert_eq!(
-            plan(
-                &closed,
-                None,
-                &l,
-                &HashSet::new(),
-                &HashMap::new(),
-                StartingPosition::TrimHorizon
-            ),
+            plan_new(&closed, &l, &HashMap::new(), StartingPosition::TrimHorizon),
             Plan::Start(StartFrom::Position(StartingPosition::TrimHorizon))
         );
         // LATEST arrives resolved to the mapping's first start: a closed shard that was never
         // checkpointed may hold records newer than that, so it is read from there, not skipped.
         let started = std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_700_000_000);
         assert_eq!(
-            plan(
+            plan_new(
                 &closed,
-                None,
                 &l,
-                &HashSet::new(),
                 &HashMap::new(),
                 StartingPosition::AtTimestamp(started)
             ),

@@ -58,50 +58,63 @@ pub fn unique(prefix: &str) -> String {
     )
 }
 
-pub async fn kinesis(tb: &TestBed) -> aws_sdk_kinesis::Client {
-    let conf = aws_sdk_kinesis::Config::builder()
-        .behavior_version(aws_sdk_kinesis::config::BehaviorVersion::latest())
-        .region(aws_sdk_kinesis::config::Region::new("us-east-1"))
-        .credentials_provider(aws_sdk_kinesis::config::Credentials::new(
-            "test", "test", None, None, "test",
-        ))
-        .endpoint_url(&tb.kinesis)
-        .build();
-    aws_sdk_kinesis::Client::from_conf(conf)
-}
-
-macro_rules! moto_client {
-    ($name:ident, $sdk:ident) => {
-        pub fn $name(tb: &TestBed) -> $sdk::Client {
+/// Builds `$name(tb, region)`: a `$sdk` client on the test bed's `$endpoint` endpoint with test
+/// credentials, signing for `region` (the emulators keep one namespace per region); `$setting`s are
+/// extra builder switches turned on.
+macro_rules! client_in {
+    ($name:ident, $sdk:ident, $endpoint:ident $(, $setting:ident)*) => {
+        pub fn $name(tb: &TestBed, region: &str) -> $sdk::Client {
             let conf = $sdk::Config::builder()
                 .behavior_version($sdk::config::BehaviorVersion::latest())
-                .region($sdk::config::Region::new("us-east-1"))
+                .region($sdk::config::Region::new(region.to_string()))
                 .credentials_provider($sdk::config::Credentials::new(
                     "test", "test", None, None, "test",
                 ))
-                .endpoint_url(&tb.moto)
+                .endpoint_url(&tb.$endpoint)
+                $(.$setting(true))*
                 .build();
             $sdk::Client::from_conf(conf)
         }
     };
 }
-moto_client!(sqs, aws_sdk_sqs);
-moto_client!(sns, aws_sdk_sns);
+client_in!(kinesis_in, aws_sdk_kinesis, kinesis);
+client_in!(sqs_in, aws_sdk_sqs, moto);
+client_in!(sns_in, aws_sdk_sns, moto);
+client_in!(s3_in, aws_sdk_s3, moto, force_path_style);
+client_in!(dynamodb_in, aws_sdk_dynamodb, moto);
 
-pub fn s3(tb: &TestBed) -> aws_sdk_s3::Client {
-    let conf = aws_sdk_s3::Config::builder()
-        .behavior_version(aws_sdk_s3::config::BehaviorVersion::latest())
-        .region(aws_sdk_s3::config::Region::new("us-east-1"))
-        .credentials_provider(aws_sdk_s3::config::Credentials::new(
-            "test", "test", None, None, "test",
-        ))
-        .endpoint_url(&tb.moto)
-        .force_path_style(true)
-        .build();
-    aws_sdk_s3::Client::from_conf(conf)
+/// The region the test bed's sluice config names, and the default clients sign for.
+pub const REGION: &str = "us-east-1";
+
+pub async fn kinesis(tb: &TestBed) -> aws_sdk_kinesis::Client {
+    kinesis_in(tb, REGION)
 }
 
-/// Creates an SQS queue with `attributes`; returns (url, arn).
+pub fn sqs(tb: &TestBed) -> aws_sdk_sqs::Client {
+    sqs_in(tb, REGION)
+}
+
+pub fn sns(tb: &TestBed) -> aws_sdk_sns::Client {
+    sns_in(tb, REGION)
+}
+
+pub fn s3(tb: &TestBed) -> aws_sdk_s3::Client {
+    s3_in(tb, REGION)
+}
+
+pub fn dynamodb(tb: &TestBed) -> aws_sdk_dynamodb::Client {
+    dynamodb_in(tb, REGION)
+}
+
+/// Serves `app` on 127.0.0.1 at a random port; returns `http://127.0.0.1:<port>`.
+pub async fn serve(app: axum::Router) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    base
+}
+
+/// Creates an SQS queue with `attributes` in the client's region; returns (url, arn).
 pub async fn create_queue(
     client: &aws_sdk_sqs::Client,
     name: &str,
@@ -118,7 +131,8 @@ pub async fn create_queue(
         .queue_url()
         .unwrap()
         .to_string();
-    (url, format!("arn:aws:sqs:us-east-1:123456789012:{name}"))
+    let region = client.config().region().map_or(REGION, |r| r.as_ref());
+    (url, format!("arn:aws:sqs:{region}:123456789012:{name}"))
 }
 
 /// Receives every message body currently in the queue (deleting them), waiting up to `timeout`
@@ -313,26 +327,30 @@ pub fn assert_ordered(label: &str, items: &[Written]) {
     }
 }
 
-pub fn dynamodb(tb: &TestBed) -> aws_sdk_dynamodb::Client {
-    let conf = aws_sdk_dynamodb::Config::builder()
-        .behavior_version(aws_sdk_dynamodb::config::BehaviorVersion::latest())
-        .region(aws_sdk_dynamodb::config::Region::new("us-east-1"))
-        .credentials_provider(aws_sdk_dynamodb::config::Credentials::new(
-            "test", "test", None, None, "test",
-        ))
-        .endpoint_url(&tb.moto)
-        .build();
-    aws_sdk_dynamodb::Client::from_conf(conf)
-}
-
 /// Creates a table keyed on `Id` (N) with a stream; returns the stream ARN.
 pub async fn create_table(
     client: &aws_sdk_dynamodb::Client,
     name: &str,
     view: aws_sdk_dynamodb::types::StreamViewType,
 ) -> String {
+    create_table_keyed(
+        client,
+        name,
+        aws_sdk_dynamodb::types::ScalarAttributeType::N,
+        view,
+    )
+    .await
+}
+
+/// Creates a table keyed on `Id` of type `key` with a stream; returns the stream ARN.
+pub async fn create_table_keyed(
+    client: &aws_sdk_dynamodb::Client,
+    name: &str,
+    key: aws_sdk_dynamodb::types::ScalarAttributeType,
+    view: aws_sdk_dynamodb::types::StreamViewType,
+) -> String {
     use aws_sdk_dynamodb::types::{
-        AttributeDefinition, KeySchemaElement, KeyType, ScalarAttributeType, StreamSpecification,
+        AttributeDefinition, KeySchemaElement, KeyType, StreamSpecification,
     };
     let out = client
         .create_table()
@@ -340,7 +358,7 @@ pub async fn create_table(
         .attribute_definitions(
             AttributeDefinition::builder()
                 .attribute_name("Id")
-                .attribute_type(ScalarAttributeType::N)
+                .attribute_type(key)
                 .build()
                 .unwrap(),
         )

@@ -102,9 +102,7 @@ impl Sink {
             delay,
         });
         let app = Router::new().route("/", post(handle)).with_state(state);
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let url = format!("http://{}/", listener.local_addr().unwrap());
-        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        let url = format!("{}/", super::serve(app).await);
         Sink {
             url,
             accepted,

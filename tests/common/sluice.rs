@@ -89,6 +89,27 @@ impl Sluice {
         .await
     }
 
+    /// `/status` as JSON; `None` while sluice does not answer.
+    pub async fn status(&self) -> Option<serde_json::Value> {
+        let (_, body) = self.get("/status").await?;
+        serde_json::from_str(&body).ok()
+    }
+
+    /// `mapping`'s `shard` in `/status`; `None` while sluice does not answer or does not list it.
+    pub async fn shard_status(&self, mapping: &str, shard: &str) -> Option<serde_json::Value> {
+        let status = self.status().await?;
+        Some(status["mappings"][mapping][shard].clone()).filter(|s| !s.is_null())
+    }
+
+    /// Waits (up to 60 s) until `/status` shows `seq` as the checkpoint of `mapping`'s `shard`.
+    pub async fn wait_checkpoint(&self, what: &str, mapping: &str, shard: &str, seq: &str) {
+        wait_for(what, Duration::from_secs(60), || async {
+            let s = self.shard_status(mapping, shard).await?;
+            (s["checkpoint"] == seq).then_some(())
+        })
+        .await
+    }
+
     /// A counter's value for a mapping, from /metrics (0 when absent).
     pub async fn metric(&self, name: &str, labels: &str) -> f64 {
         let (_, text) = self.get("/metrics").await.expect("metrics answer");

@@ -91,9 +91,7 @@ impl GatedFunction {
         let app = axum::Router::new()
             .route("/", axum::routing::post(handle))
             .with_state((received.clone(), held.clone()));
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let url = format!("http://{}/", listener.local_addr().unwrap());
-        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        let url = format!("{}/", crate::common::serve(app).await);
         GatedFunction {
             url,
             received,
@@ -106,13 +104,8 @@ impl GatedFunction {
     }
 
     pub fn bodies(&self) -> Vec<String> {
-        self.received
-            .lock()
-            .unwrap()
-            .iter()
-            .flatten()
-            .map(|e| e["body"].as_str().unwrap().to_string())
-            .collect()
+        let entries = self.received.lock().unwrap().concat();
+        bodies(&entries)
     }
 }
 

@@ -226,7 +226,7 @@ fn operation_timeout(client: &Client, limit: Duration) -> aws_sdk_sqs::config::B
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     /// A server that accepts connections and never answers: a half-open connection.
@@ -242,7 +242,9 @@ mod tests {
         url
     }
 
-    fn queue(endpoint: &str, timeouts: CallTimeouts) -> SqsQueue {
+    /// Queue `q` (account 123456789012, us-east-1) on an SQS server at `endpoint`, with test
+    /// credentials and `timeouts`.
+    pub(crate) fn test_queue(endpoint: &str, timeouts: CallTimeouts) -> SqsQueue {
         let conf = aws_sdk_sqs::Config::builder()
             .behavior_version(aws_sdk_sqs::config::BehaviorVersion::latest())
             .region(aws_sdk_sqs::config::Region::new("us-east-1"))
@@ -264,7 +266,7 @@ mod tests {
 
     #[tokio::test]
     async fn no_call_hangs_on_a_silent_server() {
-        let q = queue(
+        let q = test_queue(
             &silent_server().await,
             CallTimeouts {
                 call: Duration::from_millis(300),

@@ -153,6 +153,8 @@ impl Beat<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::source::sqs::tests::test_queue;
+    use crate::source::sqs::CallTimeouts;
 
     #[test]
     fn the_heartbeat_beats_well_before_expiry() {
@@ -243,29 +245,10 @@ mod tests {
         (url, calls)
     }
 
-    fn queue(endpoint: &str) -> SqsQueue {
-        let conf = aws_sdk_sqs::Config::builder()
-            .behavior_version(aws_sdk_sqs::config::BehaviorVersion::latest())
-            .region(aws_sdk_sqs::config::Region::new("us-east-1"))
-            .credentials_provider(aws_sdk_sqs::config::Credentials::new(
-                "test", "test", None, None, "test",
-            ))
-            .endpoint_url(endpoint)
-            .build();
-        SqsQueue::new(
-            aws_sdk_sqs::Client::from_conf(conf),
-            &format!("{endpoint}/123456789012/q"),
-            "arn:aws:sqs:us-east-1:123456789012:q",
-            "us-east-1",
-            Duration::from_secs(30),
-            false,
-        )
-    }
-
     #[tokio::test]
     async fn a_beat_retries_a_failed_call_and_drops_refused_entries() {
         let (url, calls) = fake_sqs(2).await;
-        let queue = queue(&url);
+        let queue = test_queue(&url, CallTimeouts::default());
         let beat = Beat {
             queue: &queue,
             visibility: Duration::from_secs(30),
@@ -292,7 +275,7 @@ mod tests {
     #[tokio::test]
     async fn a_beat_gives_up_at_its_deadline_and_keeps_its_messages() {
         let (url, calls) = fake_sqs(usize::MAX).await;
-        let queue = queue(&url);
+        let queue = test_queue(&url, CallTimeouts::default());
         let beat = Beat {
             queue: &queue,
             visibility: Duration::from_secs(30),
