@@ -12,10 +12,12 @@
 
 mod http;
 mod lambda;
+pub mod outcome;
 pub mod response;
 
 pub use http::HttpDispatcher;
 pub use lambda::LambdaDispatcher;
+pub use outcome::{classify, Outcome};
 
 use async_trait::async_trait;
 use bytes::Bytes;

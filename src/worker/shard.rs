@@ -17,14 +17,14 @@ use tracing::{debug, info, warn};
 
 mod settle;
 
-use settle::{error_type, response_context};
+use settle::response_context;
 
 use super::{pause, MappingContext};
 use crate::batch::{self, Batcher, MAX_PAYLOAD_BYTES};
 use crate::checkpoint::Checkpoint;
 use crate::destination::ResponseContext;
-use crate::dispatch::response::{self, ItemFailures};
-use crate::dispatch::DispatchError;
+
+use crate::dispatch::{classify, Outcome};
 use crate::retry::{Condition, Decision, FailureKind};
 use crate::source::{Page, Record, ShardReader, SourceError};
 use crate::telemetry::ShardState;
@@ -296,128 +296,89 @@ impl ShardWorker {
             ctx.metrics
                 .iterator_age(name, &self.shard, ctx.clock.now_ms() - last_arrival);
 
-            let (kind, outcome, detail) = match result {
-                Ok(inv) if inv.function_error.is_none() => {
-                    let verdict = if ctx.mapping.errors.report_batch_item_failures {
-                        response::parse(
-                            &inv.body,
-                            piece.records.iter().map(|r| r.sequence.0.as_str()),
-                        )
-                    } else {
-                        ItemFailures::None
-                    };
-                    piece.invokes += 1;
-                    piece.last_response = Some(response_context(&inv));
-                    match verdict {
-                        ItemFailures::None => {
-                            ctx.metrics.invoked(name, n, "success", took);
-                            let last = piece
-                                .records
-                                .last()
-                                .expect("non-empty piece")
-                                .sequence
-                                .clone();
-                            debug!(mapping = name, shard = %self.shard, records = n, last = %last, took_ms = took.as_millis() as u64, "batch succeeded");
-                            pieces.pop_front();
-                            if !self.checkpoint(Checkpoint::Sequence(last), cancel).await {
-                                return false;
-                            }
-                            continue;
-                        }
-                        ItemFailures::Failed(ref f) if f[0] > 0 => {
-                            let i = f[0];
-                            ctx.metrics.invoked(name, n, "partial_failure", took);
-                            ctx.metrics.failed_invoke(name, n);
-                            // Everything before the lowest failure is done: checkpoint it and retry
-                            // from the failure (with bisect, AWS splits at exactly that point).
-                            let done: Vec<Record> = piece.records.drain(..i).collect();
-                            let last = done.last().expect("i > 0").sequence.clone();
-                            let first_failed = piece.records[0].sequence.clone();
-                            piece.function_errors += 1;
-                            piece.consecutive_failures += 1;
-                            let (errors, consecutive, left) = (
-                                piece.function_errors,
-                                piece.consecutive_failures,
-                                piece.records.len(),
-                            );
-                            info!(mapping = name, shard = %self.shard, first_failed = %first_failed, retrying = left, "partial batch failure");
-                            if !self.checkpoint(Checkpoint::Sequence(last), cancel).await {
-                                return false;
-                            }
-                            // A partial response is a function error for the remaining records,
-                            // but they are not bisected again for it.
-                            let decision = match policy.decide(
-                                FailureKind::Function,
-                                1,
-                                errors,
-                                consecutive,
-                            ) {
-                                Decision::Bisect => {
-                                    Decision::RetryAfter(policy.backoff(consecutive))
-                                }
-                                d => d,
-                            };
-                            if !self.follow(decision, &mut pieces, cancel).await {
-                                return false;
-                            }
-                            continue;
-                        }
-                        ItemFailures::Failed(_) => {
-                            ctx.metrics.invoked(name, n, "partial_failure", took);
-                            (
-                                FailureKind::Function,
-                                "partial_failure",
-                                "the first record failed".to_string(),
-                            )
-                        }
-                        ItemFailures::All(why) => {
-                            ctx.metrics.invoked(name, n, "partial_failure", took);
-                            (
-                                FailureKind::Function,
-                                "partial_failure",
-                                format!("complete failure: {why}"),
-                            )
-                        }
-                    }
-                }
-                Ok(inv) => {
-                    piece.invokes += 1;
-                    piece.last_response = Some(response_context(&inv));
-                    ctx.metrics.invoked(name, n, "function_error", took);
+            let outcome = classify(
+                &result,
+                ctx.mapping.errors.report_batch_item_failures,
+                piece.records.iter().map(|r| r.sequence.0.as_str()),
+            );
+            let label = outcome.label();
+            if outcome.invoked() {
+                piece.invokes += 1;
+                ctx.metrics.invoked(name, n, label, took);
+            } else {
+                ctx.metrics.invoked_not(name, label, took);
+            }
+            if let Ok(inv) = &result {
+                piece.last_response = Some(response_context(inv));
+                if inv.function_error.is_some() {
                     // The error's body may echo record data: only its errorType above debug.
                     debug!(mapping = name, shard = %self.shard,
                            body = %String::from_utf8_lossy(&inv.body[..inv.body.len().min(512)]),
                            "function error response");
-                    (
-                        FailureKind::Function,
-                        "function_error",
-                        format!(
-                            "{}: {}",
-                            inv.function_error.unwrap_or_default(),
-                            error_type(&inv.body).unwrap_or_else(|| "(no errorType)".into())
-                        ),
-                    )
                 }
-                Err(DispatchError::PayloadTooLarge { message }) if n > 1 => {
+            }
+            let (kind, detail) = match outcome {
+                Outcome::Success => {
+                    let last = piece
+                        .records
+                        .last()
+                        .expect("non-empty piece")
+                        .sequence
+                        .clone();
+                    debug!(mapping = name, shard = %self.shard, records = n, last = %last, took_ms = took.as_millis() as u64, "batch succeeded");
+                    pieces.pop_front();
+                    if !self.checkpoint(Checkpoint::Sequence(last), cancel).await {
+                        return false;
+                    }
+                    continue;
+                }
+                Outcome::PartialFailure(f) if f[0] > 0 => {
+                    let i = f[0];
+                    ctx.metrics.failed_invoke(name, n);
+                    // Everything before the lowest failure is done: checkpoint it and retry
+                    // from the failure (with bisect, AWS splits at exactly that point).
+                    let done: Vec<Record> = piece.records.drain(..i).collect();
+                    let last = done.last().expect("i > 0").sequence.clone();
+                    let first_failed = piece.records[0].sequence.clone();
+                    piece.function_errors += 1;
+                    piece.consecutive_failures += 1;
+                    let (errors, consecutive, left) = (
+                        piece.function_errors,
+                        piece.consecutive_failures,
+                        piece.records.len(),
+                    );
+                    info!(mapping = name, shard = %self.shard, first_failed = %first_failed, retrying = left, "partial batch failure");
+                    if !self.checkpoint(Checkpoint::Sequence(last), cancel).await {
+                        return false;
+                    }
+                    // A partial response is a function error for the remaining records,
+                    // but they are not bisected again for it.
+                    let decision =
+                        match policy.decide(FailureKind::Function, 1, errors, consecutive) {
+                            Decision::Bisect => Decision::RetryAfter(policy.backoff(consecutive)),
+                            d => d,
+                        };
+                    if !self.follow(decision, &mut pieces, cancel).await {
+                        return false;
+                    }
+                    continue;
+                }
+                Outcome::PartialFailure(_) => {
+                    (FailureKind::Function, "the first record failed".to_string())
+                }
+                Outcome::FunctionError { detail, .. } => (FailureKind::Function, detail),
+                Outcome::PayloadTooLarge(message) if n > 1 => {
                     // Split without consuming the retry budget; left half first keeps the order.
-                    ctx.metrics.invoked_not(name, "payload_too_large", took);
                     debug!(mapping = name, shard = %self.shard, records = n, %message, "payload too large; splitting");
                     let right = piece.records.split_off(n / 2);
                     let right = Piece::split_from(right, piece);
                     pieces.insert(1, right);
                     continue;
                 }
-                Err(e) => {
-                    let (kind, outcome) = match &e {
-                        DispatchError::Throttled { .. } => (FailureKind::NotInvoked, "throttled"),
-                        DispatchError::Service { .. } => (FailureKind::NotInvoked, "service_error"),
-                        // A single record that is still too large cannot be split: it fails.
-                        DispatchError::PayloadTooLarge { .. } => {
-                            (FailureKind::Function, "payload_too_large")
-                        }
-                    };
-                    ctx.metrics.invoked_not(name, outcome, took);
-                    (kind, outcome, e.to_string())
+                // A single record that is still too large cannot be split: it fails.
+                Outcome::PayloadTooLarge(message) => (FailureKind::Function, message),
+                Outcome::Throttled(detail) | Outcome::ServiceError(detail) => {
+                    (FailureKind::NotInvoked, detail)
                 }
             };
             ctx.metrics.failed_invoke(name, n);
@@ -427,10 +388,10 @@ impl ShardWorker {
             }
             piece.consecutive_failures += 1;
             let (errors, consecutive) = (piece.function_errors, piece.consecutive_failures);
-            warn!(mapping = name, shard = %self.shard, records = n, outcome, function_errors = errors, error = %detail, "invocation failed");
+            warn!(mapping = name, shard = %self.shard, records = n, outcome = label, function_errors = errors, error = %detail, "invocation failed");
             ctx.status.update(name, &self.shard, |s| {
                 s.retry_attempt = errors;
-                s.last_error = Some(format!("{outcome}: {detail}"));
+                s.last_error = Some(format!("{label}: {detail}"));
             });
             let decision = policy.decide(kind, n, errors, consecutive);
             if !self.follow(decision, &mut pieces, cancel).await {

@@ -19,8 +19,7 @@ use tracing::{error, warn};
 use super::heartbeat::InFlight;
 use super::{Shared, STATUS_KEY};
 use crate::batch::{self, MAX_PAYLOAD_BYTES};
-use crate::dispatch::response::{self, ItemFailures};
-use crate::dispatch::DispatchError;
+use crate::dispatch::{classify, Outcome};
 use crate::source::sqs::Message;
 
 /// Dispatches a batch (per message group for FIFO, concurrently), settling each group as soon as
@@ -172,63 +171,33 @@ async fn invoke(shared: &Shared, chunk: &[Message]) -> Vec<usize> {
     let started = Instant::now();
     let result = ctx.dispatcher.invoke(payload).await;
     let took = started.elapsed();
-    let failed: Vec<usize> = match result {
-        Ok(inv) if inv.function_error.is_none() => {
-            let verdict = if ctx.mapping.errors.report_batch_item_failures {
-                response::parse(&inv.body, chunk.iter().map(|m| m.id.as_str()))
-            } else {
-                ItemFailures::None
-            };
-            match verdict {
-                ItemFailures::None => {
-                    ctx.metrics.invoked(name, n, "success", took);
-                    vec![]
-                }
-                ItemFailures::Failed(f) => {
-                    ctx.metrics.invoked(name, n, "partial_failure", took);
-                    // FIFO: nothing after a failed message of the group may be deleted before it.
-                    if shared.queue.fifo {
-                        (f[0]..n).collect()
-                    } else {
-                        f
-                    }
-                }
-                ItemFailures::All(why) => {
-                    ctx.metrics.invoked(name, n, "partial_failure", took);
-                    warn!(mapping = name, %why, "batch item failures name an invalid identifier: the whole batch failed");
-                    (0..n).collect()
-                }
-            }
+    let outcome = classify(
+        &result,
+        ctx.mapping.errors.report_batch_item_failures,
+        chunk.iter().map(|m| m.id.as_str()),
+    );
+    let label = outcome.label();
+    if outcome.invoked() {
+        ctx.metrics.invoked(name, n, label, took);
+    } else {
+        ctx.metrics.invoked_not(name, label, took);
+    }
+    let failed: Vec<usize> = match outcome {
+        Outcome::Success => vec![],
+        // FIFO: nothing after a failed message of the group may be deleted before it.
+        Outcome::PartialFailure(f) if shared.queue.fifo => (f[0]..n).collect(),
+        Outcome::PartialFailure(f) => f,
+        Outcome::FunctionError {
+            partial: true,
+            detail,
+        } => failed_all(shared, n, label, None, &detail),
+        Outcome::FunctionError { detail, .. } | Outcome::ServiceError(detail) => {
+            failed_all(shared, n, label, Some(&shared.stats.errors), &detail)
         }
-        Ok(inv) => {
-            ctx.metrics.invoked(name, n, "function_error", took);
-            shared.stats.errors.fetch_add(1, Ordering::Relaxed);
-            let body = String::from_utf8_lossy(&inv.body[..inv.body.len().min(512)]).into_owned();
-            warn!(mapping = name, messages = n, error = %body, "function error; the messages will reappear after their visibility timeout");
-            ctx.status.update(name, STATUS_KEY, |s| {
-                s.last_error = Some(format!("function_error: {body}"))
-            });
-            (0..n).collect()
+        Outcome::Throttled(detail) => {
+            failed_all(shared, n, label, Some(&shared.stats.throttles), &detail)
         }
-        Err(e) => {
-            let outcome = match &e {
-                DispatchError::Throttled { .. } => {
-                    shared.stats.throttles.fetch_add(1, Ordering::Relaxed);
-                    "throttled"
-                }
-                DispatchError::Service { .. } => {
-                    shared.stats.errors.fetch_add(1, Ordering::Relaxed);
-                    "service_error"
-                }
-                DispatchError::PayloadTooLarge { .. } => "payload_too_large",
-            };
-            ctx.metrics.invoked_not(name, outcome, took);
-            warn!(mapping = name, messages = n, error = %e, "invoke failed; the messages will reappear after their visibility timeout");
-            ctx.status.update(name, STATUS_KEY, |s| {
-                s.last_error = Some(format!("{outcome}: {e}"))
-            });
-            (0..n).collect()
-        }
+        Outcome::PayloadTooLarge(detail) => failed_all(shared, n, label, None, &detail),
     };
     if !failed.is_empty() {
         ctx.metrics.failed_invoke(name, failed.len());
@@ -236,9 +205,31 @@ async fn invoke(shared: &Shared, chunk: &[Message]) -> Vec<usize> {
     failed
 }
 
+/// The whole chunk failed: counts it for the scaling policy (`counter`), logs it and shows it;
+/// every index of the chunk.
+fn failed_all(
+    shared: &Shared,
+    n: usize,
+    label: &str,
+    counter: Option<&std::sync::atomic::AtomicU64>,
+    detail: &str,
+) -> Vec<usize> {
+    let name = shared.ctx.name();
+    if let Some(counter) = counter {
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+    warn!(mapping = name, messages = n, outcome = label, error = %detail,
+          "batch failed; its messages will reappear after their visibility timeout");
+    shared.ctx.status.update(name, STATUS_KEY, |s| {
+        s.last_error = Some(format!("{label}: {detail}"))
+    });
+    (0..n).collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::dispatch::response::{self, ItemFailures};
 
     fn msg(id: &str, handle: &str, group: Option<&str>) -> Message {
         Message {

@@ -132,12 +132,6 @@ impl ShardWorker {
     }
 }
 
-/// The `errorType` of a function error response (Lambda's `{"errorType", "errorMessage"}`).
-pub(super) fn error_type(body: &[u8]) -> Option<String> {
-    let v: serde_json::Value = serde_json::from_slice(body).ok()?;
-    Some(v.get("errorType")?.as_str()?.chars().take(128).collect())
-}
-
 pub(super) fn response_context(inv: &Invoked) -> (Option<String>, ResponseContext) {
     (
         inv.request_id.clone(),
