@@ -173,17 +173,14 @@ async fn connect_destination(
     clients: &crate::aws::Clients,
     cancel: &CancellationToken,
 ) -> Option<Arc<dyn Destination>> {
-    let mut delay = std::time::Duration::from_millis(500);
-    loop {
-        match AwsDestination::connect(arn, clients).await {
-            Ok(d) => return Some(Arc::new(d)),
-            Err(e) => {
-                warn!(destination = %arn, error = %e, "cannot resolve the on-failure destination; retrying");
-                if !crate::worker::pause(cancel, delay).await {
-                    return None;
-                }
-                delay = (delay * 2).min(std::time::Duration::from_secs(30));
-            }
-        }
-    }
+    use std::time::Duration;
+    crate::worker::until_ok(
+        cancel,
+        crate::worker::doubling(Duration::from_millis(500), Duration::from_secs(30)),
+        |e: &String, _, _| warn!(destination = %arn, error = %e, "cannot resolve the on-failure destination; retrying"),
+        || AwsDestination::connect(arn, clients),
+    )
+    .await
+    .ok()
+    .map(|d| Arc::new(d) as Arc<dyn Destination>)
 }

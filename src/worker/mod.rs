@@ -33,6 +33,48 @@ pub(crate) async fn pause(
     }
 }
 
+/// Shutdown came first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cancelled;
+
+/// The one way infrastructure calls are retried (checkpoint writes, start markers, destination
+/// look-ups): `op` until it succeeds, with `report(error, failures so far, delay)` and a wait of
+/// `backoff(failures)` after each failure, unless `cancel` fires first.
+pub(crate) async fn until_ok<T, E, Op, Fut>(
+    cancel: &tokio_util::sync::CancellationToken,
+    backoff: impl Fn(u32) -> Duration,
+    mut report: impl FnMut(&E, u32, Duration),
+    mut op: Op,
+) -> Result<T, Cancelled>
+where
+    Op: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, E>>,
+{
+    let mut failures = 0u32;
+    loop {
+        match op().await {
+            Ok(v) => return Ok(v),
+            Err(e) => {
+                failures = failures.saturating_add(1);
+                let delay = backoff(failures);
+                report(&e, failures, delay);
+                if !pause(cancel, delay).await {
+                    return Err(Cancelled);
+                }
+            }
+        }
+    }
+}
+
+/// Doubling from `first` up to `cap`: the backoff of calls that are not the function's.
+pub(crate) fn doubling(first: Duration, cap: Duration) -> impl Fn(u32) -> Duration {
+    move |failures| {
+        first
+            .saturating_mul(1 << failures.saturating_sub(1).min(16))
+            .min(cap)
+    }
+}
+
 /// What every shard worker of one mapping shares.
 pub struct MappingContext {
     pub mapping: Mapping,
@@ -136,5 +178,51 @@ impl MappingContext {
     pub fn until_expiry(&self, arrival_ms: i64, now_ms: i64) -> Duration {
         let left = arrival_ms + self.record_age_limit().as_millis() as i64 - now_ms;
         Duration::from_millis(left.max(0) as u64)
+    }
+}
+
+#[cfg(test)]
+mod retry_tests {
+    use super::*;
+    use tokio_util::sync::CancellationToken;
+
+    #[tokio::test(start_paused = true)]
+    async fn until_ok_retries_with_the_backoff_and_stops_when_cancelled() {
+        let cancel = CancellationToken::new();
+        let started = tokio::time::Instant::now();
+        let mut calls = 0;
+        let mut seen = Vec::new();
+        let got = until_ok(
+            &cancel,
+            doubling(Duration::from_secs(1), Duration::from_secs(3)),
+            |e: &&str, n, delay| seen.push((e.to_string(), n, delay)),
+            || {
+                calls += 1;
+                let n = calls;
+                async move {
+                    if n < 4 {
+                        Err("down")
+                    } else {
+                        Ok(n)
+                    }
+                }
+            },
+        )
+        .await;
+        assert_eq!(got, Ok(4));
+        assert_eq!(started.elapsed(), Duration::from_secs(1 + 2 + 3));
+        assert_eq!(
+            seen.last(),
+            Some(&("down".to_string(), 3, Duration::from_secs(3)))
+        );
+        cancel.cancel();
+        let never: Result<(), Cancelled> = until_ok(
+            &cancel,
+            |_| Duration::from_secs(1),
+            |_: &&str, _, _| {},
+            || async { Err("down") },
+        )
+        .await;
+        assert_eq!(never, Err(Cancelled));
     }
 }

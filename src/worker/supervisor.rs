@@ -22,7 +22,8 @@ use tokio_util::task::TaskTracker;
 use tracing::{error, info, warn};
 
 use super::shard::{Exit, ShardWorker};
-use super::{pause, MappingContext};
+use super::{until_ok, MappingContext};
+use crate::checkpoint::CheckpointError;
 use crate::config::StartingPosition;
 use crate::source::lineage::{self, Finished, Plan};
 use crate::source::{ShardInfo, StreamSource};
@@ -140,40 +141,31 @@ async fn resolve_start(
         return Some(ctx.mapping.starting_position);
     }
     let name = ctx.name();
-    let mut failures = 0;
-    loop {
-        let recorded = match ctx.checkpoints.mapping_start(name).await {
-            Ok(Some(ms)) => Ok(ms),
-            Ok(None) => {
-                let now = ctx.clock.now_ms();
-                ctx.checkpoints
-                    .set_mapping_start(name, now)
-                    .await
-                    .map(|()| now)
-            }
-            Err(e) => Err(e),
-        };
-        match recorded {
-            Ok(ms) => {
-                info!(mapping = name, started_at_ms = ms, "LATEST: reading every shard without a checkpoint from the mapping's first start");
-                return Some(StartingPosition::AtTimestamp(
-                    UNIX_EPOCH + Duration::from_millis(ms.max(0) as u64),
-                ));
-            }
-            Err(e) => {
-                failures += 1;
-                error!(mapping = name, error = %e, "cannot read or record the mapping's first start; no shard starts until it can");
-                if !pause(
-                    cancel,
-                    ctx.policy.backoff(failures).max(Duration::from_secs(1)),
-                )
-                .await
-                {
-                    return None;
+    let ms = until_ok(
+        cancel,
+        |n| ctx.policy.backoff(n).max(Duration::from_secs(1)),
+        |e: &CheckpointError, _, _| error!(mapping = name, error = %e, "cannot read or record the mapping's first start; no shard starts until it can"),
+        || async {
+            match ctx.checkpoints.mapping_start(name).await? {
+                Some(ms) => Ok(ms),
+                None => {
+                    let now = ctx.clock.now_ms();
+                    ctx.checkpoints.set_mapping_start(name, now).await?;
+                    Ok(now)
                 }
             }
-        }
-    }
+        },
+    )
+    .await
+    .ok()?;
+    info!(
+        mapping = name,
+        started_at_ms = ms,
+        "LATEST: reading every shard without a checkpoint from the mapping's first start"
+    );
+    Some(StartingPosition::AtTimestamp(
+        UNIX_EPOCH + Duration::from_millis(ms.max(0) as u64),
+    ))
 }
 
 fn worker_stopped(ctx: &MappingContext, shards: &mut Shards, shard: String, stopped: Stopped) {

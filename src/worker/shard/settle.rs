@@ -8,10 +8,10 @@ use time::OffsetDateTime;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, warn};
 
-use super::super::pause;
+use super::super::{pause, until_ok};
 use super::ShardWorker;
 use crate::batch;
-use crate::checkpoint::Checkpoint;
+use crate::checkpoint::{Checkpoint, CheckpointError};
 use crate::destination::{BatchInfo, FailureRecord, ResponseContext};
 use crate::dispatch::Invoked;
 use crate::retry::Condition;
@@ -107,19 +107,16 @@ impl ShardWorker {
     /// Writes a checkpoint, retrying until the store takes it. Returns false if cancelled first.
     pub(super) async fn checkpoint(&mut self, cp: Checkpoint, cancel: &CancellationToken) -> bool {
         let ctx = self.ctx.clone();
-        let mut failures = 0;
-        loop {
-            match ctx.checkpoints.put(ctx.name(), &self.shard, &cp).await {
-                Ok(()) => break,
-                Err(e) => {
-                    failures += 1;
-                    let delay = ctx.policy.backoff(failures);
-                    warn!(mapping = ctx.name(), shard = %self.shard, error = %e, "checkpoint write failed; retrying");
-                    if !pause(cancel, delay).await {
-                        return false;
-                    }
-                }
-            }
+        let shard = &self.shard;
+        let written = until_ok(
+            cancel,
+            |n| ctx.policy.backoff(n),
+            |e: &CheckpointError, _, _| warn!(mapping = ctx.name(), shard = %shard, error = %e, "checkpoint write failed; retrying"),
+            || ctx.checkpoints.put(ctx.name(), shard, &cp),
+        )
+        .await;
+        if written.is_err() {
+            return false;
         }
         ctx.metrics.checkpointed(ctx.name());
         let shown = match &cp {
