@@ -69,13 +69,9 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> anyhow::Result<()>
         // The source ARN's region serves the mapping; a function or destination ARN naming another
         // region is called there (a bare function name: the source's region).
         let clients = clients.for_region(mapping.source.region());
-        let lambda = match &mapping.target {
-            Target::Lambda { function_name } => clients.for_arn(function_name).lambda,
-            Target::Http(_) => clients.lambda.clone(),
-        };
         let dispatcher: Arc<dyn Dispatcher> = match &mapping.target {
             Target::Lambda { function_name } => Arc::new(LambdaDispatcher::new(
-                lambda.clone(),
+                clients.for_arn(function_name).lambda,
                 function_name.clone(),
                 mapping.source.region(),
                 mapping.source.account(),
@@ -136,7 +132,7 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> anyhow::Result<()>
                 Some(source) => {
                     supervisor::run_mapping(ctx, source, tracker2, cancel, discovery).await
                 }
-                None => queue::run_queue(ctx, clients.sqs.clone(), lambda, tracker2, cancel).await,
+                None => queue::run_queue(ctx, clients.sqs.clone(), tracker2, cancel).await,
             }
         });
     }

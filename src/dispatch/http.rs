@@ -189,4 +189,8 @@ impl Dispatcher for HttpDispatcher {
     fn function_arn(&self) -> &str {
         &self.url
     }
+
+    async fn function_timeout(&self) -> Option<Duration> {
+        Some(self.timeout)
+    }
 }

@@ -33,8 +33,8 @@ pub struct LambdaDispatcher {
     client: Client,
     function_name: String,
     function_arn: String,
-    /// Each Invoke's operation timeout, read on the first invoke.
-    invoke_timeout: OnceCell<Duration>,
+    /// The function's configured timeout (`None`: Lambda did not tell), read once.
+    configured_timeout: OnceCell<Option<Duration>>,
     margin: Duration,
     config_timeout: Duration,
 }
@@ -53,23 +53,30 @@ impl LambdaDispatcher {
             client,
             function_name,
             function_arn,
-            invoke_timeout: OnceCell::new(),
+            configured_timeout: OnceCell::new(),
             margin: INVOKE_MARGIN,
             config_timeout: CONFIG_TIMEOUT,
         }
     }
 
-    /// The function's timeout plus the margin; asks Lambda once.
+    /// The function's timeout (Lambda's maximum, 900 s, when unknown) plus the margin.
     async fn invoke_timeout(&self) -> Duration {
+        self.configured_timeout()
+            .await
+            .unwrap_or(MAX_FUNCTION_TIMEOUT)
+            + self.margin
+    }
+
+    /// The function's configured timeout; asks Lambda once.
+    async fn configured_timeout(&self) -> Option<Duration> {
         *self
-            .invoke_timeout
-            .get_or_init(|| async { self.function_timeout().await + self.margin })
+            .configured_timeout
+            .get_or_init(|| self.read_function_timeout())
             .await
     }
 
-    /// The function's configured timeout, or Lambda's maximum when GetFunctionConfiguration does
-    /// not tell.
-    async fn function_timeout(&self) -> Duration {
+    /// GetFunctionConfiguration's `Timeout`, if it answers.
+    async fn read_function_timeout(&self) -> Option<Duration> {
         let function = self.function_name.as_str();
         let result = self
             .client
@@ -88,13 +95,13 @@ impl LambdaDispatcher {
                         timeout_s = t.as_secs(),
                         "the function's timeout bounds each invoke"
                     );
-                    t
+                    Some(t)
                 }
-                _ => MAX_FUNCTION_TIMEOUT,
+                _ => None,
             },
             Err(e) => {
                 info!(function, error = %error_text(&e), "cannot read the function's timeout (GetFunctionConfiguration): each invoke is bounded by Lambda's maximum, 900 s");
-                MAX_FUNCTION_TIMEOUT
+                None
             }
         }
     }
@@ -155,6 +162,10 @@ impl Dispatcher for LambdaDispatcher {
 
     fn function_arn(&self) -> &str {
         &self.function_arn
+    }
+
+    async fn function_timeout(&self) -> Option<Duration> {
+        self.configured_timeout().await
     }
 }
 

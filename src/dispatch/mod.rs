@@ -68,4 +68,9 @@ pub trait Dispatcher: Send + Sync {
     async fn invoke(&self, payload: Bytes) -> Result<Invoked, DispatchError>;
     /// The function's ARN (or URL, for HTTP targets) for failure records.
     fn function_arn(&self) -> &str;
+    /// How long the function may run, when known (Lambda: its configured timeout, read once;
+    /// HTTP: `Http.TimeoutSeconds`).
+    async fn function_timeout(&self) -> Option<std::time::Duration> {
+        None
+    }
 }

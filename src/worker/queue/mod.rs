@@ -33,7 +33,7 @@ use tracing::{debug, error, info, warn};
 
 use super::{pause, MappingContext};
 use crate::batch::MAX_PAYLOAD_BYTES;
-use crate::config::{SourceArn, Target};
+use crate::config::SourceArn;
 use crate::source::sqs::{Message, SqsQueue};
 use crate::source::SourceError;
 use crate::telemetry::ShardState;
@@ -139,33 +139,9 @@ fn next_concurrency(
     next.clamp(1, cap)
 }
 
-/// How long sluice waits for GetFunctionConfiguration at start.
-const LAMBDA_CONFIG_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// The function's configured timeout, if the Lambda API will tell (emulators may not).
-async fn lambda_timeout(client: &aws_sdk_lambda::Client, function: &str) -> Option<Duration> {
-    let call = client
-        .get_function_configuration()
-        .function_name(function)
-        .send();
-    match tokio::time::timeout(LAMBDA_CONFIG_TIMEOUT, call).await {
-        Ok(Ok(out)) => out.timeout().map(|t| Duration::from_secs(t.max(0) as u64)),
-        Ok(Err(e)) => {
-            debug!(function, error = %crate::aws::error_text(&e), "cannot read the function's timeout");
-            None
-        }
-        Err(_) => {
-            debug!(function, "GetFunctionConfiguration timed out");
-            None
-        }
-    }
-}
-
-/// Runs an SQS mapping until `cancel` fires.
 pub async fn run_queue(
     ctx: Arc<MappingContext>,
     client: aws_sdk_sqs::Client,
-    lambda: aws_sdk_lambda::Client,
     tracker: TaskTracker,
     cancel: CancellationToken,
 ) {
@@ -204,10 +180,7 @@ pub async fn run_queue(
             }
         }
     };
-    let target_timeout = match &ctx.mapping.target {
-        Target::Http(h) => Some(h.timeout),
-        Target::Lambda { function_name } => lambda_timeout(&lambda, function_name).await,
-    };
+    let target_timeout = ctx.dispatcher.function_timeout().await;
     if let Some(timeout) = target_timeout.filter(|t| queue.visibility_timeout < *t) {
         warn!(mapping = %name, visibility_timeout_s = queue.visibility_timeout.as_secs(), target_timeout_s = timeout.as_secs(),
               "the queue's visibility timeout is shorter than the target's timeout; sluice's heartbeat keeps in-flight messages hidden, but AWS recommends at least 6 times the function timeout");
