@@ -9,7 +9,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Mutex, RwLock};
 use std::time::Duration;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -59,8 +59,9 @@ pub struct Metrics {
     concurrency: Family<MappingLabel, Gauge>,
     worker_panics: Family<MappingLabel, Counter>,
     in_flight_bytes: Gauge,
-    /// Latest iterator age per (mapping, shard); the gauge shows the max over a mapping's shards.
-    ages: Mutex<HashMap<(String, String), i64>>,
+    /// Latest iterator age per shard, by mapping; each mapping's gauge shows the max over its
+    /// shards. Readers share the outer lock; a mapping's shards lock only that mapping.
+    ages: RwLock<HashMap<String, Mutex<MappingAges>>>,
 }
 
 impl Default for Metrics {
@@ -98,7 +99,7 @@ impl Metrics {
             concurrency: Family::default(),
             worker_panics: Family::default(),
             in_flight_bytes: Gauge::default(),
-            ages: Mutex::new(HashMap::new()),
+            ages: RwLock::new(HashMap::new()),
             registry: Registry::default(),
         };
         registry.register(
@@ -338,28 +339,78 @@ impl Metrics {
         }
     }
 
-    /// Records a shard's iterator age and republishes the mapping's maximum.
+    /// Records a shard's iterator age and republishes the mapping's maximum. No allocation once
+    /// the shard is known; the maximum is recomputed over the mapping's shards only when the
+    /// shard that held it goes down.
     pub fn iterator_age(&self, mapping: &str, shard: &str, age_ms: i64) {
-        let mut ages = self.ages.lock().expect("metrics lock");
-        ages.insert((mapping.to_string(), shard.to_string()), age_ms.max(0));
-        let max = ages
-            .iter()
-            .filter(|((m, _), _)| m == mapping)
-            .map(|(_, a)| *a)
-            .max()
-            .unwrap_or(0);
-        self.iterator_age
-            .get_or_create(&Self::label(mapping))
-            .set(max);
+        self.with_ages(mapping, |ages| ages.set(shard, age_ms.max(0)));
     }
 
     /// Forgets a shard that is no longer read (closed and drained).
     pub fn forget_shard(&self, mapping: &str, shard: &str) {
-        self.iterator_age(mapping, shard, 0);
-        self.ages
-            .lock()
-            .expect("metrics lock")
-            .remove(&(mapping.to_string(), shard.to_string()));
+        self.with_ages(mapping, |ages| ages.remove(shard));
+    }
+
+    fn with_ages(&self, mapping: &str, f: impl FnOnce(&mut MappingAges)) {
+        {
+            let all = self.ages.read().expect("metrics lock");
+            if let Some(ages) = all.get(mapping) {
+                return f(&mut ages.lock().expect("metrics lock"));
+            }
+        }
+        let gauge = self
+            .iterator_age
+            .get_or_create(&Self::label(mapping))
+            .clone();
+        let mut all = self.ages.write().expect("metrics lock");
+        let ages = all
+            .entry(mapping.to_string())
+            .or_insert_with(|| Mutex::new(MappingAges::new(gauge)));
+        f(ages.get_mut().expect("metrics lock"));
+    }
+}
+
+/// One mapping's iterator ages and the gauge that shows their maximum.
+struct MappingAges {
+    shards: HashMap<String, i64>,
+    max: i64,
+    gauge: Gauge,
+}
+
+impl MappingAges {
+    fn new(gauge: Gauge) -> Self {
+        MappingAges {
+            shards: HashMap::new(),
+            max: 0,
+            gauge,
+        }
+    }
+
+    fn set(&mut self, shard: &str, age_ms: i64) {
+        let before = match self.shards.get_mut(shard) {
+            Some(v) => std::mem::replace(v, age_ms),
+            None => {
+                self.shards.insert(shard.to_string(), age_ms);
+                0
+            }
+        };
+        if age_ms >= self.max {
+            self.max = age_ms;
+        } else if before == self.max {
+            self.recompute();
+        }
+        self.gauge.set(self.max);
+    }
+
+    fn remove(&mut self, shard: &str) {
+        if self.shards.remove(shard) == Some(self.max) {
+            self.recompute();
+        }
+        self.gauge.set(self.max);
+    }
+
+    fn recompute(&mut self) {
+        self.max = self.shards.values().copied().max().unwrap_or(0);
     }
 }
 
@@ -378,6 +429,23 @@ mod tests {
         let text = m.encode();
         assert!(
             text.contains("sluice_iterator_age_milliseconds{mapping=\"orders\"} 500"),
+            "{text}"
+        );
+        // The shard holding the max ends: the next one shows; the last one gone shows 0.
+        m.iterator_age("orders", "s1", 900);
+        m.iterator_age("payments", "s0", 7000);
+        m.forget_shard("orders", "s1");
+        assert!(m
+            .encode()
+            .contains("sluice_iterator_age_milliseconds{mapping=\"orders\"} 500"));
+        m.forget_shard("orders", "s0");
+        let text = m.encode();
+        assert!(
+            text.contains("sluice_iterator_age_milliseconds{mapping=\"orders\"} 0"),
+            "{text}"
+        );
+        assert!(
+            text.contains("sluice_iterator_age_milliseconds{mapping=\"payments\"} 7000"),
             "{text}"
         );
         assert!(
