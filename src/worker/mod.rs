@@ -119,9 +119,10 @@ impl Default for Clock {
     }
 }
 
-/// Until the stream says otherwise, records are assumed to live this long (the shortest retention
-/// Kinesis allows, and DynamoDB Streams' fixed one).
-pub const DEFAULT_RETENTION: Duration = Duration::from_secs(24 * 3600);
+/// Until the stream says how long it keeps records (DescribeStreamSummary may be denied or
+/// failing), they are assumed to live as long as Kinesis allows: a record is never given up on for
+/// a retention sluice only guessed.
+pub const UNKNOWN_RETENTION: Duration = Duration::from_secs(365 * 24 * 3600);
 
 impl MappingContext {
     pub fn name(&self) -> &str {
@@ -150,7 +151,7 @@ impl MappingContext {
     pub fn retention(&self) -> Duration {
         match self.retention_ms.load(Ordering::Relaxed) {
             ms if ms > 0 => Duration::from_millis(ms as u64),
-            _ => DEFAULT_RETENTION,
+            _ => UNKNOWN_RETENTION,
         }
     }
 
@@ -159,25 +160,21 @@ impl MappingContext {
             .store(retention.as_millis() as i64, Ordering::Relaxed);
     }
 
-    /// The age past which a record is given up on: MaximumRecordAgeInSeconds, and never later
-    /// than the stream's retention (with AWS's defaults of -1, a record is retried until it
-    /// expires from the stream).
-    pub fn record_age_limit(&self) -> Duration {
-        match self.policy.max_record_age {
-            Some(age) => age.min(self.retention()),
-            None => self.retention(),
-        }
-    }
-
-    /// True when a record that arrived at `arrival_ms` is past [`Self::record_age_limit`].
+    /// True when a record that arrived at `arrival_ms` is to be given up on for its age: past
+    /// MaximumRecordAgeInSeconds (the retry policy's rule), or past the stream's retention (with
+    /// AWS's defaults of -1, a record is retried until it expires from the stream).
     pub fn expired(&self, arrival_ms: i64, now_ms: i64) -> bool {
-        now_ms.saturating_sub(arrival_ms) > self.record_age_limit().as_millis() as i64
+        self.policy.expired(arrival_ms, now_ms)
+            || now_ms.saturating_sub(arrival_ms) > self.retention().as_millis() as i64
     }
 
-    /// How long until a record that arrived at `arrival_ms` is past [`Self::record_age_limit`].
+    /// How long until [`Self::expired`] holds for a record that arrived at `arrival_ms`.
     pub fn until_expiry(&self, arrival_ms: i64, now_ms: i64) -> Duration {
-        let left = arrival_ms + self.record_age_limit().as_millis() as i64 - now_ms;
-        Duration::from_millis(left.max(0) as u64)
+        let left = arrival_ms + self.retention().as_millis() as i64 - now_ms;
+        let by_retention = Duration::from_millis(left.max(0) as u64);
+        self.policy
+            .until_expiry(arrival_ms, now_ms)
+            .map_or(by_retention, |by_age| by_age.min(by_retention))
     }
 }
 

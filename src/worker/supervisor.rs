@@ -63,13 +63,20 @@ pub async fn run_mapping(
     let mut shards = Shards::default();
     let mut ready = false;
     let mut failures = 0;
+    let mut retention_read: Option<Instant> = None;
     loop {
-        match source.retention().await {
-            Ok(r) => ctx.set_retention(r),
-            Err(e) => {
-                ctx.metrics.source_error(&name, e.kind());
-                warn!(mapping = %name, error = %e, retention_h = ctx.retention().as_secs() / 3600,
-                      "cannot read the stream's retention; keeping the last known");
+        // Once per discovery interval, not on every re-list after a shard ends.
+        if retention_read.is_none_or(|at| at.elapsed() >= discovery_interval) {
+            match source.retention().await {
+                Ok(r) => {
+                    ctx.set_retention(r);
+                    retention_read = Some(Instant::now());
+                }
+                Err(e) => {
+                    ctx.metrics.source_error(&name, e.kind());
+                    warn!(mapping = %name, error = %e, retention_h = ctx.retention().as_secs() / 3600,
+                          "cannot read the stream's retention; keeping the last known (until known, records are kept as long as Kinesis allows: 365 days)");
+                }
             }
         }
         match source.list_shards().await {

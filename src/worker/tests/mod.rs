@@ -274,7 +274,8 @@ async fn run_reading(
             .budget
             .clone()
             .unwrap_or_else(|| Arc::new(ByteBudget::unlimited())),
-        retention_ms: Default::default(),
+        // The fake stream keeps records 24 hours.
+        retention_ms: std::sync::atomic::AtomicI64::new(24 * 3600 * 1000),
     });
     let reader = Box::new(FakeReader {
         pages: pages(&clock).into(),
