@@ -17,7 +17,7 @@ use crate::retry::RetryPolicy;
 use crate::server::{self, AdminState};
 use crate::source::dynamodb::DynamoDbSource;
 use crate::source::kinesis::{EventContext, KinesisSource};
-use crate::source::StreamSource;
+use crate::source::Source;
 use crate::telemetry::{Metrics, Status};
 use crate::worker::{queue, supervisor, MappingContext};
 
@@ -80,7 +80,7 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> anyhow::Result<()>
                 Arc::new(HttpDispatcher::new(h).context("building the HTTP client")?)
             }
         };
-        let source: Option<Arc<dyn StreamSource>> = match &mapping.source {
+        let source: Option<Arc<dyn Source>> = match &mapping.source {
             SourceArn::Kinesis { arn, region, .. } => Some(Arc::new(KinesisSource::new(
                 clients.kinesis.clone(),
                 EventContext {

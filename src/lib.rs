@@ -6,7 +6,7 @@
 //!                                                                       │ given up on
 //!                                                                       └─► on-failure destination
 //! ```
-//! Seams are traits: [`source::StreamSource`] / [`source::ShardReader`], [`dispatch::Dispatcher`],
+//! Seams are traits: [`source::Source`] / [`source::PartitionReader`], [`dispatch::Dispatcher`],
 //! [`checkpoint::CheckpointStore`], [`destination::Destination`]. See docs/architecture.md.
 #![forbid(unsafe_code)]
 
@@ -18,6 +18,7 @@ pub mod checkpoint;
 pub mod config;
 pub mod destination;
 pub mod dispatch;
+pub mod model;
 pub mod retry;
 pub mod server;
 pub mod source;

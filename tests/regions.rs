@@ -11,7 +11,7 @@ use common::*;
 use std::time::Duration;
 
 use ::sluice::source::kinesis::{EventContext, KinesisSource};
-use ::sluice::source::{SourceError, StreamSource};
+use ::sluice::source::{Source, SourceError};
 
 /// The SDK's default chain must find static credentials here: without them a call fails fast on
 /// credentials, which would hide whether a timeout bounds it.
@@ -189,17 +189,17 @@ async fn kinesis_calls_to_a_silent_endpoint_time_out_as_service_errors() {
         "arn:aws:kinesis:us-east-1:000000000000:stream/silent",
     );
     let bound = ::sluice::aws::DEFAULT_OPERATION_TIMEOUT + Duration::from_secs(5);
-    let shard = ::sluice::source::ShardInfo {
+    let shard = ::sluice::source::Partition {
         id: "shardId-000000000000".into(),
         parents: vec![],
         closed: false,
     };
     let mut reader = source.open(
         &shard,
-        ::sluice::source::StartFrom::Position(::sluice::config::StartingPosition::TrimHorizon),
+        ::sluice::source::Position::Start(::sluice::config::StartingPosition::TrimHorizon),
     );
     let (listed, read, retention) = tokio::join!(
-        tokio::time::timeout(bound, source.list_shards()),
+        tokio::time::timeout(bound, source.list_partitions()),
         tokio::time::timeout(bound, reader.read()),
         tokio::time::timeout(bound, source.retention()),
     );

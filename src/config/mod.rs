@@ -16,6 +16,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
+pub use crate::model::StartingPosition;
 pub use arn::{DestinationArn, SourceArn};
 
 /// Everything one sluice process runs.
@@ -88,13 +89,6 @@ pub struct HttpTarget {
     pub url: String,
     pub headers: BTreeMap<String, String>,
     pub timeout: Duration,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub enum StartingPosition {
-    TrimHorizon,
-    Latest,
-    AtTimestamp(SystemTime),
 }
 
 /// AWS's stream error handling settings (esm-spec.md §2, §4).

@@ -7,12 +7,12 @@
 use std::time::Duration;
 use tokio::time::Instant;
 
-use super::{Page, Record, StartFrom};
+use super::{Page, Position, Record};
 use crate::config::StartingPosition;
 
 pub(crate) struct ShardCursor {
     /// Where a new iterator starts.
-    pub start: StartFrom,
+    pub start: Position,
     iterator: Option<String>,
     ended: bool,
     next_read_at: Instant,
@@ -22,9 +22,9 @@ pub(crate) struct ShardCursor {
 }
 
 impl ShardCursor {
-    pub fn new(start: StartFrom) -> Self {
+    pub fn new(start: Position) -> Self {
         let skip_before_ms = match &start {
-            StartFrom::Position(StartingPosition::AtTimestamp(t)) => Some(
+            Position::Start(StartingPosition::AtTimestamp(t)) => Some(
                 // Whole seconds: DynamoDB's ApproximateCreationDateTime has no finer precision,
                 // so a record of the same second is kept.
                 t.duration_since(std::time::UNIX_EPOCH)
@@ -35,9 +35,9 @@ impl ShardCursor {
         };
         ShardCursor {
             skip_before_ms,
+            ended: start == Position::End,
             start,
             iterator: None,
-            ended: false,
             next_read_at: Instant::now(),
         }
     }
@@ -73,7 +73,7 @@ impl ShardCursor {
     /// The position is past the stream's retention: start again from the oldest record there.
     pub fn trimmed(&mut self) {
         self.iterator = None;
-        self.start = StartFrom::Position(StartingPosition::TrimHorizon);
+        self.start = Position::Start(StartingPosition::TrimHorizon);
     }
 
     /// A page arrived: remembers its last record and the next iterator (none: the shard is closed).
@@ -88,7 +88,7 @@ impl ShardCursor {
         if let Some(before) = self.skip_before_ms {
             let old = records.iter().take_while(|r| r.arrival_ms < before).count();
             if let Some(last) = records[..old].last() {
-                self.start = StartFrom::After(last.sequence.clone());
+                self.start = Position::After(last.sequence.clone());
             }
             records.drain(..old);
             if !records.is_empty() {
@@ -96,7 +96,7 @@ impl ShardCursor {
             }
         }
         if let Some(last) = records.last() {
-            self.start = StartFrom::After(last.sequence.clone());
+            self.start = Position::After(last.sequence.clone());
         }
         match next {
             Some(next) => self.iterator = Some(next.to_string()),
@@ -134,9 +134,15 @@ mod tests {
     }
 
     #[test]
+    fn a_cursor_opened_at_the_end_has_ended() {
+        assert!(ShardCursor::new(Position::End).ended());
+        assert!(!ShardCursor::new(Position::Start(StartingPosition::TrimHorizon)).ended());
+    }
+
+    #[test]
     fn a_timestamp_start_skips_older_records_only() {
         let since = std::time::UNIX_EPOCH + Duration::from_millis(10_500);
-        let mut c = ShardCursor::new(StartFrom::Position(StartingPosition::AtTimestamp(since)));
+        let mut c = ShardCursor::new(Position::Start(StartingPosition::AtTimestamp(since)));
         let page = c.page(
             vec![at("1", 9_000), at("2", 9_999)],
             Some("it-1"),
@@ -144,7 +150,7 @@ mod tests {
             None,
         );
         assert!(matches!(page, Page::Records { ref records, .. } if records.is_empty()));
-        assert_eq!(c.start, StartFrom::After(SequenceNumber("2".into())));
+        assert_eq!(c.start, Position::After(SequenceNumber("2".into())));
         // Same second as the start is kept (second precision), and so is all that follows,
         // whatever its timestamp.
         match c.page(
@@ -160,7 +166,7 @@ mod tests {
             p => panic!("{p:?}"),
         }
         // A closed shard whose records are all older ends.
-        let mut d = ShardCursor::new(StartFrom::Position(StartingPosition::AtTimestamp(since)));
+        let mut d = ShardCursor::new(Position::Start(StartingPosition::AtTimestamp(since)));
         assert!(matches!(
             d.page(vec![at("1", 1)], None, true, None),
             Page::ShardEnd
@@ -169,17 +175,17 @@ mod tests {
 
     #[test]
     fn resumes_after_the_last_record_and_ends_with_the_shard() {
-        let mut c = ShardCursor::new(StartFrom::Position(StartingPosition::TrimHorizon));
+        let mut c = ShardCursor::new(Position::Start(StartingPosition::TrimHorizon));
         assert!(matches!(
             c.page(vec![rec("1"), rec("2")], Some("it-2"), false, None),
             Page::Records { .. }
         ));
-        assert_eq!(c.start, StartFrom::After(SequenceNumber("2".into())));
+        assert_eq!(c.start, Position::After(SequenceNumber("2".into())));
         c.expire();
         assert_eq!(c.iterator(), None);
         assert_eq!(
             c.start,
-            StartFrom::After(SequenceNumber("2".into())),
+            Position::After(SequenceNumber("2".into())),
             "an expired iterator resumes after the last record"
         );
         // The last page of a closed shard still hands out its records, then the end.
@@ -188,7 +194,7 @@ mod tests {
             Page::Records { .. }
         ));
         assert!(c.ended());
-        let mut d = ShardCursor::new(StartFrom::Position(StartingPosition::Latest));
+        let mut d = ShardCursor::new(Position::Start(StartingPosition::Latest));
         assert!(matches!(d.page(vec![], None, true, None), Page::ShardEnd));
     }
 }

@@ -12,7 +12,7 @@
 
 use std::collections::{HashMap, HashSet};
 
-use super::{ShardInfo, StartFrom};
+use super::{Partition, Position};
 use crate::checkpoint::Checkpoint;
 use crate::config::StartingPosition;
 
@@ -26,7 +26,7 @@ pub enum Finished {
 /// What to do with a shard now.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Plan {
-    Start(StartFrom),
+    Start(Position),
     /// A parent is still being read (or waits itself).
     WaitForParents(Vec<String>),
     Finished(Finished),
@@ -36,7 +36,7 @@ pub enum Plan {
 /// shards whose workers have not stopped yet; `starting_position` is the mapping's, with LATEST
 /// resolved to the mapping's first start (see the module docs).
 pub fn plan(
-    shard: &ShardInfo,
+    shard: &Partition,
     checkpoint: Option<&Checkpoint>,
     listed: &HashSet<String>,
     running: &HashSet<String>,
@@ -46,7 +46,7 @@ pub fn plan(
     match checkpoint {
         Some(Checkpoint::ShardEnd) => return Plan::Finished(Finished::Drained),
         // A checkpoint means the shard was started before, so its parents were done then.
-        Some(Checkpoint::Sequence(seq)) => return Plan::Start(StartFrom::After(seq.clone())),
+        Some(Checkpoint::Sequence(seq)) => return Plan::Start(Position::After(seq.clone())),
         None => {}
     }
     let waiting: Vec<String> = shard
@@ -69,9 +69,9 @@ pub fn plan(
             StartingPosition::AtTimestamp(_) => starting_position,
             _ => StartingPosition::TrimHorizon,
         };
-        return Plan::Start(StartFrom::Position(from));
+        return Plan::Start(Position::Start(from));
     }
-    Plan::Start(StartFrom::Position(starting_position))
+    Plan::Start(Position::Start(starting_position))
 }
 
 #[cfg(test)]
@@ -79,8 +79,8 @@ mod tests {
     use super::*;
     use crate::source::SequenceNumber;
 
-    fn shard(id: &str, parents: &[&str], closed: bool) -> ShardInfo {
-        ShardInfo {
+    fn shard(id: &str, parents: &[&str], closed: bool) -> Partition {
+        Partition {
             id: id.into(),
             parents: parents.iter().map(|p| p.to_string()).collect(),
             closed,
@@ -93,7 +93,7 @@ mod tests {
 
     /// [`plan`] for a shard never checkpointed, with no worker running.
     fn plan_new(
-        shard: &ShardInfo,
+        shard: &Partition,
         listed: &HashSet<String>,
         finished: &HashMap<String, Finished>,
         starting_position: StartingPosition,
@@ -125,7 +125,7 @@ mod tests {
         fin.insert("b".to_string(), Finished::Drained);
         assert_eq!(
             plan_new(&merged, &l, &fin, StartingPosition::Latest),
-            Plan::Start(StartFrom::Position(StartingPosition::TrimHorizon))
+            Plan::Start(Position::Start(StartingPosition::TrimHorizon))
         );
     }
 
@@ -139,7 +139,7 @@ mod tests {
                 &HashMap::new(),
                 StartingPosition::TrimHorizon
             ),
-            Plan::Start(StartFrom::Position(StartingPosition::TrimHorizon))
+            Plan::Start(Position::Start(StartingPosition::TrimHorizon))
         );
     }
 
@@ -149,7 +149,7 @@ mod tests {
         let l = listed(&["a"]);
         assert_eq!(
             plan_new(&closed, &l, &HashMap::new(), StartingPosition::TrimHorizon),
-            Plan::Start(StartFrom::Position(StartingPosition::TrimHorizon))
+            Plan::Start(Position::Start(StartingPosition::TrimHorizon))
         );
         // LATEST arrives resolved to the mapping's first start: a closed shard that was never
         // checkpointed may hold records newer than that, so it is read from there, not skipped.
@@ -161,7 +161,7 @@ mod tests {
                 &HashMap::new(),
                 StartingPosition::AtTimestamp(started)
             ),
-            Plan::Start(StartFrom::Position(StartingPosition::AtTimestamp(started)))
+            Plan::Start(Position::Start(StartingPosition::AtTimestamp(started)))
         );
     }
 
@@ -197,7 +197,7 @@ mod tests {
                 &HashMap::new(),
                 StartingPosition::Latest
             ),
-            Plan::Start(StartFrom::After(SequenceNumber("7".into())))
+            Plan::Start(Position::After(SequenceNumber("7".into())))
         );
         assert_eq!(
             plan(

@@ -16,17 +16,17 @@ use crate::config::{ErrorHandling, Mapping, SourceArn, StartingPosition, Target}
 use crate::dispatch::{DispatchError, Dispatcher, Invoked};
 use crate::retry::RetryPolicy;
 use crate::source::{
-    Page, Record, SequenceNumber, ShardInfo, ShardReader, SourceError, StartFrom, StreamSource,
+    Page, Partition, PartitionReader, Position, Record, SequenceNumber, Source, SourceError,
 };
 use crate::telemetry::{Metrics, Status};
 
 /// Shards with fixed records; closed shards end after their records, open ones idle forever.
 struct FakeStream {
-    shards: Vec<ShardInfo>,
+    shards: Vec<Partition>,
     records: HashMap<String, Vec<u64>>,
-    opened: Mutex<Vec<(String, StartFrom)>>,
+    opened: Mutex<Vec<(String, Position)>>,
     /// What every listing after the first returns (default: `shards` again).
-    later: Option<Vec<ShardInfo>>,
+    later: Option<Vec<Partition>>,
     listings: Mutex<usize>,
 }
 
@@ -37,7 +37,7 @@ struct FakeShard {
 }
 
 #[async_trait]
-impl ShardReader for FakeShard {
+impl PartitionReader for FakeShard {
     fn next_read_at(&self) -> Instant {
         if self.done {
             Instant::now() + Duration::from_millis(100)
@@ -77,8 +77,8 @@ impl ShardReader for FakeShard {
 }
 
 #[async_trait]
-impl StreamSource for FakeStream {
-    async fn list_shards(&self) -> Result<Vec<ShardInfo>, SourceError> {
+impl Source for FakeStream {
+    async fn list_partitions(&self) -> Result<Vec<Partition>, SourceError> {
         let mut n = self.listings.lock().unwrap();
         *n += 1;
         Ok(match &self.later {
@@ -86,7 +86,7 @@ impl StreamSource for FakeStream {
             _ => self.shards.clone(),
         })
     }
-    fn open(&self, shard: &ShardInfo, from: StartFrom) -> Box<dyn ShardReader> {
+    fn open(&self, shard: &Partition, from: Position) -> Box<dyn PartitionReader> {
         self.opened.lock().unwrap().push((shard.id.clone(), from));
         Box::new(FakeShard {
             records: self.records.get(&shard.id).cloned().unwrap_or_default(),
@@ -94,8 +94,8 @@ impl StreamSource for FakeStream {
             done: false,
         })
     }
-    fn batch_info_key(&self) -> &'static str {
-        "DDBStreamBatchInfo"
+    fn format(&self) -> crate::model::EventFormat {
+        crate::model::EventFormat::DYNAMODB
     }
     async fn retention(&self) -> Result<std::time::Duration, SourceError> {
         Ok(std::time::Duration::from_secs(24 * 3600))
@@ -182,8 +182,8 @@ impl CheckpointStore for MemStore {
     }
 }
 
-fn shard(id: &str, parent: Option<&str>, closed: bool) -> ShardInfo {
-    ShardInfo {
+fn shard(id: &str, parent: Option<&str>, closed: bool) -> Partition {
+    Partition {
         id: id.into(),
         parents: parent.map(|p| vec![p.to_string()]).unwrap_or_default(),
         closed,
@@ -273,7 +273,7 @@ impl Supervised {
     }
 
     /// Stops everything; returns what was delivered and which shards were opened from where.
-    async fn stop(self) -> (Vec<u64>, Vec<(String, StartFrom)>, Arc<Status>) {
+    async fn stop(self) -> (Vec<u64>, Vec<(String, Position)>, Arc<Status>) {
         self.cancel.cancel();
         self.sup.await.unwrap();
         self.tracker.close();
@@ -289,7 +289,7 @@ async fn supervise(
     stream: FakeStream,
     store: Arc<MemStore>,
     until: usize,
-) -> (Vec<u64>, Vec<(String, StartFrom)>, Arc<Status>) {
+) -> (Vec<u64>, Vec<(String, Position)>, Arc<Status>) {
     let s = Supervised::start(
         stream,
         store,
@@ -328,7 +328,7 @@ async fn a_child_starts_only_after_its_parent_is_drained() {
         opened[1],
         (
             "shardId-2".to_string(),
-            StartFrom::Position(StartingPosition::TrimHorizon)
+            Position::Start(StartingPosition::TrimHorizon)
         )
     );
     assert_eq!(
@@ -400,7 +400,7 @@ async fn a_child_waits_while_its_parent_is_read_and_shows_it() {
     );
 }
 
-fn fake(shards: Vec<ShardInfo>, records: &[(&str, &[u64])]) -> FakeStream {
+fn fake(shards: Vec<Partition>, records: &[(&str, &[u64])]) -> FakeStream {
     FakeStream {
         shards,
         records: records
@@ -529,14 +529,8 @@ async fn latest_is_the_mappings_first_start_and_survives_restarts() {
     // The closed parent may hold records newer than the mapping: it is read from the start, not
     // skipped; its child then from the same instant.
     assert_eq!(delivered, vec![1, 2]);
-    assert_eq!(
-        opened[0],
-        ("shardId-1".to_string(), StartFrom::Position(at))
-    );
-    assert_eq!(
-        opened[1],
-        ("shardId-2".to_string(), StartFrom::Position(at))
-    );
+    assert_eq!(opened[0], ("shardId-1".to_string(), Position::Start(at)));
+    assert_eq!(opened[1], ("shardId-2".to_string(), Position::Start(at)));
 
     // A restart before any checkpoint: the same instant, not a new LATEST.
     tokio::time::sleep(Duration::from_secs(3600)).await;
@@ -552,9 +546,6 @@ async fn latest_is_the_mappings_first_start_and_survives_restarts() {
     );
     s.wait_delivered(1).await;
     let (_, opened, _) = s.stop().await;
-    assert_eq!(
-        opened,
-        vec![("shardId-3".to_string(), StartFrom::Position(at))]
-    );
+    assert_eq!(opened, vec![("shardId-3".to_string(), Position::Start(at))]);
     assert_eq!(*store.1.lock().unwrap(), Some(started));
 }

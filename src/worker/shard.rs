@@ -26,7 +26,7 @@ use crate::destination::ResponseContext;
 
 use crate::dispatch::{classify, Outcome};
 use crate::retry::{Condition, Decision, FailureKind};
-use crate::source::{Page, Record, ShardReader, SourceError};
+use crate::source::{Page, PartitionReader, Record, SourceError};
 use crate::telemetry::ShardState;
 
 /// How a worker stopped.
@@ -76,7 +76,7 @@ fn bytes_of(records: &[Record]) -> u64 {
 pub struct ShardWorker {
     ctx: Arc<MappingContext>,
     shard: String,
-    reader: Box<dyn ShardReader>,
+    reader: Box<dyn PartitionReader>,
     batcher: Batcher,
     ended: bool,
     state: Option<ShardState>,
@@ -89,7 +89,7 @@ impl ShardWorker {
     pub fn new(
         ctx: Arc<MappingContext>,
         shard: String,
-        reader: Box<dyn ShardReader>,
+        reader: Box<dyn PartitionReader>,
         batch_info_key: &'static str,
     ) -> Self {
         let batcher = Batcher::new(ctx.mapping.batch_size, MAX_PAYLOAD_BYTES);

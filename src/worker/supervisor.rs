@@ -26,7 +26,7 @@ use super::{until_ok, MappingContext};
 use crate::checkpoint::CheckpointError;
 use crate::config::StartingPosition;
 use crate::source::lineage::{self, Finished, Plan};
-use crate::source::{ShardInfo, StreamSource};
+use crate::source::{Partition, Source};
 use crate::telemetry::ShardState;
 
 /// How a worker task ended.
@@ -50,7 +50,7 @@ struct Shards {
 
 pub async fn run_mapping(
     ctx: Arc<MappingContext>,
-    source: Arc<dyn StreamSource>,
+    source: Arc<dyn Source>,
     tracker: TaskTracker,
     cancel: CancellationToken,
     discovery_interval: Duration,
@@ -79,7 +79,7 @@ pub async fn run_mapping(
                 }
             }
         }
-        match source.list_shards().await {
+        match source.list_partitions().await {
             Ok(listed) => {
                 failures = 0;
                 reconcile(
@@ -208,18 +208,18 @@ fn worker_stopped(ctx: &MappingContext, shards: &mut Shards, shard: String, stop
 #[allow(clippy::too_many_arguments)]
 async fn reconcile(
     ctx: &Arc<MappingContext>,
-    source: &Arc<dyn StreamSource>,
+    source: &Arc<dyn Source>,
     tracker: &TaskTracker,
     cancel: &CancellationToken,
     ended_tx: &mpsc::UnboundedSender<(String, Stopped)>,
-    listed_shards: &[ShardInfo],
+    listed_shards: &[Partition],
     start: StartingPosition,
     shards: &mut Shards,
 ) {
     let name = ctx.name();
     let listed: HashSet<String> = listed_shards.iter().map(|s| s.id.clone()).collect();
     // Parents first: a shard's parents were created before it, and shard ids sort by creation.
-    let mut order: Vec<&ShardInfo> = listed_shards.iter().collect();
+    let mut order: Vec<&Partition> = listed_shards.iter().collect();
     order.sort_by(|a, b| a.id.cmp(&b.id));
     for shard in order {
         if shards.running.contains(&shard.id) || shards.finished.contains_key(&shard.id) {
@@ -304,7 +304,7 @@ async fn reconcile(
                     ctx.clone(),
                     shard.id.clone(),
                     reader,
-                    source.batch_info_key(),
+                    source.format().batch_info_key,
                 );
                 let (tx, id, cancel) = (ended_tx.clone(), shard.id.clone(), cancel.clone());
                 tracker.spawn(async move {

@@ -10,7 +10,7 @@ use aws_sdk_dynamodbstreams::Client;
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::{ShardInfo, ShardReader, SourceError, StartFrom, StreamSource};
+use super::{EventFormat, Partition, PartitionReader, Position, Source, SourceError};
 use crate::aws::error_text;
 use reader::DynamoDbShardReader;
 
@@ -33,8 +33,8 @@ impl DynamoDbSource {
 }
 
 #[async_trait]
-impl StreamSource for DynamoDbSource {
-    async fn list_shards(&self) -> Result<Vec<ShardInfo>, SourceError> {
+impl Source for DynamoDbSource {
+    async fn list_partitions(&self) -> Result<Vec<Partition>, SourceError> {
         let mut shards = Vec::new();
         let mut start: Option<String> = None;
         loop {
@@ -62,7 +62,7 @@ impl StreamSource for DynamoDbSource {
                     .sequence_number_range()
                     .and_then(|r| r.ending_sequence_number())
                     .is_some();
-                shards.push(ShardInfo {
+                shards.push(Partition {
                     id: id.to_string(),
                     parents: s
                         .parent_shard_id()
@@ -79,7 +79,7 @@ impl StreamSource for DynamoDbSource {
         Ok(shards)
     }
 
-    fn open(&self, shard: &ShardInfo, from: StartFrom) -> Box<dyn ShardReader> {
+    fn open(&self, shard: &Partition, from: Position) -> Box<dyn PartitionReader> {
         Box::new(DynamoDbShardReader::new(
             self.client.clone(),
             self.stream_arn.clone(),
@@ -88,8 +88,8 @@ impl StreamSource for DynamoDbSource {
         ))
     }
 
-    fn batch_info_key(&self) -> &'static str {
-        "DDBStreamBatchInfo"
+    fn format(&self) -> EventFormat {
+        EventFormat::DYNAMODB
     }
 
     async fn retention(&self) -> Result<Duration, SourceError> {

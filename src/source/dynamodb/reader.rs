@@ -15,7 +15,7 @@ use super::event;
 use crate::aws::error_text;
 use crate::config::StartingPosition;
 use crate::source::cursor::ShardCursor;
-use crate::source::{Page, Record, SequenceNumber, ShardReader, SourceError, StartFrom};
+use crate::source::{Page, PartitionReader, Position, Record, SequenceNumber, SourceError};
 
 /// Lambda polls DynamoDB stream shards at a base rate of 4 times a second.
 const READ_INTERVAL: Duration = Duration::from_millis(250);
@@ -34,7 +34,7 @@ impl DynamoDbShardReader {
         client: Client,
         stream_arn: Arc<str>,
         shard_id: String,
-        start: StartFrom,
+        start: Position,
     ) -> Self {
         DynamoDbShardReader {
             client,
@@ -51,14 +51,20 @@ impl DynamoDbShardReader {
             .stream_arn(&*self.stream_arn)
             .shard_id(&self.shard_id);
         let req = match &self.cursor.start {
-            StartFrom::After(seq) => req
+            Position::After(seq) => req
                 .shard_iterator_type(ShardIteratorType::AfterSequenceNumber)
                 .sequence_number(&seq.0),
-            StartFrom::Position(StartingPosition::Latest) => {
+            Position::Start(StartingPosition::Latest) => {
                 req.shard_iterator_type(ShardIteratorType::Latest)
             }
             // AT_TIMESTAMP is rejected for DynamoDB at validation; TRIM_HORIZON is the safe reading.
-            StartFrom::Position(_) => req.shard_iterator_type(ShardIteratorType::TrimHorizon),
+            Position::Start(_) => req.shard_iterator_type(ShardIteratorType::TrimHorizon),
+            // A cursor opened at the end reports ShardEnd without asking for an iterator.
+            Position::End => {
+                return Err(SourceError::Service(
+                    "no iterator past a shard's end".into(),
+                ))
+            }
         };
         let out = req.send().await.map_err(|e| {
             let svc = e.as_service_error();
@@ -85,7 +91,7 @@ impl DynamoDbShardReader {
 }
 
 #[async_trait]
-impl ShardReader for DynamoDbShardReader {
+impl PartitionReader for DynamoDbShardReader {
     fn next_read_at(&self) -> Instant {
         self.cursor.next_read_at()
     }

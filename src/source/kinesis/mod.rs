@@ -12,7 +12,7 @@ use aws_sdk_kinesis::Client;
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::{ShardInfo, ShardReader, SourceError, StartFrom, StreamSource};
+use super::{EventFormat, Partition, PartitionReader, Position, Source, SourceError};
 pub(crate) use crate::aws::error_text;
 pub use event::EventContext;
 use reader::KinesisShardReader;
@@ -38,8 +38,8 @@ impl KinesisSource {
 }
 
 #[async_trait]
-impl StreamSource for KinesisSource {
-    async fn list_shards(&self) -> Result<Vec<ShardInfo>, SourceError> {
+impl Source for KinesisSource {
+    async fn list_partitions(&self) -> Result<Vec<Partition>, SourceError> {
         let mut shards = Vec::new();
         let mut token: Option<String> = None;
         loop {
@@ -68,7 +68,7 @@ impl StreamSource for KinesisSource {
                     .sequence_number_range()
                     .and_then(|r| r.ending_sequence_number())
                     .is_some();
-                shards.push(ShardInfo {
+                shards.push(Partition {
                     id: s.shard_id().to_string(),
                     parents,
                     closed,
@@ -82,7 +82,7 @@ impl StreamSource for KinesisSource {
         Ok(shards)
     }
 
-    fn open(&self, shard: &ShardInfo, from: StartFrom) -> Box<dyn ShardReader> {
+    fn open(&self, shard: &Partition, from: Position) -> Box<dyn PartitionReader> {
         Box::new(KinesisShardReader::new(
             self.client.clone(),
             shard.id.clone(),
@@ -91,8 +91,8 @@ impl StreamSource for KinesisSource {
         ))
     }
 
-    fn batch_info_key(&self) -> &'static str {
-        "KinesisBatchInfo"
+    fn format(&self) -> EventFormat {
+        EventFormat::KINESIS
     }
 
     /// DescribeStreamSummary's `RetentionPeriodHours`.

@@ -14,7 +14,7 @@ use tokio::time::Instant;
 use super::{error_text, event, EventContext};
 use crate::config::StartingPosition;
 use crate::source::cursor::ShardCursor;
-use crate::source::{Page, Record, SequenceNumber, ShardReader, SourceError, StartFrom};
+use crate::source::{Page, PartitionReader, Position, Record, SequenceNumber, SourceError};
 
 /// Kinesis allows 5 GetRecords calls per second per shard.
 const MIN_READ_INTERVAL: Duration = Duration::from_millis(200);
@@ -34,7 +34,7 @@ impl KinesisShardReader {
     pub(super) fn new(
         client: Client,
         shard_id: String,
-        start: StartFrom,
+        start: Position,
         ctx: Arc<EventContext>,
     ) -> Self {
         KinesisShardReader {
@@ -52,19 +52,25 @@ impl KinesisShardReader {
             .stream_arn(&self.ctx.stream_arn)
             .shard_id(&self.shard_id);
         let req = match &self.cursor.start {
-            StartFrom::After(seq) => req
+            Position::After(seq) => req
                 .shard_iterator_type(ShardIteratorType::AfterSequenceNumber)
                 .starting_sequence_number(&seq.0),
-            StartFrom::Position(StartingPosition::TrimHorizon) => {
+            Position::Start(StartingPosition::TrimHorizon) => {
                 req.shard_iterator_type(ShardIteratorType::TrimHorizon)
             }
-            StartFrom::Position(StartingPosition::Latest) => {
+            Position::Start(StartingPosition::Latest) => {
                 req.shard_iterator_type(ShardIteratorType::Latest)
             }
-            StartFrom::Position(StartingPosition::AtTimestamp(t)) => {
+            Position::Start(StartingPosition::AtTimestamp(t)) => {
                 let since = t.duration_since(UNIX_EPOCH).unwrap_or_default();
                 req.shard_iterator_type(ShardIteratorType::AtTimestamp)
                     .timestamp(DateTime::from_secs_f64(since.as_secs_f64()))
+            }
+            // A cursor opened at the end reports ShardEnd without asking for an iterator.
+            Position::End => {
+                return Err(SourceError::Service(
+                    "no iterator past a shard's end".into(),
+                ))
             }
         };
         let out = req.send().await.map_err(|e| {
@@ -88,7 +94,7 @@ impl KinesisShardReader {
 }
 
 #[async_trait]
-impl ShardReader for KinesisShardReader {
+impl PartitionReader for KinesisShardReader {
     fn next_read_at(&self) -> Instant {
         self.cursor.next_read_at()
     }

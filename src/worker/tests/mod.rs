@@ -20,7 +20,7 @@ use crate::config::{ErrorHandling, Mapping, SourceArn, StartingPosition, Target}
 use crate::destination::{Destination, FailureRecord};
 use crate::dispatch::{DispatchError, Dispatcher, Invoked};
 use crate::retry::RetryPolicy;
-use crate::source::{Page, Record, SequenceNumber, ShardReader, SourceError};
+use crate::source::{Page, PartitionReader, Record, SequenceNumber, SourceError};
 use crate::telemetry::{Metrics, Status};
 
 /// Hands out `pages` one read at a time, `interval` apart, then `idle` empty reads, then the end.
@@ -32,7 +32,7 @@ struct FakeReader {
 }
 
 #[async_trait]
-impl ShardReader for FakeReader {
+impl PartitionReader for FakeReader {
     fn next_read_at(&self) -> Instant {
         self.next
     }
