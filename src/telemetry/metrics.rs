@@ -1,5 +1,7 @@
 //! The metrics registry, passed down from `app` (no globals). Names follow DESIGN.md §5
 //! (`sluice_<name>_<unit>[_total]`); labels are bounded: mapping, outcome, error kind, shard state.
+//! Each mapping resolves its series once ([`Metrics::mapping`] → [`MappingMetrics`]), so the
+//! per-record and per-poll paths neither allocate label strings nor share a lock across mappings.
 //! The `*_events_total` counters are AWS's ESM event counters (esm-spec.md §10) under our names.
 
 use prometheus_client::encoding::EncodeLabelSet;
@@ -9,7 +11,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 use std::collections::HashMap;
-use std::sync::{Mutex, RwLock};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -59,9 +61,8 @@ pub struct Metrics {
     concurrency: Family<MappingLabel, Gauge>,
     worker_panics: Family<MappingLabel, Counter>,
     in_flight_bytes: Gauge,
-    /// Latest iterator age per shard, by mapping; each mapping's gauge shows the max over its
-    /// shards. Readers share the outer lock; a mapping's shards lock only that mapping.
-    ages: RwLock<HashMap<String, Mutex<MappingAges>>>,
+    /// Each mapping's series, resolved once ([`Metrics::mapping`]).
+    mappings: Mutex<HashMap<String, Arc<MappingMetrics>>>,
 }
 
 impl Default for Metrics {
@@ -99,7 +100,7 @@ impl Metrics {
             concurrency: Family::default(),
             worker_panics: Family::default(),
             in_flight_bytes: Gauge::default(),
-            ages: RwLock::new(HashMap::new()),
+            mappings: Mutex::new(HashMap::new()),
             registry: Registry::default(),
         };
         registry.register(
@@ -207,166 +208,307 @@ impl Metrics {
         }
     }
 
-    pub fn polled(&self, mapping: &str, n: usize) {
-        self.polled
-            .get_or_create(&Self::label(mapping))
-            .inc_by(n as u64);
+    /// The series of one mapping, resolved once: recording an event through them takes no lock
+    /// shared with other mappings and allocates nothing.
+    pub fn mapping(&self, mapping: &str) -> Arc<MappingMetrics> {
+        let mut all = self.mappings.lock().expect("metrics lock");
+        if let Some(m) = all.get(mapping) {
+            return m.clone();
+        }
+        let label = Self::label(mapping);
+        let counter = |f: &Family<MappingLabel, Counter>| f.get_or_create(&label).clone();
+        let gauge = |f: &Family<MappingLabel, Gauge>| f.get_or_create(&label).clone();
+        let m = Arc::new(MappingMetrics {
+            name: mapping.to_string(),
+            polled: counter(&self.polled),
+            invoked: counter(&self.invoked),
+            failed_invoke: counter(&self.failed_invoke),
+            dropped: counter(&self.dropped),
+            destination_delivered: counter(&self.destination_delivered),
+            destination_failures: counter(&self.destination_failures),
+            checkpoints: counter(&self.checkpoints),
+            sqs_received: counter(&self.sqs_received),
+            sqs_deleted: counter(&self.sqs_deleted),
+            sqs_returned: counter(&self.sqs_returned),
+            sqs_extensions: counter(&self.sqs_extensions),
+            sqs_in_flight: gauge(&self.sqs_in_flight),
+            concurrency: gauge(&self.concurrency),
+            worker_panics: counter(&self.worker_panics),
+            dispatch_duration: self.dispatch_duration.get_or_create(&label).clone(),
+            ages: Mutex::new(MappingAges::new(gauge(&self.iterator_age))),
+            batches: Lazy::new(
+                self.batches.clone(),
+                mapping,
+                OUTCOMES,
+                |mapping, outcome| OutcomeLabels { mapping, outcome },
+            ),
+            source_errors: Lazy::new(
+                self.source_errors.clone(),
+                mapping,
+                SOURCE_ERRORS,
+                |mapping, error| ErrorLabels { mapping, error },
+            ),
+            shards: Lazy::new(self.shards.clone(), mapping, STATES, |mapping, state| {
+                StateLabels { mapping, state }
+            }),
+        });
+        all.insert(mapping.to_string(), m.clone());
+        m
     }
 
-    pub fn invoked(&self, mapping: &str, n: usize, outcome: &str, took: Duration) {
-        self.invoked
-            .get_or_create(&Self::label(mapping))
-            .inc_by(n as u64);
-        self.batches
-            .get_or_create(&OutcomeLabels {
-                mapping: mapping.to_string(),
-                outcome: outcome.to_string(),
-            })
-            .inc();
-        self.dispatch_duration
-            .get_or_create(&Self::label(mapping))
-            .observe(took.as_secs_f64());
-    }
-
-    /// An invocation that never reached the function (throttled, service error, too large).
-    pub fn invoked_not(&self, mapping: &str, outcome: &str, took: Duration) {
-        self.batches
-            .get_or_create(&OutcomeLabels {
-                mapping: mapping.to_string(),
-                outcome: outcome.to_string(),
-            })
-            .inc();
-        self.dispatch_duration
-            .get_or_create(&Self::label(mapping))
-            .observe(took.as_secs_f64());
-    }
-
-    pub fn failed_invoke(&self, mapping: &str, n: usize) {
-        self.failed_invoke
-            .get_or_create(&Self::label(mapping))
-            .inc_by(n as u64);
-    }
-
-    pub fn dropped(&self, mapping: &str, n: usize) {
-        self.dropped
-            .get_or_create(&Self::label(mapping))
-            .inc_by(n as u64);
-    }
-
-    pub fn destination_delivered(&self, mapping: &str, n: usize) {
-        self.destination_delivered
-            .get_or_create(&Self::label(mapping))
-            .inc_by(n as u64);
-    }
-
-    pub fn destination_failure(&self, mapping: &str) {
-        self.destination_failures
-            .get_or_create(&Self::label(mapping))
-            .inc();
-    }
-
-    pub fn source_error(&self, mapping: &str, kind: &str) {
-        self.source_errors
-            .get_or_create(&ErrorLabels {
-                mapping: mapping.to_string(),
-                error: kind.to_string(),
-            })
-            .inc();
-    }
-
-    pub fn checkpointed(&self, mapping: &str) {
-        self.checkpoints.get_or_create(&Self::label(mapping)).inc();
-    }
-
-    pub fn sqs_received(&self, mapping: &str, n: usize) {
-        self.sqs_received
-            .get_or_create(&Self::label(mapping))
-            .inc_by(n as u64);
-        self.sqs_in_flight
-            .get_or_create(&Self::label(mapping))
-            .inc_by(n as i64);
-    }
-
-    /// `deleted` messages succeeded and were deleted; `returned` failed and will reappear.
-    pub fn sqs_finished(&self, mapping: &str, deleted: usize, returned: usize) {
-        self.sqs_deleted
-            .get_or_create(&Self::label(mapping))
-            .inc_by(deleted as u64);
-        self.sqs_returned
-            .get_or_create(&Self::label(mapping))
-            .inc_by(returned as u64);
-    }
-
-    pub fn sqs_settled(&self, mapping: &str, n: usize) {
-        self.sqs_in_flight
-            .get_or_create(&Self::label(mapping))
-            .dec_by(n as i64);
-    }
-
-    pub fn sqs_extended(&self, mapping: &str, n: usize) {
-        self.sqs_extensions
-            .get_or_create(&Self::label(mapping))
-            .inc_by(n as u64);
-    }
-
-    pub fn concurrency(&self, mapping: &str, n: usize) {
-        self.concurrency
-            .get_or_create(&Self::label(mapping))
-            .set(n as i64);
-    }
-
-    pub fn worker_panicked(&self, mapping: &str) {
-        self.worker_panics
-            .get_or_create(&Self::label(mapping))
-            .inc();
-    }
-
+    /// Bytes charged to the process-wide in-flight budget.
     pub fn in_flight_bytes(&self, bytes: u64) {
         self.in_flight_bytes.set(bytes.min(i64::MAX as u64) as i64);
     }
+}
 
-    /// A shard moved from state `from` (if any) to `to` (if any).
+/// Per-call forms taking the mapping's name, for call sites not yet holding a
+/// [`MappingMetrics`] (each resolves the mapping's series first).
+impl Metrics {
+    pub fn polled(&self, mapping: &str, n: usize) {
+        self.mapping(mapping).polled(n)
+    }
+    pub fn invoked(&self, mapping: &str, n: usize, outcome: &str, took: Duration) {
+        self.mapping(mapping).invoked(n, outcome, took)
+    }
+    pub fn invoked_not(&self, mapping: &str, outcome: &str, took: Duration) {
+        self.mapping(mapping).invoked_not(outcome, took)
+    }
+    pub fn failed_invoke(&self, mapping: &str, n: usize) {
+        self.mapping(mapping).failed_invoke(n)
+    }
+    pub fn dropped(&self, mapping: &str, n: usize) {
+        self.mapping(mapping).dropped(n)
+    }
+    pub fn destination_delivered(&self, mapping: &str, n: usize) {
+        self.mapping(mapping).destination_delivered(n)
+    }
+    pub fn destination_failure(&self, mapping: &str) {
+        self.mapping(mapping).destination_failure()
+    }
+    pub fn source_error(&self, mapping: &str, kind: &str) {
+        self.mapping(mapping).source_error(kind)
+    }
+    pub fn checkpointed(&self, mapping: &str) {
+        self.mapping(mapping).checkpointed()
+    }
+    pub fn sqs_received(&self, mapping: &str, n: usize) {
+        self.mapping(mapping).sqs_received(n)
+    }
+    pub fn sqs_finished(&self, mapping: &str, deleted: usize, returned: usize) {
+        self.mapping(mapping).sqs_finished(deleted, returned)
+    }
+    pub fn sqs_settled(&self, mapping: &str, n: usize) {
+        self.mapping(mapping).sqs_settled(n)
+    }
+    pub fn sqs_extended(&self, mapping: &str, n: usize) {
+        self.mapping(mapping).sqs_extended(n)
+    }
+    pub fn concurrency(&self, mapping: &str, n: usize) {
+        self.mapping(mapping).concurrency(n)
+    }
+    pub fn worker_panicked(&self, mapping: &str) {
+        self.mapping(mapping).worker_panicked()
+    }
     pub fn shard_state(&self, mapping: &str, from: Option<&str>, to: Option<&str>) {
-        let labels = |state: &str| StateLabels {
+        self.mapping(mapping).shard_state(from, to)
+    }
+    pub fn iterator_age(&self, mapping: &str, shard: &str, age_ms: i64) {
+        self.mapping(mapping).iterator_age(shard, age_ms)
+    }
+    pub fn forget_shard(&self, mapping: &str, shard: &str) {
+        self.mapping(mapping).forget_partition(shard)
+    }
+}
+
+/// The label values of the bounded labels, in the order their series are cached.
+const OUTCOMES: &[&str] = &[
+    "success",
+    "partial_failure",
+    "function_error",
+    "throttled",
+    "service_error",
+    "payload_too_large",
+];
+const SOURCE_ERRORS: &[&str] = &[
+    "throttled",
+    "expired_iterator",
+    "not_found",
+    "trimmed",
+    "service",
+];
+const STATES: &[&str] = &[
+    "starting",
+    "waiting_for_parent",
+    "reading",
+    "dispatching",
+    "retrying",
+    "ended",
+    "failed",
+];
+
+/// One mapping's series of a family with one more bounded label: created on first use (so a
+/// value never seen exports nothing), then reached without allocating.
+struct Lazy<L, M> {
+    family: Family<L, M>,
+    mapping: String,
+    values: &'static [&'static str],
+    series: Vec<OnceLock<M>>,
+    labels: fn(String, String) -> L,
+}
+
+impl<L, M> Lazy<L, M>
+where
+    L: Clone + std::hash::Hash + Eq,
+    M: Clone + Default + prometheus_client::metrics::TypedMetric,
+{
+    fn new(
+        family: Family<L, M>,
+        mapping: &str,
+        values: &'static [&'static str],
+        labels: fn(String, String) -> L,
+    ) -> Self {
+        Lazy {
+            family,
             mapping: mapping.to_string(),
-            state: state.to_string(),
+            values,
+            series: values.iter().map(|_| OnceLock::new()).collect(),
+            labels,
+        }
+    }
+
+    fn get(&self, value: &str) -> M {
+        let create = || {
+            self.family
+                .get_or_create(&(self.labels)(self.mapping.clone(), value.to_string()))
+                .clone()
         };
+        match self.values.iter().position(|v| *v == value) {
+            Some(i) => self.series[i].get_or_init(create).clone(),
+            None => create(),
+        }
+    }
+}
+
+/// A mapping's series (see [`Metrics::mapping`]), one method per event.
+pub struct MappingMetrics {
+    name: String,
+    polled: Counter,
+    invoked: Counter,
+    failed_invoke: Counter,
+    dropped: Counter,
+    destination_delivered: Counter,
+    destination_failures: Counter,
+    checkpoints: Counter,
+    sqs_received: Counter,
+    sqs_deleted: Counter,
+    sqs_returned: Counter,
+    sqs_extensions: Counter,
+    sqs_in_flight: Gauge,
+    concurrency: Gauge,
+    worker_panics: Counter,
+    dispatch_duration: Histogram,
+    ages: Mutex<MappingAges>,
+    batches: Lazy<OutcomeLabels, Counter>,
+    source_errors: Lazy<ErrorLabels, Counter>,
+    shards: Lazy<StateLabels, Gauge>,
+}
+
+impl MappingMetrics {
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    pub fn polled(&self, n: usize) {
+        self.polled.inc_by(n as u64);
+    }
+
+    /// An invocation reached the function with `n` records (whatever it answered).
+    pub fn invoked(&self, n: usize, outcome: &str, took: Duration) {
+        self.invoked.inc_by(n as u64);
+        self.invoked_not(outcome, took);
+    }
+
+    /// An invocation that never reached the function (throttled, service error, too large).
+    pub fn invoked_not(&self, outcome: &str, took: Duration) {
+        self.batches.get(outcome).inc();
+        self.dispatch_duration.observe(took.as_secs_f64());
+    }
+
+    pub fn failed_invoke(&self, n: usize) {
+        self.failed_invoke.inc_by(n as u64);
+    }
+
+    pub fn dropped(&self, n: usize) {
+        self.dropped.inc_by(n as u64);
+    }
+
+    pub fn destination_delivered(&self, n: usize) {
+        self.destination_delivered.inc_by(n as u64);
+    }
+
+    pub fn destination_failure(&self) {
+        self.destination_failures.inc();
+    }
+
+    pub fn source_error(&self, kind: &str) {
+        self.source_errors.get(kind).inc();
+    }
+
+    pub fn checkpointed(&self) {
+        self.checkpoints.inc();
+    }
+
+    pub fn sqs_received(&self, n: usize) {
+        self.sqs_received.inc_by(n as u64);
+        self.sqs_in_flight.inc_by(n as i64);
+    }
+
+    /// `deleted` messages succeeded and were deleted; `returned` failed and will reappear.
+    pub fn sqs_finished(&self, deleted: usize, returned: usize) {
+        self.sqs_deleted.inc_by(deleted as u64);
+        self.sqs_returned.inc_by(returned as u64);
+    }
+
+    pub fn sqs_settled(&self, n: usize) {
+        self.sqs_in_flight.dec_by(n as i64);
+    }
+
+    pub fn sqs_extended(&self, n: usize) {
+        self.sqs_extensions.inc_by(n as u64);
+    }
+
+    pub fn concurrency(&self, n: usize) {
+        self.concurrency.set(n as i64);
+    }
+
+    pub fn worker_panicked(&self) {
+        self.worker_panics.inc();
+    }
+
+    /// A partition moved from state `from` (if any) to `to` (if any).
+    pub fn shard_state(&self, from: Option<&str>, to: Option<&str>) {
         if let Some(from) = from {
-            self.shards.get_or_create(&labels(from)).dec();
+            self.shards.get(from).dec();
         }
         if let Some(to) = to {
-            self.shards.get_or_create(&labels(to)).inc();
+            self.shards.get(to).inc();
         }
     }
 
-    /// Records a shard's iterator age and republishes the mapping's maximum. No allocation once
-    /// the shard is known; the maximum is recomputed over the mapping's shards only when the
-    /// shard that held it goes down.
-    pub fn iterator_age(&self, mapping: &str, shard: &str, age_ms: i64) {
-        self.with_ages(mapping, |ages| ages.set(shard, age_ms.max(0)));
+    /// Records a partition's iterator age and republishes the mapping's maximum. No allocation
+    /// once the partition is known; the maximum is recomputed over the mapping's partitions only
+    /// when the one that held it goes down.
+    pub fn iterator_age(&self, partition: &str, age_ms: i64) {
+        self.ages
+            .lock()
+            .expect("metrics lock")
+            .set(partition, age_ms.max(0));
     }
 
-    /// Forgets a shard that is no longer read (closed and drained).
-    pub fn forget_shard(&self, mapping: &str, shard: &str) {
-        self.with_ages(mapping, |ages| ages.remove(shard));
-    }
-
-    fn with_ages(&self, mapping: &str, f: impl FnOnce(&mut MappingAges)) {
-        {
-            let all = self.ages.read().expect("metrics lock");
-            if let Some(ages) = all.get(mapping) {
-                return f(&mut ages.lock().expect("metrics lock"));
-            }
-        }
-        let gauge = self
-            .iterator_age
-            .get_or_create(&Self::label(mapping))
-            .clone();
-        let mut all = self.ages.write().expect("metrics lock");
-        let ages = all
-            .entry(mapping.to_string())
-            .or_insert_with(|| Mutex::new(MappingAges::new(gauge)));
-        f(ages.get_mut().expect("metrics lock"));
+    /// Forgets a partition that is no longer read (closed and drained).
+    pub fn forget_partition(&self, partition: &str) {
+        self.ages.lock().expect("metrics lock").remove(partition);
     }
 }
 
@@ -421,24 +563,25 @@ mod tests {
     #[test]
     fn iterator_age_is_the_max_over_shards() {
         let m = Metrics::new();
-        m.iterator_age("orders", "s0", 500);
-        m.iterator_age("orders", "s1", 1500);
-        m.iterator_age("orders", "s1", 100);
-        m.polled("orders", 3);
-        m.invoked("orders", 3, "success", Duration::from_millis(20));
+        let (orders, payments) = (m.mapping("orders"), m.mapping("payments"));
+        orders.iterator_age("s0", 500);
+        orders.iterator_age("s1", 1500);
+        orders.iterator_age("s1", 100);
+        orders.polled(3);
+        orders.invoked(3, "success", Duration::from_millis(20));
         let text = m.encode();
         assert!(
             text.contains("sluice_iterator_age_milliseconds{mapping=\"orders\"} 500"),
             "{text}"
         );
         // The shard holding the max ends: the next one shows; the last one gone shows 0.
-        m.iterator_age("orders", "s1", 900);
-        m.iterator_age("payments", "s0", 7000);
-        m.forget_shard("orders", "s1");
+        orders.iterator_age("s1", 900);
+        payments.iterator_age("s0", 7000);
+        orders.forget_partition("s1");
         assert!(m
             .encode()
             .contains("sluice_iterator_age_milliseconds{mapping=\"orders\"} 500"));
-        m.forget_shard("orders", "s0");
+        orders.forget_partition("s0");
         let text = m.encode();
         assert!(
             text.contains("sluice_iterator_age_milliseconds{mapping=\"orders\"} 0"),
@@ -458,6 +601,31 @@ mod tests {
         );
         assert!(
             text.contains("sluice_dispatch_duration_seconds_count{mapping=\"orders\"} 1"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn a_mappings_series_are_resolved_once_and_labelled_values_appear_on_first_use() {
+        let m = Metrics::new();
+        let a = m.mapping("orders");
+        assert!(Arc::ptr_eq(&a, &m.mapping("orders")));
+        a.source_error("throttled");
+        a.source_error("throttled");
+        a.shard_state(None, Some("reading"));
+        a.shard_state(Some("reading"), Some("dispatching"));
+        let text = m.encode();
+        assert!(
+            text.contains("sluice_source_errors_total{mapping=\"orders\",error=\"throttled\"} 2"),
+            "{text}"
+        );
+        assert!(!text.contains("error=\"trimmed\""), "{text}");
+        assert!(
+            text.contains("sluice_shards{mapping=\"orders\",state=\"reading\"} 0"),
+            "{text}"
+        );
+        assert!(
+            text.contains("sluice_shards{mapping=\"orders\",state=\"dispatching\"} 1"),
             "{text}"
         );
     }

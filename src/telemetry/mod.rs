@@ -1,11 +1,15 @@
-//! Telemetry: log setup ([`init_logging`]), the Prometheus registry with one method per metric
-//! event ([`Metrics`]), and the per-shard status board behind `/status` and `/readyz` ([`Status`]).
+//! Telemetry: log setup ([`init_logging`]), the Prometheus registry with each mapping's series
+//! ([`Metrics`], [`MappingMetrics`]), the per-partition status board behind `/status` and
+//! `/readyz` ([`Status`]), and the handles workers record events through, one call per event
+//! ([`MappingTelemetry`], [`PartitionTelemetry`]).
 
+mod events;
 mod metrics;
 mod status;
 
-pub use metrics::Metrics;
-pub use status::{ShardState, ShardStatus, Status};
+pub use events::{MappingTelemetry, PartitionTelemetry};
+pub use metrics::{MappingMetrics, Metrics};
+pub use status::{Row, ShardState, ShardStatus, Status};
 
 use tracing_subscriber::EnvFilter;
 

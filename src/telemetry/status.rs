@@ -6,7 +6,7 @@
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::RwLock;
+use std::sync::{Arc, Mutex, RwLock};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -60,10 +60,14 @@ impl Default for ShardStatus {
     }
 }
 
-/// Shared by the workers (writers) and the admin server (reader).
+/// One partition's row: its worker holds it and writes it under its own lock.
+pub type Row = Arc<Mutex<ShardStatus>>;
+
+/// Shared by the workers (writers) and the admin server (reader). The board's lock is taken for
+/// writing only when a row is added or removed; a worker updates its own [`Row`].
 #[derive(Default)]
 pub struct Status {
-    shards: RwLock<BTreeMap<String, BTreeMap<String, ShardStatus>>>,
+    shards: RwLock<BTreeMap<String, BTreeMap<String, Row>>>,
     /// Enabled mappings whose shards are not all running yet.
     pending_mappings: AtomicUsize,
     draining: AtomicBool,
@@ -105,7 +109,7 @@ impl Status {
             .flat_map(|(m, shards)| {
                 shards
                     .iter()
-                    .filter(|(_, s)| s.state == ShardState::Failed)
+                    .filter(|(_, s)| s.lock().expect("status row").state == ShardState::Failed)
                     .map(move |(id, _)| format!("{m}/{id}"))
             })
             .collect();
@@ -129,22 +133,36 @@ impl Status {
         }
     }
 
-    pub fn update(&self, mapping: &str, shard: &str, f: impl FnOnce(&mut ShardStatus)) {
-        let mut all = self.shards.write().expect("status lock");
-        f(all
+    /// The row of `shard`, created if it has none.
+    pub fn row(&self, mapping: &str, shard: &str) -> Row {
+        if let Some(row) = self
+            .shards
+            .read()
+            .expect("status lock")
+            .get(mapping)
+            .and_then(|m| m.get(shard))
+        {
+            return row.clone();
+        }
+        self.shards
+            .write()
+            .expect("status lock")
             .entry(mapping.to_string())
             .or_default()
             .entry(shard.to_string())
-            .or_default());
+            .or_default()
+            .clone()
+    }
+
+    pub fn update(&self, mapping: &str, shard: &str, f: impl FnOnce(&mut ShardStatus)) {
+        f(&mut self.row(mapping, shard).lock().expect("status row"));
     }
 
     pub fn get(&self, mapping: &str, shard: &str) -> Option<ShardStatus> {
-        self.shards
-            .read()
-            .expect("status lock")
-            .get(mapping)?
-            .get(shard)
-            .cloned()
+        let all = self.shards.read().expect("status lock");
+        let row = all.get(mapping)?.get(shard)?;
+        let copy = row.lock().expect("status row").clone();
+        Some(copy)
     }
 
     pub fn snapshot(&self) -> serde_json::Value {
@@ -154,7 +172,16 @@ impl Status {
             "ready": reason.is_none(),
             "not_ready_because": reason,
             "in_flight_bytes": self.in_flight_bytes.load(Ordering::Relaxed),
-            "mappings": &*all,
+            "mappings": all
+                .iter()
+                .map(|(m, shards)| {
+                    let rows: BTreeMap<&String, ShardStatus> = shards
+                        .iter()
+                        .map(|(id, row)| (id, row.lock().expect("status row").clone()))
+                        .collect();
+                    (m, rows)
+                })
+                .collect::<BTreeMap<_, _>>(),
         })
     }
 }
