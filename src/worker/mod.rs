@@ -33,6 +33,18 @@ pub(crate) async fn pause(
     }
 }
 
+/// [`pause`] for `?`: sleeps for `duration` unless `cancel` fires first.
+pub(crate) async fn pause_or_cancelled(
+    cancel: &tokio_util::sync::CancellationToken,
+    duration: Duration,
+) -> Result<(), Cancelled> {
+    if pause(cancel, duration).await {
+        Ok(())
+    } else {
+        Err(Cancelled)
+    }
+}
+
 /// Shutdown came first.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Cancelled;
@@ -50,17 +62,43 @@ where
     Op: FnMut() -> Fut,
     Fut: std::future::Future<Output = Result<T, E>>,
 {
+    loop {
+        // With all the time in the world, only success or shutdown ends the retries.
+        if let Ok(v) = until_ok_by(cancel, || Duration::MAX, &backoff, &mut report, &mut op).await?
+        {
+            return Ok(v);
+        }
+    }
+}
+
+/// [`until_ok`] with a deadline: `left()` is the time left (zero once it has passed). After a
+/// failure with no time left, the retries stop and the last error comes back as `Ok(Err(e))`;
+/// otherwise the wait after a failure is `backoff(failures)` capped by the time left. `op` is
+/// always tried at least once.
+pub(crate) async fn until_ok_by<T, E, Op, Fut>(
+    cancel: &tokio_util::sync::CancellationToken,
+    left: impl Fn() -> Duration,
+    backoff: impl Fn(u32) -> Duration,
+    mut report: impl FnMut(&E, u32, Duration),
+    mut op: Op,
+) -> Result<Result<T, E>, Cancelled>
+where
+    Op: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, E>>,
+{
     let mut failures = 0u32;
     loop {
         match op().await {
-            Ok(v) => return Ok(v),
+            Ok(v) => return Ok(Ok(v)),
             Err(e) => {
                 failures = failures.saturating_add(1);
-                let delay = backoff(failures);
-                report(&e, failures, delay);
-                if !pause(cancel, delay).await {
-                    return Err(Cancelled);
+                let left = left();
+                if left.is_zero() {
+                    return Ok(Err(e));
                 }
+                let delay = backoff(failures).min(left);
+                report(&e, failures, delay);
+                pause_or_cancelled(cancel, delay).await?;
             }
         }
     }
@@ -221,5 +259,72 @@ mod retry_tests {
         )
         .await;
         assert_eq!(never, Err(Cancelled));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn until_ok_by_caps_each_wait_by_the_time_left_and_stops_at_the_deadline() {
+        let cancel = CancellationToken::new();
+        let started = tokio::time::Instant::now();
+        let deadline = started + Duration::from_millis(2_500);
+        let left = || deadline.saturating_duration_since(tokio::time::Instant::now());
+        let mut seen = Vec::new();
+        let mut calls = 0;
+        let got: Result<Result<(), String>, Cancelled> = until_ok_by(
+            &cancel,
+            left,
+            |_| Duration::from_secs(1),
+            |_: &String, n, delay| seen.push((n, delay)),
+            || {
+                calls += 1;
+                let n = calls;
+                async move { Err(format!("down {n}")) }
+            },
+        )
+        .await;
+        // Tried at 0 s, 1 s, 2 s and 2.5 s (the last wait cut to the 0.5 s left); the last
+        // failure comes back once no time is left, without a wait.
+        assert_eq!(got, Ok(Err("down 4".to_string())));
+        assert_eq!(started.elapsed(), Duration::from_millis(2_500));
+        assert_eq!(
+            seen,
+            [
+                (1, Duration::from_secs(1)),
+                (2, Duration::from_secs(1)),
+                (3, Duration::from_millis(500))
+            ]
+        );
+
+        // Success before the deadline; and an op past its deadline is still tried once.
+        let mut calls = 0;
+        let got: Result<Result<u32, &str>, Cancelled> = until_ok_by(
+            &cancel,
+            || Duration::ZERO,
+            |_| Duration::from_secs(1),
+            |_: &&str, _, _| {},
+            || {
+                calls += 1;
+                async { Ok(7) }
+            },
+        )
+        .await;
+        assert_eq!((got, calls), (Ok(Ok(7)), 1));
+
+        // Shutdown during a wait ends it.
+        let stop = cancel.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            stop.cancel();
+        });
+        let at = tokio::time::Instant::now();
+        let got: Result<Result<(), &str>, Cancelled> = until_ok_by(
+            &cancel,
+            || Duration::from_secs(60),
+            |_| Duration::from_secs(1),
+            |_: &&str, _, _| {},
+            || async { Err("down") },
+        )
+        .await;
+        assert_eq!(got, Err(Cancelled));
+        assert_eq!(at.elapsed(), Duration::from_millis(300));
     }
 }

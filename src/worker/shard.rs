@@ -1,31 +1,30 @@
 //! One shard's worker: read → batch → dispatch → checkpoint, one batch at a time, so batch N+1 is
 //! never sent before batch N succeeded or was given up on (DESIGN.md invariants 1 and 2).
 //!
-//! A batch is processed as a queue of *pieces* (contiguous runs of records, left to right). A piece
-//! that succeeds is checkpointed and dropped; one that fails is retried, bisected, trimmed to the
-//! records after a partial batch response's lowest failure, or given up on, as [`RetryPolicy`]
-//! decides. Records past `MaximumRecordAgeInSeconds` (or past the stream's retention, whichever
-//! comes first) are given up on before any invoke. The records a worker holds are charged to the
-//! process-wide byte budget, and the worker waits for room before each read.
+//! A batch is processed as a queue of *pieces* (contiguous runs of records, left to right). What
+//! happens to them — checkpoint a success, retry, bisect, trim to a partial batch response's lowest
+//! failure, give up on expired or exhausted records — is decided by [`pieces::Pieces`], a pure state
+//! machine; this loop only reads, invokes, checkpoints, gives up (on-failure destination) and waits,
+//! as its [`Step`]s say, and keeps the logs, metrics and /status rows. The records a worker holds
+//! are charged to the process-wide byte budget, and the worker waits for room before each read.
+//! Cancellation is `Err(Cancelled)`, passed up with `?` from every wait.
 
-use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::time::{sleep_until, Instant};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
+mod pieces;
 mod settle;
 
+use pieces::{Expiry, Invoke, Pieces, Settled, Step};
 use settle::response_context;
 
-use super::{pause, MappingContext};
+use super::{pause_or_cancelled, Cancelled, MappingContext};
 use crate::batch::{self, Batcher, MAX_PAYLOAD_BYTES};
 use crate::checkpoint::Checkpoint;
-use crate::destination::ResponseContext;
-
-use crate::dispatch::{classify, Outcome};
-use crate::retry::{Condition, Decision, FailureKind};
+use crate::dispatch::classify;
 use crate::source::{Page, PartitionReader, Record, SourceError};
 use crate::telemetry::ShardState;
 
@@ -38,34 +37,19 @@ pub enum Exit {
     Cancelled,
 }
 
-/// Records being worked on, with their retry history.
-struct Piece {
-    records: Vec<Record>,
-    function_errors: u32,
-    consecutive_failures: u32,
-    invokes: u32,
-    last_response: Option<(Option<String>, ResponseContext)>,
+/// Record age as the mapping sees it (MaximumRecordAgeInSeconds, the stream's retention), as of
+/// `now_ms`.
+struct AgeAt<'a> {
+    ctx: &'a MappingContext,
+    now_ms: i64,
 }
 
-impl Piece {
-    fn new(records: Vec<Record>) -> Self {
-        Piece {
-            records,
-            function_errors: 0,
-            consecutive_failures: 0,
-            invokes: 0,
-            last_response: None,
-        }
+impl Expiry for AgeAt<'_> {
+    fn expired(&self, arrival_ms: i64) -> bool {
+        self.ctx.expired(arrival_ms, self.now_ms)
     }
-
-    /// A part split off a piece: a fresh retry budget, but the same invocation history, so
-    /// `approximateInvokeCount` counts every invocation of its records, bisects included.
-    fn split_from(records: Vec<Record>, parent: &Piece) -> Self {
-        Piece {
-            invokes: parent.invokes,
-            last_response: parent.last_response.clone(),
-            ..Piece::new(records)
-        }
+    fn left(&self, arrival_ms: i64) -> Duration {
+        self.ctx.until_expiry(arrival_ms, self.now_ms)
     }
 }
 
@@ -134,25 +118,9 @@ impl ShardWorker {
     /// Runs until the shard ends or `cancel` fires.
     pub async fn run(mut self, cancel: CancellationToken) -> Exit {
         info!(mapping = self.ctx.name(), shard = %self.shard, "shard worker started");
-        let exit = loop {
-            if !self.fill(&cancel).await {
-                break Exit::Cancelled;
-            }
-            if self.batcher.is_empty() {
-                if self.ended {
-                    if !self.checkpoint(Checkpoint::ShardEnd, &cancel).await {
-                        break Exit::Cancelled;
-                    }
-                    break Exit::Ended;
-                }
-                continue;
-            }
-            let batch = self.batcher.take();
-            let bytes = bytes_of(&batch);
-            if !self.process(batch, &cancel).await {
-                break Exit::Cancelled;
-            }
-            self.release(bytes);
+        let exit = match self.work(&cancel).await {
+            Ok(()) => Exit::Ended,
+            Err(Cancelled) => Exit::Cancelled,
         };
         if exit == Exit::Ended {
             self.set_state(ShardState::Ended);
@@ -164,10 +132,26 @@ impl ShardWorker {
         exit
     }
 
+    /// Reads and processes batches until the shard ended and is checkpointed as ended.
+    async fn work(&mut self, cancel: &CancellationToken) -> Result<(), Cancelled> {
+        loop {
+            self.fill(cancel).await?;
+            if self.batcher.is_empty() {
+                if self.ended {
+                    return self.checkpoint(Checkpoint::ShardEnd, cancel).await;
+                }
+                continue;
+            }
+            let batch = self.batcher.take();
+            let bytes = bytes_of(&batch);
+            self.process(batch, cancel).await?;
+            self.release(bytes);
+        }
+    }
+
     /// Reads until a batch is due: full (count or 6 MB), the window has passed with records
     /// waiting, or the shard ended. The window starts when the previous invocation completed.
-    /// Returns false if cancelled.
-    async fn fill(&mut self, cancel: &CancellationToken) -> bool {
+    async fn fill(&mut self, cancel: &CancellationToken) -> Result<(), Cancelled> {
         let window_end = Instant::now() + self.ctx.mapping.batching_window;
         let mut source_failures = 0u32;
         loop {
@@ -175,7 +159,7 @@ impl ShardWorker {
                 || self.ended
                 || (!self.batcher.is_empty() && Instant::now() >= window_end)
             {
-                return true;
+                return Ok(());
             }
             self.set_state(ShardState::Reading);
             let mut at = self.reader.next_read_at();
@@ -183,21 +167,21 @@ impl ShardWorker {
                 at = at.min(window_end);
             }
             tokio::select! {
-                _ = cancel.cancelled() => return false,
+                _ = cancel.cancelled() => return Err(Cancelled),
                 _ = sleep_until(at) => {}
             }
             if !self.batcher.is_empty() && Instant::now() >= window_end {
-                return true;
+                return Ok(());
             }
             // Memory is bounded by the budget: wait for room before holding another page (with
             // records waiting, the batch goes out when the window closes instead).
             tokio::select! {
-                _ = cancel.cancelled() => return false,
+                _ = cancel.cancelled() => return Err(Cancelled),
                 _ = self.ctx.budget.room() => {}
-                _ = sleep_until(window_end), if !self.batcher.is_empty() => return true,
+                _ = sleep_until(window_end), if !self.batcher.is_empty() => return Ok(()),
             }
             let page = tokio::select! {
-                _ = cancel.cancelled() => return false,
+                _ = cancel.cancelled() => return Err(Cancelled),
                 page = self.reader.read() => page,
             };
             match page {
@@ -241,9 +225,7 @@ impl ShardWorker {
                         _ => {
                             let delay = self.ctx.policy.backoff(source_failures);
                             warn!(mapping = self.ctx.name(), shard = %self.shard, error = %e, retry_in_ms = delay.as_millis() as u64, "read failed");
-                            if !pause(cancel, delay).await {
-                                return false;
-                            }
+                            pause_or_cancelled(cancel, delay).await?;
                         }
                     }
                 }
@@ -251,198 +233,110 @@ impl ShardWorker {
         }
     }
 
-    /// Processes one batch to completion (every record succeeded or was given up on).
-    /// Returns false if cancelled first.
-    async fn process(&mut self, batch: Vec<Record>, cancel: &CancellationToken) -> bool {
+    /// Processes one batch to completion (every record succeeded or was given up on), doing what
+    /// its pieces' state machine says.
+    async fn process(
+        &mut self,
+        batch: Vec<Record>,
+        cancel: &CancellationToken,
+    ) -> Result<(), Cancelled> {
         let ctx = self.ctx.clone();
-        let name = ctx.name();
-        let policy = &ctx.policy;
-        let mut pieces = VecDeque::from([Piece::new(batch)]);
-        while let Some(piece) = pieces.front_mut() {
-            // Records past MaximumRecordAgeInSeconds are given up on without an invoke. Records are
-            // in arrival order, so the expired ones are a prefix.
+        let mut pieces = Pieces::new(batch);
+        loop {
             let now = ctx.clock.now_ms();
-            let expired = piece
-                .records
-                .iter()
-                .take_while(|r| ctx.expired(r.arrival_ms, now))
-                .count();
-            if expired > 0 {
-                let gone: Vec<Record> = piece.records.drain(..expired).collect();
-                let meta = (piece.invokes, piece.last_response.clone());
-                if !self
-                    .give_up(gone, Condition::RecordAgeExceeded, meta, cancel)
-                    .await
-                {
-                    return false;
-                }
-                let piece = pieces.front_mut().expect("piece still queued");
-                if piece.records.is_empty() {
-                    pieces.pop_front();
-                    continue;
-                }
-            }
-            if cancel.is_cancelled() {
-                return false;
-            }
-            self.set_state(ShardState::Dispatching);
-            let piece = pieces.front_mut().expect("piece still queued");
-            let n = piece.records.len();
-            let payload = batch::encode(&piece.records);
-            let started = Instant::now();
-            let result = ctx.dispatcher.invoke(payload).await;
-            let took = started.elapsed();
-            let last_arrival = piece.records.last().map(|r| r.arrival_ms).unwrap_or(now);
-            ctx.metrics
-                .iterator_age(name, &self.shard, ctx.clock.now_ms() - last_arrival);
-
-            let outcome = classify(
-                &result,
-                ctx.mapping.errors.report_batch_item_failures,
-                piece.records.iter().map(|r| r.sequence.0.as_str()),
-            );
-            let label = outcome.label();
-            if outcome.invoked() {
-                piece.invokes += 1;
-                ctx.metrics.invoked(name, n, label, took);
-            } else {
-                ctx.metrics.invoked_not(name, label, took);
-            }
-            if let Ok(inv) = &result {
-                piece.last_response = Some(response_context(inv));
-                if inv.function_error.is_some() {
-                    // The error's body may echo record data: only its errorType above debug.
-                    debug!(mapping = name, shard = %self.shard,
-                           body = %String::from_utf8_lossy(&inv.body[..inv.body.len().min(512)]),
-                           "function error response");
-                }
-            }
-            let (kind, detail) = match outcome {
-                Outcome::Success => {
-                    let last = piece
-                        .records
-                        .last()
-                        .expect("non-empty piece")
-                        .sequence
-                        .clone();
-                    debug!(mapping = name, shard = %self.shard, records = n, last = %last, took_ms = took.as_millis() as u64, "batch succeeded");
-                    pieces.pop_front();
-                    if !self.checkpoint(Checkpoint::Sequence(last), cancel).await {
-                        return false;
-                    }
-                    continue;
-                }
-                Outcome::PartialFailure(f) if f[0] > 0 => {
-                    let i = f[0];
-                    ctx.metrics.failed_invoke(name, n);
-                    // Everything before the lowest failure is done: checkpoint it and retry
-                    // from the failure (with bisect, AWS splits at exactly that point).
-                    let done: Vec<Record> = piece.records.drain(..i).collect();
-                    let last = done.last().expect("i > 0").sequence.clone();
-                    let first_failed = piece.records[0].sequence.clone();
-                    piece.function_errors += 1;
-                    piece.consecutive_failures += 1;
-                    let (errors, consecutive, left) = (
-                        piece.function_errors,
-                        piece.consecutive_failures,
-                        piece.records.len(),
-                    );
-                    info!(mapping = name, shard = %self.shard, first_failed = %first_failed, retrying = left, "partial batch failure");
-                    if !self.checkpoint(Checkpoint::Sequence(last), cancel).await {
-                        return false;
-                    }
-                    // A partial response is a function error for the remaining records,
-                    // but they are not bisected again for it.
-                    let decision =
-                        match policy.decide(FailureKind::Function, 1, errors, consecutive) {
-                            Decision::Bisect => Decision::RetryAfter(policy.backoff(consecutive)),
-                            d => d,
-                        };
-                    if !self.follow(decision, &mut pieces, cancel).await {
-                        return false;
-                    }
-                    continue;
-                }
-                Outcome::PartialFailure(_) => {
-                    (FailureKind::Function, "the first record failed".to_string())
-                }
-                Outcome::FunctionError { detail, .. } => (FailureKind::Function, detail),
-                Outcome::PayloadTooLarge(message) if n > 1 => {
-                    // Split without consuming the retry budget; left half first keeps the order.
-                    debug!(mapping = name, shard = %self.shard, records = n, %message, "payload too large; splitting");
-                    let right = piece.records.split_off(n / 2);
-                    let right = Piece::split_from(right, piece);
-                    pieces.insert(1, right);
-                    continue;
-                }
-                // A single record that is still too large cannot be split: it fails.
-                Outcome::PayloadTooLarge(message) => (FailureKind::Function, message),
-                Outcome::Throttled(detail) | Outcome::ServiceError(detail) => {
-                    (FailureKind::NotInvoked, detail)
-                }
-            };
-            ctx.metrics.failed_invoke(name, n);
-            let piece = pieces.front_mut().expect("piece still queued");
-            if kind == FailureKind::Function {
-                piece.function_errors += 1;
-            }
-            piece.consecutive_failures += 1;
-            let (errors, consecutive) = (piece.function_errors, piece.consecutive_failures);
-            warn!(mapping = name, shard = %self.shard, records = n, outcome = label, function_errors = errors, error = %detail, "invocation failed");
-            ctx.status.update(name, &self.shard, |s| {
-                s.retry_attempt = errors;
-                s.last_error = Some(format!("{label}: {detail}"));
+            let step = pieces.next(&AgeAt {
+                ctx: &ctx,
+                now_ms: now,
             });
-            let decision = policy.decide(kind, n, errors, consecutive);
-            if !self.follow(decision, &mut pieces, cancel).await {
-                return false;
+            match step {
+                Step::Invoke(call) => self.invoke(call, now, cancel).await?,
+                Step::Checkpoint(last) => {
+                    self.checkpoint(Checkpoint::Sequence(last), cancel).await?
+                }
+                Step::Wait(delay) => {
+                    self.set_state(ShardState::Retrying);
+                    pause_or_cancelled(cancel, delay).await?
+                }
+                Step::GiveUp(given) => self.give_up(given, cancel).await?,
+                Step::Done => break,
             }
         }
         ctx.status
-            .update(name, &self.shard, |s| s.retry_attempt = 0);
-        true
+            .update(ctx.name(), &self.shard, |s| s.retry_attempt = 0);
+        Ok(())
     }
 
-    /// Carries out the policy's decision for the front piece. Returns false if cancelled.
-    async fn follow(
+    /// Invokes the front piece and settles it with what happened. `now` is when the step was
+    /// asked for.
+    async fn invoke(
         &mut self,
-        decision: Decision,
-        pieces: &mut VecDeque<Piece>,
+        call: Invoke<'_>,
+        now: i64,
         cancel: &CancellationToken,
-    ) -> bool {
-        let piece = pieces.front_mut().expect("piece queued");
-        match decision {
-            Decision::Bisect => {
-                let right = piece.records.split_off(piece.records.len() / 2);
-                // Splitting does not consume the retry budget: both halves start afresh.
-                let left = std::mem::take(&mut piece.records);
-                let parent = pieces.pop_front().expect("piece queued");
-                pieces.push_front(Piece::split_from(right, &parent));
-                pieces.push_front(Piece::split_from(left, &parent));
-                true
+    ) -> Result<(), Cancelled> {
+        if cancel.is_cancelled() {
+            return Err(Cancelled);
+        }
+        let ctx = self.ctx.clone();
+        let name = ctx.name();
+        self.set_state(ShardState::Dispatching);
+        let records = call.records();
+        let n = records.len();
+        let payload = batch::encode(records);
+        let started = Instant::now();
+        let result = ctx.dispatcher.invoke(payload).await;
+        let took = started.elapsed();
+        let last_arrival = records.last().map(|r| r.arrival_ms).unwrap_or(now);
+        ctx.metrics
+            .iterator_age(name, &self.shard, ctx.clock.now_ms() - last_arrival);
+
+        let outcome = classify(
+            &result,
+            ctx.mapping.errors.report_batch_item_failures,
+            records.iter().map(|r| r.sequence.0.as_str()),
+        );
+        let label = outcome.label();
+        if outcome.invoked() {
+            ctx.metrics.invoked(name, n, label, took);
+        } else {
+            ctx.metrics.invoked_not(name, label, took);
+        }
+        let response = result.as_ref().ok().map(|inv| {
+            if inv.function_error.is_some() {
+                // The error's body may echo record data: only its errorType above debug.
+                debug!(mapping = name, shard = %self.shard,
+                       body = %String::from_utf8_lossy(&inv.body[..inv.body.len().min(512)]),
+                       "function error response");
             }
-            Decision::RetryAfter(mut delay) => {
-                // Wake no later than the oldest record's expiry, so age is enforced on time.
-                if let Some(first) = piece.records.first() {
-                    let left = self
-                        .ctx
-                        .until_expiry(first.arrival_ms, self.ctx.clock.now_ms());
-                    delay = delay.min(left + Duration::from_millis(1));
-                }
-                self.set_state(ShardState::Retrying);
-                pause(cancel, delay).await
+            response_context(inv)
+        });
+        match call.settle(outcome, response, &ctx.policy) {
+            Settled::Succeeded { last } => {
+                debug!(mapping = name, shard = %self.shard, records = n, last = %last, took_ms = took.as_millis() as u64, "batch succeeded");
             }
-            Decision::GiveUp(condition) => {
-                let piece = pieces.pop_front().expect("piece queued");
-                self.give_up(
-                    piece.records,
-                    condition,
-                    (piece.invokes, piece.last_response),
-                    cancel,
-                )
-                .await
+            Settled::Partial {
+                first_failed,
+                retrying,
+            } => {
+                ctx.metrics.failed_invoke(name, n);
+                info!(mapping = name, shard = %self.shard, first_failed = %first_failed, retrying, "partial batch failure");
+            }
+            Settled::Split { message } => {
+                debug!(mapping = name, shard = %self.shard, records = n, %message, "payload too large; splitting");
+            }
+            Settled::Failed {
+                function_errors,
+                detail,
+            } => {
+                ctx.metrics.failed_invoke(name, n);
+                warn!(mapping = name, shard = %self.shard, records = n, outcome = label, function_errors, error = %detail, "invocation failed");
+                ctx.status.update(name, &self.shard, |s| {
+                    s.retry_attempt = function_errors;
+                    s.last_error = Some(format!("{label}: {detail}"));
+                });
             }
         }
+        Ok(())
     }
 }
 

@@ -1,32 +1,35 @@
-//! How a shard worker settles records: checkpoints (retried until the store takes them) and the
-//! records it gives up on (described to the on-failure destination, retried until they expire from
-//! the stream, or dropped and counted). Also reads what a function's response says for the failure
-//! record.
+//! How a shard worker settles records: checkpoints (retried until the store takes them; the one
+//! place that writes them) and the records it gives up on (described to the on-failure destination,
+//! retried until they expire from the stream, or dropped and counted). Also reads what a function's
+//! response says for the failure record.
 
 use std::time::Duration;
 use time::OffsetDateTime;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, warn};
 
-use super::super::{pause, until_ok};
+use super::super::{until_ok, until_ok_by, Cancelled};
+use super::pieces::GiveUp;
 use super::ShardWorker;
 use crate::batch;
 use crate::checkpoint::{Checkpoint, CheckpointError};
 use crate::destination::{BatchInfo, FailureRecord, ResponseContext};
 use crate::dispatch::Invoked;
-use crate::retry::Condition;
-use crate::source::Record;
 
 impl ShardWorker {
     /// Records are given up on: describe them to the on-failure destination (retrying until it
     /// takes the record) or count them dropped, then checkpoint past them.
     pub(super) async fn give_up(
         &mut self,
-        records: Vec<Record>,
-        condition: Condition,
-        (invokes, last): (u32, Option<(Option<String>, ResponseContext)>),
+        given: GiveUp,
         cancel: &CancellationToken,
-    ) -> bool {
+    ) -> Result<(), Cancelled> {
+        let GiveUp {
+            records,
+            condition,
+            invokes,
+            last_response: last,
+        } = given;
         let ctx = self.ctx.clone();
         let name = ctx.name();
         let (first, last_rec) = (
@@ -65,37 +68,34 @@ impl ShardWorker {
                 // The destination is retried until the records leave the stream (their retention);
                 // past that, holding the shard back saves nothing, so they are dropped.
                 let gone_at = first.arrival_ms + ctx.retention().as_millis() as i64;
-                let mut failures = 0;
-                loop {
-                    match dest.send(&record).await {
-                        Ok(()) => {
-                            ctx.metrics.destination_delivered(name, records.len());
-                            break;
-                        }
-                        Err(e) => {
-                            failures += 1;
+                let shard = &self.shard;
+                let sent = until_ok_by(
+                    cancel,
+                    || Duration::from_millis((gone_at - ctx.clock.now_ms()).max(0) as u64),
+                    |n| ctx.policy.backoff(n),
+                    |e: &String, _, delay| {
+                        warn!(mapping = name, shard = %shard, error = %e, retry_in_ms = delay.as_millis() as u64,
+                              "on-failure destination rejected the record; retrying (the shard waits)")
+                    },
+                    || async {
+                        let sent = dest.send(&record).await;
+                        if let Err(e) = &sent {
                             ctx.metrics.destination_failure(name);
-                            ctx.status.update(name, &self.shard, |s| {
+                            ctx.status.update(name, shard, |s| {
                                 s.last_error = Some(format!("destination: {e}"))
                             });
-                            let left = gone_at - ctx.clock.now_ms();
-                            if left <= 0 {
-                                error!(mapping = name, shard = %self.shard, error = %e, records = records.len(),
-                                       start = %first.sequence, end = %end,
-                                       "on-failure destination kept failing until the records expired from the stream; dropping them");
-                                ctx.metrics.dropped(name, records.len());
-                                break;
-                            }
-                            let delay = ctx
-                                .policy
-                                .backoff(failures)
-                                .min(Duration::from_millis(left as u64));
-                            warn!(mapping = name, shard = %self.shard, error = %e, retry_in_ms = delay.as_millis() as u64,
-                                  "on-failure destination rejected the record; retrying (the shard waits)");
-                            if !pause(cancel, delay).await {
-                                return false;
-                            }
                         }
+                        sent
+                    },
+                )
+                .await?;
+                match sent {
+                    Ok(()) => ctx.metrics.destination_delivered(name, records.len()),
+                    Err(e) => {
+                        error!(mapping = name, shard = %self.shard, error = %e, records = records.len(),
+                               start = %first.sequence, end = %end,
+                               "on-failure destination kept failing until the records expired from the stream; dropping them");
+                        ctx.metrics.dropped(name, records.len());
                     }
                 }
             }
@@ -104,20 +104,22 @@ impl ShardWorker {
         self.checkpoint(Checkpoint::Sequence(end), cancel).await
     }
 
-    /// Writes a checkpoint, retrying until the store takes it. Returns false if cancelled first.
-    pub(super) async fn checkpoint(&mut self, cp: Checkpoint, cancel: &CancellationToken) -> bool {
+    /// Writes a checkpoint, retrying until the store takes it (or shutdown comes first). The only
+    /// place a shard worker writes checkpoints.
+    pub(super) async fn checkpoint(
+        &mut self,
+        cp: Checkpoint,
+        cancel: &CancellationToken,
+    ) -> Result<(), Cancelled> {
         let ctx = self.ctx.clone();
         let shard = &self.shard;
-        let written = until_ok(
+        until_ok(
             cancel,
             |n| ctx.policy.backoff(n),
             |e: &CheckpointError, _, _| warn!(mapping = ctx.name(), shard = %shard, error = %e, "checkpoint write failed; retrying"),
             || ctx.checkpoints.put(ctx.name(), shard, &cp),
         )
-        .await;
-        if written.is_err() {
-            return false;
-        }
+        .await?;
         ctx.metrics.checkpointed(ctx.name());
         let shown = match &cp {
             Checkpoint::Sequence(s) => s.0.clone(),
@@ -125,7 +127,7 @@ impl ShardWorker {
         };
         ctx.status
             .update(ctx.name(), &self.shard, |s| s.checkpoint = Some(shown));
-        true
+        Ok(())
     }
 }
 
