@@ -1,12 +1,13 @@
-//! The source seam: what a stream source (Kinesis now, DynamoDB Streams later) gives the engine.
+//! The source seam: what a partitioned source (Kinesis, DynamoDB Streams) gives the engine.
 //! A [`Source`] lists shards and opens a [`PartitionReader`] at a position; the reader returns pages
 //! of [`Record`]s already encoded as their entry in the function's event JSON, so everything after
-//! the reader (batching, dispatch, retries, checkpoints) is source-agnostic.
+//! the reader (batching, dispatch, retries, checkpoints) is source-agnostic. Kinesis and DynamoDB
+//! Streams are one [`shards::ShardSource`] each, over their per-service [`shards::ShardApi`].
 
-mod cursor;
 pub mod dynamodb;
 pub mod kinesis;
 pub mod lineage;
+pub mod shards;
 pub mod sqs;
 
 use async_trait::async_trait;

@@ -1,94 +1,59 @@
-//! Kinesis Data Streams source: ListShards (paginated), and a per-shard reader doing
-//! GetShardIterator + GetRecords within Kinesis's per-shard limits. Events are encoded the way
-//! Lambda builds them (see [`event`]). The stream is addressed by its ARN (`StreamARN` on every
-//! call), never by name: the ARN's account and region decide what is read (the client must be one
-//! for the ARN's region, see `aws::Clients::for_arn`).
+//! Kinesis Data Streams as a [`ShardApi`]: ListShards (paginated), DescribeStreamSummary's retention,
+//! GetShardIterator and GetRecords, each classified into [`SourceError`], and records encoded the
+//! way Lambda builds them (see [`event`]). Reading itself (pacing, iterators, caught-up) is the
+//! shared [`IteratorReader`](crate::source::shards::IteratorReader): at most 5 reads per second per
+//! shard, at Lambda's base rate of one per second once caught up. The stream is addressed by its
+//! ARN (`StreamARN` on every call), never by name: the ARN's account and region decide what is read
+//! (the client must be one for the ARN's region, see `aws::Clients::for_arn`).
 
 pub mod event;
-mod reader;
 
 use async_trait::async_trait;
+use aws_sdk_kinesis::primitives::DateTime;
+use aws_sdk_kinesis::types::ShardIteratorType;
 use aws_sdk_kinesis::Client;
-use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, UNIX_EPOCH};
 
-use super::{EventFormat, Partition, PartitionReader, Position, Source, SourceError};
-pub(crate) use crate::aws::error_text;
+use super::shards::{Fault, IteratorStart, RawPage, ReadLimits, ShardApi, ShardPage, ShardSource};
+use super::{EventFormat, Partition, Record, SequenceNumber, SourceError};
+use crate::aws::error_text;
+use crate::model::StartingPosition;
 pub use event::EventContext;
-use reader::KinesisShardReader;
+
+/// Kinesis allows 5 GetRecords calls per second per shard; Lambda's base polling rate for a
+/// caught-up shard is once a second; GetRecords returns at most 10,000 records.
+pub const LIMITS: ReadLimits = ReadLimits {
+    read_interval: Duration::from_millis(200),
+    caught_up_interval: Duration::from_secs(1),
+    page_limit: 10_000,
+};
 
 /// One Kinesis stream, `ctx.stream_arn`.
-pub struct KinesisSource {
-    client: Client,
-    ctx: Arc<EventContext>,
-}
+pub type KinesisSource = ShardSource<KinesisApi>;
 
 impl KinesisSource {
     /// `client` must be for the region of `ctx.stream_arn`.
     pub fn new(client: Client, ctx: EventContext) -> Self {
-        KinesisSource {
-            client,
-            ctx: Arc::new(ctx),
-        }
+        ShardSource::from_api(KinesisApi { client, ctx })
     }
+}
 
+/// The Kinesis calls of one stream.
+pub struct KinesisApi {
+    client: Client,
+    ctx: EventContext,
+}
+
+impl KinesisApi {
     fn arn(&self) -> &str {
         &self.ctx.stream_arn
     }
 }
 
 #[async_trait]
-impl Source for KinesisSource {
-    async fn list_partitions(&self) -> Result<Vec<Partition>, SourceError> {
-        let mut shards = Vec::new();
-        let mut token: Option<String> = None;
-        loop {
-            // ListShards takes either the stream or a NextToken, never both.
-            let req = match &token {
-                Some(t) => self.client.list_shards().next_token(t),
-                None => self.client.list_shards().stream_arn(self.arn()),
-            };
-            let out = req.send().await.map_err(|e| {
-                let svc = e.as_service_error();
-                if svc.is_some_and(|s| s.is_resource_not_found_exception()) {
-                    SourceError::NotFound(self.arn().to_string())
-                } else if svc.is_some_and(|s| s.is_limit_exceeded_exception()) {
-                    SourceError::Throttled(format!("ListShards: {}", error_text(&e)))
-                } else {
-                    SourceError::Service(format!("ListShards {}: {}", self.arn(), error_text(&e)))
-                }
-            })?;
-            for s in out.shards() {
-                let parents = [s.parent_shard_id(), s.adjacent_parent_shard_id()]
-                    .into_iter()
-                    .flatten()
-                    .map(str::to_string)
-                    .collect();
-                let closed = s
-                    .sequence_number_range()
-                    .and_then(|r| r.ending_sequence_number())
-                    .is_some();
-                shards.push(Partition {
-                    id: s.shard_id().to_string(),
-                    parents,
-                    closed,
-                });
-            }
-            match out.next_token() {
-                Some(t) if !t.is_empty() => token = Some(t.to_string()),
-                _ => break,
-            }
-        }
-        Ok(shards)
-    }
-
-    fn open(&self, shard: &Partition, from: Position) -> Box<dyn PartitionReader> {
-        Box::new(KinesisShardReader::new(
-            self.client.clone(),
-            shard.id.clone(),
-            from,
-            self.ctx.clone(),
-        ))
+impl ShardApi for KinesisApi {
+    fn limits(&self) -> ReadLimits {
+        LIMITS
     }
 
     fn format(&self) -> EventFormat {
@@ -97,6 +62,7 @@ impl Source for KinesisSource {
 
     /// DescribeStreamSummary's `RetentionPeriodHours`.
     async fn retention(&self) -> Result<Duration, SourceError> {
+        let op = "DescribeStreamSummary";
         let out = self
             .client
             .describe_stream_summary()
@@ -104,34 +70,146 @@ impl Source for KinesisSource {
             .send()
             .await
             .map_err(|e| {
-                let svc = e.as_service_error();
-                if svc.is_some_and(|s| s.is_resource_not_found_exception()) {
-                    SourceError::NotFound(self.arn().to_string())
-                } else if svc.is_some_and(|s| s.is_limit_exceeded_exception()) {
-                    SourceError::Throttled(format!("DescribeStreamSummary: {}", error_text(&e)))
-                } else {
-                    SourceError::Service(format!(
-                        "DescribeStreamSummary {}: {}",
-                        self.arn(),
-                        error_text(&e)
-                    ))
-                }
+                let fault = match e.as_service_error() {
+                    Some(s) if s.is_resource_not_found_exception() => Fault::NotFound,
+                    Some(s) if s.is_limit_exceeded_exception() => Fault::Throttled,
+                    _ => Fault::Other,
+                };
+                fault.on_stream(op, self.arn(), error_text(&e))
             })?;
         let hours = out
             .stream_description_summary()
             .map(|s| s.retention_period_hours())
-            .ok_or_else(|| {
-                SourceError::Service("DescribeStreamSummary returned no stream summary".into())
-            })?;
+            .ok_or_else(|| SourceError::Service(format!("{op} returned no stream summary")))?;
         u64::try_from(hours)
             .ok()
             .filter(|h| *h > 0)
             .map(|h| Duration::from_secs(h * 3600))
             .ok_or_else(|| {
-                SourceError::Service(format!(
-                    "DescribeStreamSummary {}: RetentionPeriodHours {hours}",
-                    self.arn()
-                ))
+                SourceError::Service(format!("{op} {}: RetentionPeriodHours {hours}", self.arn()))
             })
+    }
+
+    async fn list_page(&self, token: Option<String>) -> Result<ShardPage, SourceError> {
+        // ListShards takes either the stream or a NextToken, never both.
+        let req = match &token {
+            Some(t) => self.client.list_shards().next_token(t),
+            None => self.client.list_shards().stream_arn(self.arn()),
+        };
+        let out = req.send().await.map_err(|e| {
+            let fault = match e.as_service_error() {
+                Some(s) if s.is_resource_not_found_exception() => Fault::NotFound,
+                Some(s) if s.is_limit_exceeded_exception() => Fault::Throttled,
+                _ => Fault::Other,
+            };
+            fault.on_stream("ListShards", self.arn(), error_text(&e))
+        })?;
+        let shards = out
+            .shards()
+            .iter()
+            .map(|s| Partition {
+                id: s.shard_id().to_string(),
+                parents: [s.parent_shard_id(), s.adjacent_parent_shard_id()]
+                    .into_iter()
+                    .flatten()
+                    .map(str::to_string)
+                    .collect(),
+                closed: s
+                    .sequence_number_range()
+                    .and_then(|r| r.ending_sequence_number())
+                    .is_some(),
+            })
+            .collect();
+        Ok((shards, out.next_token().map(str::to_string)))
+    }
+
+    async fn get_iterator(
+        &self,
+        shard: &str,
+        from: IteratorStart<'_>,
+    ) -> Result<Option<String>, SourceError> {
+        let req = self
+            .client
+            .get_shard_iterator()
+            .stream_arn(self.arn())
+            .shard_id(shard);
+        let req = match from {
+            IteratorStart::After(seq) => req
+                .shard_iterator_type(ShardIteratorType::AfterSequenceNumber)
+                .starting_sequence_number(&seq.0),
+            IteratorStart::At(StartingPosition::TrimHorizon) => {
+                req.shard_iterator_type(ShardIteratorType::TrimHorizon)
+            }
+            IteratorStart::At(StartingPosition::Latest) => {
+                req.shard_iterator_type(ShardIteratorType::Latest)
+            }
+            IteratorStart::At(StartingPosition::AtTimestamp(t)) => {
+                let since = t.duration_since(UNIX_EPOCH).unwrap_or_default();
+                req.shard_iterator_type(ShardIteratorType::AtTimestamp)
+                    .timestamp(DateTime::from_secs_f64(since.as_secs_f64()))
+            }
+        };
+        let out = req.send().await.map_err(|e| {
+            let fault = match e.as_service_error() {
+                Some(s) if s.is_provisioned_throughput_exceeded_exception() => Fault::Throttled,
+                Some(s) if s.is_resource_not_found_exception() => Fault::NotFound,
+                _ => Fault::Other,
+            };
+            fault.on_shard("GetShardIterator", self.arn(), shard, error_text(&e))
+        })?;
+        Ok(out.shard_iterator().map(str::to_string))
+    }
+
+    async fn get_records(&self, shard: &str, iterator: String) -> Result<RawPage, SourceError> {
+        let out = self
+            .client
+            .get_records()
+            .stream_arn(self.arn())
+            .shard_iterator(iterator)
+            .limit(LIMITS.page_limit as i32)
+            .send()
+            .await
+            .map_err(|e| {
+                let fault = match e.as_service_error() {
+                    Some(s) if s.is_expired_iterator_exception() => Fault::ExpiredIterator,
+                    Some(s)
+                        if s.is_provisioned_throughput_exceeded_exception()
+                            || s.is_kms_throttling_exception() =>
+                    {
+                        Fault::Throttled
+                    }
+                    Some(s) if s.is_resource_not_found_exception() => Fault::NotFound,
+                    _ => Fault::Other,
+                };
+                fault.on_shard("GetRecords", self.arn(), shard, error_text(&e))
+            })?;
+        let records = out
+            .records()
+            .iter()
+            .map(|r| {
+                let arrival_ms = r
+                    .approximate_arrival_timestamp()
+                    .map(|t| t.to_millis().unwrap_or(0))
+                    .unwrap_or(0);
+                Record {
+                    sequence: SequenceNumber(r.sequence_number().to_string()),
+                    arrival_ms,
+                    event: event::encode(
+                        &self.ctx,
+                        shard,
+                        r.sequence_number(),
+                        r.partition_key().unwrap_or_default(),
+                        r.data().as_ref(),
+                        arrival_ms,
+                        r.encryption_type().map(|t| t.as_str()),
+                    ),
+                }
+            })
+            .collect();
+        Ok(RawPage {
+            records,
+            next_iterator: out.next_shard_iterator().map(str::to_string),
+            millis_behind: out.millis_behind_latest(),
+        })
     }
 }
