@@ -119,9 +119,26 @@ impl Shared {
     /// The one place messages are received: up to `max`, long-polling up to `wait`, each made
     /// invisible for the in-flight visibility.
     /// Waits for room in the byte budget first, and charges what it returns to it (the poller
-    /// gives it back once the batch is settled). Cancel-safe.
-    async fn receive(&self, max: usize, wait: Duration) -> Result<Vec<Message>, SourceError> {
-        self.ctx.budget.room().await;
+    /// gives it back once the batch is settled). A receive filling a batch waits for room only
+    /// until `room_by` (the end of its window) and returns nothing without it: the batch it fills
+    /// holds budget that only its settle gives back. Cancel-safe.
+    async fn receive(
+        &self,
+        max: usize,
+        wait: Duration,
+        room_by: Option<Instant>,
+    ) -> Result<Vec<Message>, SourceError> {
+        match room_by {
+            None => self.ctx.budget.room().await,
+            Some(by) => {
+                if tokio::time::timeout_at(by, self.ctx.budget.room())
+                    .await
+                    .is_err()
+                {
+                    return Ok(Vec::new());
+                }
+            }
+        }
         let received = if !self.queue.fifo() {
             self.queue.receive(max, wait, self.visibility).await
         } else {
@@ -269,7 +286,7 @@ async fn first_messages(
         while id < shared.desired.load(Ordering::SeqCst) && !cancel.is_cancelled() {
             let received = tokio::select! {
                 _ = cancel.cancelled() => return Ok(None),
-                r = shared.receive(ctx.mapping.batch_size.min(10), LONG_POLL) => r,
+                r = shared.receive(ctx.mapping.batch_size.min(10), LONG_POLL, None) => r,
             };
             match received? {
                 m if m.is_empty() => {
@@ -314,7 +331,7 @@ async fn poller(shared: Arc<Shared>, id: usize, cancel: CancellationToken) {
             }
             let more = tokio::select! {
                 _ = cancel.cancelled() => break,
-                r = shared.receive((batch_size - messages.len()).min(10), left.min(LONG_POLL)) => r,
+                r = shared.receive((batch_size - messages.len()).min(10), left.min(LONG_POLL), Some(window_end)) => r,
             };
             match more {
                 Ok(more) if !more.is_empty() => {

@@ -288,3 +288,30 @@ fn scaling_follows_aws() {
     assert_eq!(next_concurrency(2, 1000, (0, 4, 0, 0), false), 1);
     assert_eq!(next_concurrency(1, 1000, (0, 4, 0, 0), false), 1);
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_batch_filling_without_budget_room_is_dispatched_at_the_end_of_its_window() {
+    let mut setup = Setup::new(
+        MemoryQueue::standard(30 * SECOND),
+        "    BatchSize: 20\n    MaximumBatchingWindowInSeconds: 5\n",
+    );
+    // The first receive fills the whole budget: the batch's own bytes are all that hold it.
+    setup.budget = Arc::new(ByteBudget::new(1));
+    for i in 0..3 {
+        setup.queue.send(&format!("m{i}"));
+    }
+    let mut r = one_poller(setup, |_, _| at_once(ok()));
+    let started = Instant::now();
+    r.until("the batch dispatched", 60 * SECOND, |r| {
+        !r.function.times().is_empty()
+    })
+    .await;
+    assert_eq!(
+        r.function.times()[0] - started,
+        5 * SECOND,
+        "at the window's end"
+    );
+    r.drained().await;
+    r.stop().await;
+    assert_eq!(r.function.bodies(), [["m0", "m1", "m2"]]);
+}
