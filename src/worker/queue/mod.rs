@@ -221,15 +221,15 @@ pub async fn run_queue<R, F>(
         warn!(mapping = %name, visibility_timeout_s = queue.visibility_timeout().as_secs(), target_timeout_s = timeout.as_secs(),
               "the queue's visibility timeout is shorter than the target's timeout; sluice's heartbeat keeps in-flight messages hidden, but AWS recommends at least 6 times the function timeout");
     }
-    let visibility = heartbeat::in_flight_visibility(queue.visibility_timeout());
-    info!(mapping = %name, queue = %queue.url(), fifo = queue.fifo(), visibility_timeout_s = queue.visibility_timeout().as_secs(),
-          in_flight_visibility_s = visibility.as_secs(), "queue mapping running");
     let cap = ctx
         .mapping
         .max_concurrency
         .map(|c| c as usize)
         .unwrap_or(DEFAULT_MAX_CONCURRENCY);
     let shared = Arc::new(Shared::new(ctx.clone(), queue, cap));
+    let queue = &shared.queue;
+    info!(mapping = %name, queue = %queue.url(), fifo = queue.fifo(), visibility_timeout_s = queue.visibility_timeout().as_secs(),
+          in_flight_visibility_s = shared.visibility.as_secs(), "queue mapping running");
     ctx.status.mapping_started();
     ctx.status.update(&name, STATUS_KEY, |s| {
         s.state = ShardState::Reading;
