@@ -17,6 +17,7 @@ use crate::retry::RetryPolicy;
 use crate::server::{self, AdminState};
 use crate::source::dynamodb::DynamoDbSource;
 use crate::source::kinesis::{EventContext, KinesisSource};
+use crate::source::sqs;
 use crate::source::Source;
 use crate::telemetry::{Metrics, Status};
 use crate::worker::{queue, supervisor, MappingContext};
@@ -132,7 +133,10 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> anyhow::Result<()>
                 Some(source) => {
                     supervisor::run_mapping(ctx, source, tracker2, cancel, discovery).await
                 }
-                None => queue::run_queue(ctx, clients.sqs.clone(), tracker2, cancel).await,
+                None => {
+                    let resolve = sqs::resolver(clients.sqs.clone(), &ctx.mapping.source);
+                    queue::run_queue(ctx, resolve, tracker2, cancel).await
+                }
             }
         });
     }

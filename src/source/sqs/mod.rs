@@ -1,23 +1,31 @@
-//! Amazon SQS as a source: resolving the queue (URL, VisibilityTimeout, FIFO), long-poll receives
-//! with every system and message attribute and an explicit VisibilityTimeout, DeleteMessageBatch,
-//! and ChangeMessageVisibilityBatch for the in-flight heartbeat and for returning failed messages
-//! (see [`entries`]). Every call has an operation timeout ([`CallTimeouts`]): a half-open connection
-//! is an error after seconds, never a hang. Messages are encoded the way Lambda builds them (see
-//! [`event`]). The polling loop and its scaling live in `worker::queue`.
+//! Amazon SQS as a source: the [`Queue`] seam the queue worker runs against, and [`SqsQueue`], its
+//! SQS implementation: resolving the queue (URL, VisibilityTimeout, FIFO; see [`resolver`]),
+//! long-poll receives with every system and message attribute and an explicit VisibilityTimeout,
+//! DeleteMessageBatch, and ChangeMessageVisibilityBatch for the in-flight heartbeat and for
+//! returning failed messages (see [`entries`]). Every call has an operation timeout
+//! ([`CallTimeouts`]): a half-open connection is an error after seconds, never a hang. Messages are
+//! encoded the way Lambda builds them (see [`event`]). [`memory::MemoryQueue`] is the in-memory
+//! queue the worker's tests use. The polling loop and its scaling live in `worker::queue`.
 
 mod entries;
 pub mod event;
+pub mod memory;
+mod queue;
 
 pub use entries::{EntryFailure, VisibilityChange};
+pub use queue::{Queue, Resolving};
 
+use async_trait::async_trait;
 use aws_sdk_sqs::types::{MessageSystemAttributeName, QueueAttributeName};
 use aws_sdk_sqs::Client;
 use aws_smithy_types::timeout::TimeoutConfig;
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::time::Instant;
 
 use super::SourceError;
 use crate::aws::error_text;
+use crate::config::SourceArn;
 
 /// One received message.
 #[derive(Debug, Clone)]
@@ -207,6 +215,64 @@ impl SqsQueue {
                 })
             })
             .collect())
+    }
+}
+
+#[async_trait]
+impl Queue for SqsQueue {
+    fn url(&self) -> &str {
+        &self.url
+    }
+    fn fifo(&self) -> bool {
+        self.fifo
+    }
+    fn visibility_timeout(&self) -> Duration {
+        self.visibility_timeout
+    }
+    fn call_timeout(&self) -> Duration {
+        self.timeouts.call
+    }
+    async fn receive(
+        &self,
+        max: usize,
+        wait: Duration,
+        visibility: Duration,
+    ) -> Result<Vec<Message>, SourceError> {
+        SqsQueue::receive(self, max, wait, visibility).await
+    }
+    async fn delete(&self, messages: &[&Message]) -> usize {
+        SqsQueue::delete(self, messages).await
+    }
+    async fn change_visibility(
+        &self,
+        messages: &[(String, String)],
+        visibility: Duration,
+        limit: Duration,
+    ) -> VisibilityChange {
+        SqsQueue::change_visibility(self, messages, visibility, limit).await
+    }
+}
+
+/// The resolve step of an SQS mapping, for `worker::queue::run_queue`: each call is one
+/// [`SqsQueue::resolve`] (GetQueueUrl with the ARN's account, then GetQueueAttributes) of the queue
+/// `source` names; the worker retries it until the queue answers.
+pub fn resolver(client: Client, source: &SourceArn) -> impl FnMut() -> Resolving + Send {
+    let arn = source.arn().to_string();
+    let region = source.region().to_string();
+    let account = source.account().to_string();
+    let name = source.resource_name().to_string();
+    move || {
+        let (client, arn, region, account, name) = (
+            client.clone(),
+            arn.clone(),
+            region.clone(),
+            account.clone(),
+            name.clone(),
+        );
+        Box::pin(async move {
+            let queue = SqsQueue::resolve(client, &arn, &region, &account, &name).await?;
+            Ok(Arc::new(queue) as Arc<dyn Queue>)
+        })
     }
 }
 

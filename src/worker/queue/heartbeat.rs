@@ -16,7 +16,7 @@ use tracing::warn;
 
 use super::super::pause;
 use super::Shared;
-use crate::source::sqs::{Message, SqsQueue};
+use crate::source::sqs::{Message, Queue};
 
 /// The least visibility sluice gives a received message, and renews while it is in flight: a third
 /// of it (10 s) leaves room for a timed-out call (10 s at most) and retries before expiry.
@@ -72,7 +72,7 @@ pub(super) async fn heartbeat(
     let period = heartbeat_period(shared.visibility);
     let backoff = |n| ctx.policy.backoff(n);
     let beat = Beat {
-        queue: &shared.queue,
+        queue: shared.queue.as_ref(),
         visibility: shared.visibility,
         mapping: ctx.name(),
         backoff: &backoff,
@@ -94,7 +94,7 @@ pub(super) async fn heartbeat(
 
 /// What one beat needs.
 struct Beat<'a> {
-    queue: &'a SqsQueue,
+    queue: &'a dyn Queue,
     visibility: Duration,
     mapping: &'a str,
     backoff: &'a (dyn Fn(u32) -> Duration + Sync),

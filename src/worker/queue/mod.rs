@@ -17,11 +17,19 @@
 //! different groups still run concurrently).
 //!
 //! Every receive goes through [`Shared::receive`].
+//!
+//! The worker runs against the [`Queue`] seam, never SQS itself: [`run_queue`] is handed a resolve
+//! step (for SQS, `source::sqs::resolver`: GetQueueUrl and GetQueueAttributes), retries it until
+//! the queue answers, and polls the `Arc<dyn Queue>` it yields. Its unit tests (`tests`) run it on
+//! a paused clock against `source::sqs::memory::MemoryQueue`.
 
 mod heartbeat;
 mod settle;
+#[cfg(test)]
+mod tests;
 
 use std::collections::HashSet;
+use std::future::Future;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -31,10 +39,9 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, error, info, warn};
 
-use super::{pause, MappingContext};
+use super::{doubling, pause, until_ok, MappingContext};
 use crate::batch::MAX_PAYLOAD_BYTES;
-use crate::config::SourceArn;
-use crate::source::sqs::{Message, SqsQueue};
+use crate::source::sqs::{Message, Queue};
 use crate::source::SourceError;
 use crate::telemetry::ShardState;
 
@@ -49,6 +56,9 @@ const SCALE_INTERVAL: Duration = Duration::from_secs(1);
 const LONG_POLL: Duration = Duration::from_secs(20);
 /// The key of the mapping's entry in `/status`.
 const STATUS_KEY: &str = "queue";
+/// Resolving the queue backs off from 2 s, doubling, to 30 s.
+const RESOLVE_FIRST_BACKOFF: Duration = Duration::from_secs(2);
+const RESOLVE_MAX_BACKOFF: Duration = Duration::from_secs(30);
 
 /// What the pollers saw since the last scaling step.
 #[derive(Default)]
@@ -72,7 +82,7 @@ impl Stats {
 
 struct Shared {
     ctx: Arc<MappingContext>,
-    queue: SqsQueue,
+    queue: Arc<dyn Queue>,
     /// The visibility every receive asks for and the heartbeat renews (see [`heartbeat`]).
     visibility: Duration,
     desired: AtomicUsize,
@@ -90,13 +100,46 @@ struct Shared {
 const BUSY_FIFO_POLL: Duration = Duration::from_secs(1);
 
 impl Shared {
+    /// A mapping's pollers on `queue`, at most `cap` invocations at once, starting with
+    /// [`INITIAL_POLLERS`] (at most `cap`) desired.
+    fn new(ctx: Arc<MappingContext>, queue: Arc<dyn Queue>, cap: usize) -> Self {
+        Shared {
+            desired: AtomicUsize::new(INITIAL_POLLERS.min(cap)),
+            stats: Stats::default(),
+            invocations: Semaphore::new(cap),
+            alive: Mutex::new(HashSet::new()),
+            receiving: tokio::sync::Mutex::new(()),
+            batches_in_flight: AtomicUsize::new(0),
+            visibility: heartbeat::in_flight_visibility(queue.visibility_timeout()),
+            queue,
+            ctx,
+        }
+    }
+
     /// The one place messages are received: up to `max`, long-polling up to `wait`, each made
     /// invisible for the in-flight visibility.
     /// Waits for room in the byte budget first, and charges what it returns to it (the poller
-    /// gives it back once the batch is settled). Cancel-safe.
-    async fn receive(&self, max: usize, wait: Duration) -> Result<Vec<Message>, SourceError> {
-        self.ctx.budget.room().await;
-        let received = if !self.queue.fifo {
+    /// gives it back once the batch is settled). A receive filling a batch waits for room only
+    /// until `room_by` (the end of its window) and returns nothing without it: the batch it fills
+    /// holds budget that only its settle gives back. Cancel-safe.
+    async fn receive(
+        &self,
+        max: usize,
+        wait: Duration,
+        room_by: Option<Instant>,
+    ) -> Result<Vec<Message>, SourceError> {
+        match room_by {
+            None => self.ctx.budget.room().await,
+            Some(by) => {
+                if tokio::time::timeout_at(by, self.ctx.budget.room())
+                    .await
+                    .is_err()
+                {
+                    return Ok(Vec::new());
+                }
+            }
+        }
+        let received = if !self.queue.fifo() {
             self.queue.receive(max, wait, self.visibility).await
         } else {
             let _turn = self.receiving.lock().await;
@@ -139,71 +182,54 @@ fn next_concurrency(
     next.clamp(1, cap)
 }
 
-pub async fn run_queue(
+/// Runs an SQS mapping until `cancel` fires: resolves its queue with `resolve`, retried (backing off
+/// to 30 s) until the queue answers, then scales pollers on it. `app.rs` passes
+/// `source::sqs::resolver`; tests pass a closure that hands out an in-memory queue.
+pub async fn run_queue<R, F>(
     ctx: Arc<MappingContext>,
-    client: aws_sdk_sqs::Client,
+    resolve: R,
     tracker: TaskTracker,
     cancel: CancellationToken,
-) {
+) where
+    R: FnMut() -> F + Send,
+    F: Future<Output = Result<Arc<dyn Queue>, SourceError>> + Send,
+{
     let name = ctx.name().to_string();
-    let SourceArn::Sqs {
-        arn,
-        region,
-        account,
-        queue,
-        ..
-    } = &ctx.mapping.source
-    else {
+    if !ctx.mapping.source.is_queue() {
         error!(mapping = %name, "not an SQS mapping");
         return;
+    }
+    let arn = ctx.mapping.source.arn();
+    let report = |e: &SourceError, _: u32, delay: Duration| {
+        ctx.metrics.source_error(&name, e.kind());
+        let what = if matches!(e, SourceError::NotFound(_)) {
+            "the queue does not exist"
+        } else {
+            "cannot reach the queue"
+        };
+        error!(mapping = %name, queue = %arn, error = %e, retry_in_s = delay.as_secs(), "{what}; this mapping waits, the others run");
+        ctx.status.update(&name, STATUS_KEY, |s| {
+            s.last_error = Some(format!("{what}: {e}"))
+        });
     };
-    let mut failures = 0;
-    let queue = loop {
-        match SqsQueue::resolve(client.clone(), arn, region, account, queue).await {
-            Ok(q) => break q,
-            Err(e) => {
-                failures += 1;
-                ctx.metrics.source_error(&name, e.kind());
-                let delay = Duration::from_secs(30).min(Duration::from_secs(1 << failures.min(5)));
-                let what = if matches!(e, SourceError::NotFound(_)) {
-                    "the queue does not exist"
-                } else {
-                    "cannot reach the queue"
-                };
-                error!(mapping = %name, queue = %arn, error = %e, retry_in_s = delay.as_secs(), "{what}; this mapping waits, the others run");
-                ctx.status.update(&name, STATUS_KEY, |s| {
-                    s.last_error = Some(format!("{what}: {e}"))
-                });
-                if !pause(&cancel, delay).await {
-                    return;
-                }
-            }
-        }
+    let backoff = doubling(RESOLVE_FIRST_BACKOFF, RESOLVE_MAX_BACKOFF);
+    let Ok(queue) = until_ok(&cancel, backoff, report, resolve).await else {
+        return;
     };
     let target_timeout = ctx.dispatcher.function_timeout().await;
-    if let Some(timeout) = target_timeout.filter(|t| queue.visibility_timeout < *t) {
-        warn!(mapping = %name, visibility_timeout_s = queue.visibility_timeout.as_secs(), target_timeout_s = timeout.as_secs(),
+    if let Some(timeout) = target_timeout.filter(|t| queue.visibility_timeout() < *t) {
+        warn!(mapping = %name, visibility_timeout_s = queue.visibility_timeout().as_secs(), target_timeout_s = timeout.as_secs(),
               "the queue's visibility timeout is shorter than the target's timeout; sluice's heartbeat keeps in-flight messages hidden, but AWS recommends at least 6 times the function timeout");
     }
-    let visibility = heartbeat::in_flight_visibility(queue.visibility_timeout);
-    info!(mapping = %name, queue = %queue.url, fifo = queue.fifo, visibility_timeout_s = queue.visibility_timeout.as_secs(),
-          in_flight_visibility_s = visibility.as_secs(), "queue mapping running");
     let cap = ctx
         .mapping
         .max_concurrency
         .map(|c| c as usize)
         .unwrap_or(DEFAULT_MAX_CONCURRENCY);
-    let shared = Arc::new(Shared {
-        desired: AtomicUsize::new(INITIAL_POLLERS.min(cap)),
-        stats: Stats::default(),
-        invocations: Semaphore::new(cap),
-        alive: Mutex::new(HashSet::new()),
-        receiving: tokio::sync::Mutex::new(()),
-        batches_in_flight: AtomicUsize::new(0),
-        visibility,
-        queue,
-        ctx: ctx.clone(),
-    });
+    let shared = Arc::new(Shared::new(ctx.clone(), queue, cap));
+    let queue = &shared.queue;
+    info!(mapping = %name, queue = %queue.url(), fifo = queue.fifo(), visibility_timeout_s = queue.visibility_timeout().as_secs(),
+          in_flight_visibility_s = shared.visibility.as_secs(), "queue mapping running");
     ctx.status.mapping_started();
     ctx.status.update(&name, STATUS_KEY, |s| {
         s.state = ShardState::Reading;
@@ -233,43 +259,56 @@ pub async fn run_queue(
     }
 }
 
+/// A batch's first messages: receives until one returns messages (counting empty receives for
+/// scaling), retrying failed receives with the mapping's backoff (counted as errors or throttles
+/// for scaling) until one succeeds. None once the poller is no longer wanted (its id is at or above
+/// the desired concurrency) or `cancel` fires.
+async fn first_messages(
+    shared: &Shared,
+    id: usize,
+    cancel: &CancellationToken,
+) -> Option<Vec<Message>> {
+    let ctx = &shared.ctx;
+    let name = ctx.name();
+    let report = |e: &SourceError, _: u32, delay: Duration| {
+        ctx.metrics.source_error(name, e.kind());
+        let counter = if matches!(e, SourceError::Throttled(_)) {
+            &shared.stats.throttles
+        } else {
+            &shared.stats.errors
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+        warn!(mapping = %name, error = %e, retry_in_ms = delay.as_millis() as u64, "receive failed");
+        ctx.status
+            .update(name, STATUS_KEY, |s| s.last_error = Some(e.to_string()));
+    };
+    let receive = || async {
+        while id < shared.desired.load(Ordering::SeqCst) && !cancel.is_cancelled() {
+            let received = tokio::select! {
+                _ = cancel.cancelled() => return Ok(None),
+                r = shared.receive(ctx.mapping.batch_size.min(10), LONG_POLL, None) => r,
+            };
+            match received? {
+                m if m.is_empty() => {
+                    shared.stats.empty_receives.fetch_add(1, Ordering::Relaxed);
+                }
+                m => return Ok(Some(m)),
+            }
+        }
+        Ok(None)
+    };
+    until_ok(cancel, |n| ctx.policy.backoff(n), report, receive)
+        .await
+        .ok()
+        .flatten()
+}
+
 /// One poller: receive, fill, dispatch, settle, while its id is below the desired concurrency.
 async fn poller(shared: Arc<Shared>, id: usize, cancel: CancellationToken) {
     let ctx = shared.ctx.clone();
     let name = ctx.name().to_string();
-    let mut failures = 0u32;
-    while id < shared.desired.load(Ordering::SeqCst) && !cancel.is_cancelled() {
+    while let Some(mut messages) = first_messages(&shared, id, &cancel).await {
         let batch_size = ctx.mapping.batch_size;
-        let first = tokio::select! {
-            _ = cancel.cancelled() => break,
-            r = shared.receive(batch_size.min(10), LONG_POLL) => r,
-        };
-        let mut messages = match first {
-            Ok(m) if m.is_empty() => {
-                shared.stats.empty_receives.fetch_add(1, Ordering::Relaxed);
-                continue;
-            }
-            Ok(m) => m,
-            Err(e) => {
-                failures += 1;
-                ctx.metrics.source_error(&name, e.kind());
-                let counter = if matches!(e, SourceError::Throttled(_)) {
-                    &shared.stats.throttles
-                } else {
-                    &shared.stats.errors
-                };
-                counter.fetch_add(1, Ordering::Relaxed);
-                let delay = ctx.policy.backoff(failures);
-                warn!(mapping = %name, error = %e, retry_in_ms = delay.as_millis() as u64, "receive failed");
-                ctx.status
-                    .update(&name, STATUS_KEY, |s| s.last_error = Some(e.to_string()));
-                if !pause(&cancel, delay).await {
-                    break;
-                }
-                continue;
-            }
-        };
-        failures = 0;
         shared.batches_in_flight.fetch_add(1, Ordering::SeqCst);
         ctx.metrics.sqs_received(&name, messages.len());
         ctx.metrics.polled(&name, messages.len());
@@ -292,7 +331,7 @@ async fn poller(shared: Arc<Shared>, id: usize, cancel: CancellationToken) {
             }
             let more = tokio::select! {
                 _ = cancel.cancelled() => break,
-                r = shared.receive((batch_size - messages.len()).min(10), left.min(LONG_POLL)) => r,
+                r = shared.receive((batch_size - messages.len()).min(10), left.min(LONG_POLL), Some(window_end)) => r,
             };
             match more {
                 Ok(more) if !more.is_empty() => {
@@ -323,23 +362,4 @@ async fn poller(shared: Arc<Shared>, id: usize, cancel: CancellationToken) {
         debug!(mapping = %name, poller = id, messages = total, deleted, returned, "batch settled");
     }
     shared.alive.lock().expect("alive lock").remove(&id);
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn scaling_follows_aws() {
-        // Full batches and no failures: grow by 5 a second, up to the cap.
-        assert_eq!(next_concurrency(5, 1000, (3, 0, 0, 0), false), 10);
-        assert_eq!(next_concurrency(8, 10, (3, 0, 0, 0), false), 10);
-        // Throttles halve; function errors step down, unless partial batch responses report them.
-        assert_eq!(next_concurrency(10, 1000, (3, 0, 1, 2), false), 5);
-        assert_eq!(next_concurrency(10, 1000, (3, 0, 1, 0), false), 9);
-        assert_eq!(next_concurrency(10, 1000, (3, 0, 1, 0), true), 15);
-        // An empty queue shrinks to a single long-polling poller.
-        assert_eq!(next_concurrency(2, 1000, (0, 4, 0, 0), false), 1);
-        assert_eq!(next_concurrency(1, 1000, (0, 4, 0, 0), false), 1);
-    }
 }

@@ -30,7 +30,7 @@ pub(super) async fn process(
     in_flight: &Arc<InFlight>,
 ) -> (usize, usize) {
     let mut set = JoinSet::new();
-    for group in split_groups(messages, shared.queue.fifo) {
+    for group in split_groups(messages, shared.queue.fifo()) {
         let shared = shared.clone();
         let in_flight = in_flight.clone();
         set.spawn(async move {
@@ -113,13 +113,13 @@ async fn release(shared: &Shared, messages: &[&Message]) {
     let now = Instant::now();
     let mut by_visibility: BTreeMap<u64, Vec<(String, String)>> = BTreeMap::new();
     for m in messages {
-        let left = (m.received + shared.queue.visibility_timeout).saturating_duration_since(now);
+        let left = (m.received + shared.queue.visibility_timeout()).saturating_duration_since(now);
         by_visibility
             .entry(left.as_secs())
             .or_default()
             .push((m.id.clone(), m.receipt_handle.clone()));
     }
-    let limit = shared.queue.timeouts().call;
+    let limit = shared.queue.call_timeout();
     for (secs, list) in by_visibility {
         let visibility = Duration::from_secs(secs);
         let out = shared
@@ -142,7 +142,7 @@ async fn release(shared: &Shared, messages: &[&Message]) {
 /// with the indices that failed. For FIFO, once a message fails every later one of the group
 /// fails too.
 async fn dispatch_group(shared: &Shared, messages: Vec<Message>) -> (Vec<Message>, Vec<usize>) {
-    let fifo = shared.queue.fifo;
+    let fifo = shared.queue.fifo();
     let mut all = Vec::with_capacity(messages.len());
     let mut failed = Vec::new();
     for chunk in batch::split_by_size(messages, |m| m.event.len(), MAX_PAYLOAD_BYTES) {
@@ -185,7 +185,7 @@ async fn invoke(shared: &Shared, chunk: &[Message]) -> Vec<usize> {
     let failed: Vec<usize> = match outcome {
         Outcome::Success => vec![],
         // FIFO: nothing after a failed message of the group may be deleted before it.
-        Outcome::PartialFailure(f) if shared.queue.fifo => (f[0]..n).collect(),
+        Outcome::PartialFailure(f) if shared.queue.fifo() => (f[0]..n).collect(),
         Outcome::PartialFailure(f) => f,
         Outcome::FunctionError {
             partial: true,

@@ -92,7 +92,7 @@ impl Dispatcher for FakeDispatcher {
 }
 
 #[derive(Default)]
-struct MemStore {
+pub(crate) struct MemStore {
     writes: Mutex<Vec<Checkpoint>>,
 }
 
@@ -127,7 +127,7 @@ impl Destination for MemDestination {
     }
 }
 
-fn ok() -> Result<Invoked, DispatchError> {
+pub(crate) fn ok() -> Result<Invoked, DispatchError> {
     Ok(Invoked {
         status: 200,
         body: Bytes::new(),
@@ -137,14 +137,14 @@ fn ok() -> Result<Invoked, DispatchError> {
     })
 }
 
-fn ok_body(body: &str) -> Result<Invoked, DispatchError> {
+pub(crate) fn ok_body(body: &str) -> Result<Invoked, DispatchError> {
     Ok(Invoked {
         body: Bytes::from(body.to_string()),
         ..ok().unwrap()
     })
 }
 
-fn function_error() -> Result<Invoked, DispatchError> {
+pub(crate) fn function_error() -> Result<Invoked, DispatchError> {
     Ok(Invoked {
         status: 200,
         body: Bytes::from_static(b"{\"errorMessage\":\"boom\"}"),
@@ -154,7 +154,7 @@ fn function_error() -> Result<Invoked, DispatchError> {
     })
 }
 
-fn throttled() -> Result<Invoked, DispatchError> {
+pub(crate) fn throttled() -> Result<Invoked, DispatchError> {
     Err(DispatchError::Throttled {
         status: Some(429),
         message: "slow down".into(),
