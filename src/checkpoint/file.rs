@@ -6,19 +6,28 @@
 //! process on the same directory (a rolling update with surge) is refused instead of dispatching
 //! everything twice and moving checkpoints backwards. Each mapping's first start time is kept in
 //! `<dir>/<mapping>/.start.json` (a name no escaped shard id can take).
+//!
+//! Each file is in the versioned format of [`super::format`] and records the lease token of the
+//! commit that wrote it. A commit reads the file, applies [`check`] and writes, under a lock per file
+//! (the directory lock keeps other processes out), so the read and the write are one step.
 
 use async_trait::async_trait;
+use std::collections::HashMap;
 use std::fs::{File, OpenOptions, TryLockError};
 use std::io::{Read, Seek, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
-use super::{Checkpoint, CheckpointError, CheckpointStore};
+use super::format::{self, Stored, Unreadable};
+use super::{check, Checkpoint, CheckpointError, CheckpointStore, Commit, CommitError, Verdict};
 
 pub struct FileCheckpointStore {
     root: PathBuf,
     /// Holds the directory's exclusive lock while the store lives.
     _lock: File,
+    /// One per checkpoint file: a commit's read, check and write are one step.
+    commits: Mutex<HashMap<PathBuf, Arc<tokio::sync::Mutex<()>>>>,
 }
 
 /// Distinguishes the temporary files of concurrent writes within this process.
@@ -43,6 +52,7 @@ impl FileCheckpointStore {
         Ok(FileCheckpointStore {
             root: root.to_path_buf(),
             _lock: lock,
+            commits: Mutex::new(HashMap::new()),
         })
     }
 
@@ -56,20 +66,49 @@ impl FileCheckpointStore {
         self.root.join(escape(mapping)).join(".start.json")
     }
 
+    async fn read(path: &Path) -> Result<Option<Vec<u8>>, CheckpointError> {
+        match tokio::fs::read(path).await {
+            Ok(bytes) => Ok(Some(bytes)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(CheckpointError(format!("read {}: {e}", path.display()))),
+        }
+    }
+
+    fn does_not_parse(path: &Path, e: impl std::fmt::Display) -> CheckpointError {
+        CheckpointError(format!(
+            "{} does not parse ({e}); sluice will not guess where this shard got to: \
+             restore the file from a backup, or delete it to start the shard again from \
+             the mapping's StartingPosition",
+            path.display()
+        ))
+    }
+
     async fn read_json<T: serde::de::DeserializeOwned>(
         path: &Path,
     ) -> Result<Option<T>, CheckpointError> {
-        match tokio::fs::read(path).await {
-            Ok(bytes) => serde_json::from_slice(&bytes).map(Some).map_err(|e| {
-                CheckpointError(format!(
-                    "{} does not parse ({e}); sluice will not guess where this shard got to: \
-                     restore the file from a backup, or delete it to start the shard again from \
-                     the mapping's StartingPosition",
-                    path.display()
-                ))
-            }),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(CheckpointError(format!("read {}: {e}", path.display()))),
+        match Self::read(path).await? {
+            Some(bytes) => serde_json::from_slice(&bytes)
+                .map(Some)
+                .map_err(|e| Self::does_not_parse(path, e)),
+            None => Ok(None),
+        }
+    }
+
+    /// A checkpoint file, in any format this release reads.
+    async fn read_checkpoint(path: &Path) -> Result<Option<Stored>, CheckpointError> {
+        let Some(bytes) = Self::read(path).await? else {
+            return Ok(None);
+        };
+        match format::decode(&bytes) {
+            Ok(stored) => Ok(Some(stored)),
+            Err(Unreadable::Malformed(e)) => Err(Self::does_not_parse(path, e)),
+            Err(Unreadable::Version(v)) => Err(CheckpointError(format!(
+                "{} is in checkpoint format version {v}, which this release does not know (it \
+                 reads versions 1 to {}); it was written by a newer sluice: run that release \
+                 again (do not delete the file, or the shard starts over)",
+                path.display(),
+                format::FORMAT_VERSION
+            ))),
         }
     }
 
@@ -177,17 +216,38 @@ fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
 #[async_trait]
 impl CheckpointStore for FileCheckpointStore {
     async fn get(&self, mapping: &str, shard: &str) -> Result<Option<Checkpoint>, CheckpointError> {
-        Self::read_json(&self.path(mapping, shard)).await
+        Ok(Self::read_checkpoint(&self.path(mapping, shard))
+            .await?
+            .map(|s| s.checkpoint))
     }
 
-    async fn put(
+    async fn commit(
         &self,
         mapping: &str,
         shard: &str,
-        checkpoint: &Checkpoint,
-    ) -> Result<(), CheckpointError> {
-        let bytes = serde_json::to_vec(checkpoint).expect("checkpoints serialize");
-        Self::write_json(self.path(mapping, shard), bytes).await
+        commit: Commit<'_>,
+    ) -> Result<(), CommitError> {
+        let path = self.path(mapping, shard);
+        let lock = self
+            .commits
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(path.clone())
+            .or_default()
+            .clone();
+        let _one_at_a_time = lock.lock().await;
+        let stored = Self::read_checkpoint(&path).await?;
+        let (checkpoint, lease) = match &stored {
+            Some(s) => (Some(&s.checkpoint), s.lease.as_ref()),
+            None => (None, None),
+        };
+        match check(checkpoint, lease, &commit)? {
+            Verdict::AlreadyThere => Ok(()),
+            Verdict::Write => {
+                Self::write_json(path, format::encode(commit.to, commit.lease)).await?;
+                Ok(())
+            }
+        }
     }
 
     async fn adopt(
@@ -250,7 +310,31 @@ impl CheckpointStore for FileCheckpointStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::lease::{LeaseToken, SingleReplica};
     use crate::source::SequenceNumber;
+
+    /// Commits `from` → `to` under the single-replica token.
+    async fn put(
+        store: &FileCheckpointStore,
+        mapping: &str,
+        shard: &str,
+        from: Option<&Checkpoint>,
+        to: &Checkpoint,
+    ) {
+        let lease = SingleReplica::token();
+        store
+            .commit(
+                mapping,
+                shard,
+                Commit {
+                    from,
+                    to,
+                    lease: &lease,
+                },
+            )
+            .await
+            .unwrap();
+    }
 
     #[tokio::test]
     async fn round_trip_and_overwrite() {
@@ -258,12 +342,12 @@ mod tests {
         let store = FileCheckpointStore::open(dir.path()).unwrap();
         assert_eq!(store.get("m/1", "shardId-0").await.unwrap(), None);
         let a = Checkpoint::Sequence(SequenceNumber("123".into()));
-        store.put("m/1", "shardId-0", &a).await.unwrap();
-        assert_eq!(store.get("m/1", "shardId-0").await.unwrap(), Some(a));
-        store
-            .put("m/1", "shardId-0", &Checkpoint::ShardEnd)
-            .await
-            .unwrap();
+        put(&store, "m/1", "shardId-0", None, &a).await;
+        assert_eq!(
+            store.get("m/1", "shardId-0").await.unwrap(),
+            Some(a.clone())
+        );
+        put(&store, "m/1", "shardId-0", Some(&a), &Checkpoint::ShardEnd).await;
         // A fresh store over the same directory sees the last write.
         drop(store);
         let again = FileCheckpointStore::open(dir.path()).unwrap();
@@ -302,12 +386,39 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = std::sync::Arc::new(FileCheckpointStore::open(dir.path()).unwrap());
         let mut tasks = Vec::new();
+        // Raw writes of one file from several threads at once...
+        let path = store.path("raw", "shardId-0");
         for w in 0..4u64 {
-            let store = store.clone();
-            tasks.push(tokio::spawn(async move {
+            let path = path.clone();
+            tasks.push(tokio::task::spawn_blocking(move || {
                 for i in 0..50u64 {
                     let cp = Checkpoint::Sequence(SequenceNumber(format!("{w}{i:0>200}")));
-                    store.put("m", "shardId-0", &cp).await.unwrap();
+                    write_atomically(&path, &format::encode(&cp, &SingleReplica::token())).unwrap();
+                }
+            }));
+        }
+        // ...and commits racing on one partition, each chaining from what it last read.
+        for _ in 0..4u64 {
+            let store = store.clone();
+            tasks.push(tokio::spawn(async move {
+                let mut moved = 0;
+                while moved < 50 {
+                    let from = store.get("m", "shardId-0").await.unwrap();
+                    let n = match &from {
+                        Some(Checkpoint::Sequence(s)) => s.0.parse::<u64>().unwrap() + 1,
+                        _ => 1,
+                    };
+                    let to = Checkpoint::Sequence(SequenceNumber(format!("{n:0>200}")));
+                    let lease = SingleReplica::token();
+                    let commit = Commit {
+                        from: from.as_ref(),
+                        to: &to,
+                        lease: &lease,
+                    };
+                    match store.commit("m", "shardId-0", commit).await {
+                        Ok(()) => moved += 1,
+                        Err(e) => assert!(e.is_refusal(), "{e}"),
+                    }
                 }
             }));
         }
@@ -316,6 +427,7 @@ mod tests {
         }
         // With one shared temporary name, concurrent writers interleave bytes or rename each
         // other's half-written file; with unique names every read parses.
+        assert!(store.get("raw", "shardId-0").await.unwrap().is_some());
         assert!(store.get("m", "shardId-0").await.unwrap().is_some());
     }
 
@@ -335,7 +447,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = FileCheckpointStore::open(dir.path()).unwrap();
         let cp = Checkpoint::Sequence(SequenceNumber("42".into()));
-        store.put("orders-f:live", "shardId-0", &cp).await.unwrap();
+        put(&store, "orders-f:live", "shardId-0", None, &cp).await;
         store.set_mapping_start("orders-f:live", 7).await.unwrap();
         let previous = vec!["never-used".to_string(), "orders-f:live".to_string()];
         assert_eq!(
@@ -353,10 +465,7 @@ mod tests {
             "moved, not copied"
         );
         // Once the new name has progress, nothing is taken over again.
-        store
-            .put("other", "shardId-0", &Checkpoint::ShardEnd)
-            .await
-            .unwrap();
+        put(&store, "other", "shardId-0", None, &Checkpoint::ShardEnd).await;
         assert_eq!(
             store.adopt("orders", &["other".to_string()]).await.unwrap(),
             None
@@ -385,5 +494,128 @@ mod tests {
     fn escaping_is_injective_enough() {
         assert_eq!(escape("orders-f:live"), "orders-f%3Alive");
         assert_eq!(escape("../x"), "%2E.%2Fx");
+    }
+
+    /// A checkpoint file with `text` in it.
+    fn file(dir: &Path, mapping: &str, shard: &str, text: &str) {
+        std::fs::create_dir_all(dir.join(mapping)).unwrap();
+        std::fs::write(dir.join(mapping).join(format!("{shard}.json")), text).unwrap();
+    }
+
+    #[tokio::test]
+    async fn files_written_by_earlier_releases_are_read_and_moved_on_from() {
+        let dir = tempfile::tempdir().unwrap();
+        // Literally what the release before format version 2 wrote.
+        let seq = "49590338271490256608559692538361571095921575989136588898";
+        file(
+            dir.path(),
+            "m",
+            "shardId-0",
+            &format!("{{\"sequence\":\"{seq}\"}}"),
+        );
+        file(dir.path(), "m", "shardId-1", "\"shard_end\"");
+        let store = FileCheckpointStore::open(dir.path()).unwrap();
+        let old = Checkpoint::Sequence(SequenceNumber(seq.into()));
+        assert_eq!(
+            store.get("m", "shardId-0").await.unwrap(),
+            Some(old.clone())
+        );
+        assert_eq!(
+            store.get("m", "shardId-1").await.unwrap(),
+            Some(Checkpoint::ShardEnd)
+        );
+        // The first commit chains from it and rewrites the file in version 2.
+        let next = Checkpoint::Sequence(SequenceNumber(format!("{seq}1")));
+        put(&store, "m", "shardId-0", Some(&old), &next).await;
+        let text = std::fs::read_to_string(dir.path().join("m").join("shardId-0.json")).unwrap();
+        assert!(text.starts_with("{\"version\":2,"), "{text}");
+        assert_eq!(store.get("m", "shardId-0").await.unwrap(), Some(next));
+    }
+
+    #[tokio::test]
+    async fn a_file_from_a_newer_format_is_refused_naming_the_version() {
+        let dir = tempfile::tempdir().unwrap();
+        file(
+            dir.path(),
+            "m",
+            "shardId-0",
+            r#"{"version":3,"position":{"sequence":"7"},"lease":{"owner":"w","counter":1}}"#,
+        );
+        let store = FileCheckpointStore::open(dir.path()).unwrap();
+        let msg = store.get("m", "shardId-0").await.unwrap_err().to_string();
+        assert!(msg.contains("shardId-0.json"), "{msg}");
+        assert!(msg.contains("format version 3"), "{msg}");
+        assert!(msg.contains("newer sluice"), "{msg}");
+        // Nor is it overwritten by a commit.
+        let to = Checkpoint::Sequence(SequenceNumber("8".into()));
+        let lease = SingleReplica::token();
+        let err = store
+            .commit(
+                "m",
+                "shardId-0",
+                Commit {
+                    from: None,
+                    to: &to,
+                    lease: &lease,
+                },
+            )
+            .await
+            .unwrap_err();
+        assert!(!err.is_refusal(), "a store error: {err}");
+    }
+
+    #[tokio::test]
+    async fn commits_are_chained_and_fenced_across_a_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let at = |s: &str| Checkpoint::Sequence(SequenceNumber(s.into()));
+        let (old, new) = (LeaseToken::new("w-1", 1), LeaseToken::new("w-2", 2));
+        {
+            let store = FileCheckpointStore::open(dir.path()).unwrap();
+            let c = Commit {
+                from: None,
+                to: &at("5"),
+                lease: &new,
+            };
+            store.commit("m", "shardId-0", c).await.unwrap();
+        }
+        // The token is kept in the file: a fresh store still fences the older one.
+        let store = FileCheckpointStore::open(dir.path()).unwrap();
+        let stale = Commit {
+            from: Some(&at("5")),
+            to: &at("6"),
+            lease: &old,
+        };
+        assert!(matches!(
+            store.commit("m", "shardId-0", stale).await,
+            Err(CommitError::Fenced { .. })
+        ));
+        let unchained = Commit {
+            from: Some(&at("4")),
+            to: &at("6"),
+            lease: &new,
+        };
+        assert!(matches!(
+            store.commit("m", "shardId-0", unchained).await,
+            Err(CommitError::NotChained { .. })
+        ));
+        let backwards = Commit {
+            from: Some(&at("5")),
+            to: &at("4"),
+            lease: &new,
+        };
+        assert!(matches!(
+            store.commit("m", "shardId-0", backwards).await,
+            Err(CommitError::Backwards { .. })
+        ));
+        assert_eq!(store.get("m", "shardId-0").await.unwrap(), Some(at("5")));
+        let ok = Commit {
+            from: Some(&at("5")),
+            to: &at("6"),
+            lease: &new,
+        };
+        store.commit("m", "shardId-0", ok).await.unwrap();
+        // Retried after a failure that hid its success: not refused, nothing written twice.
+        store.commit("m", "shardId-0", ok).await.unwrap();
+        assert_eq!(store.get("m", "shardId-0").await.unwrap(), Some(at("6")));
     }
 }

@@ -21,7 +21,7 @@ use settle::response_context;
 
 use super::{pause, MappingContext};
 use crate::batch::{self, Batcher, MAX_PAYLOAD_BYTES};
-use crate::checkpoint::Checkpoint;
+use crate::checkpoint::{Checkpoint, Committer};
 use crate::destination::ResponseContext;
 
 use crate::dispatch::{classify, Outcome};
@@ -36,6 +36,10 @@ pub enum Exit {
     Ended,
     /// Shutdown was requested; every finished batch is checkpointed.
     Cancelled,
+    /// The partition's lease was lost: stopped before the next dispatch, checkpoint not moved.
+    LeaseLost,
+    /// The checkpoint store refused a commit (it did not chain, or the token was stale).
+    Refused,
 }
 
 /// Records being worked on, with their retry history.
@@ -83,6 +87,10 @@ pub struct ShardWorker {
     batch_info_key: &'static str,
     /// Bytes charged to the budget for the records this worker holds.
     held: u64,
+    /// Where the partition's checkpoint is, and the lease it is moved under.
+    committer: Committer,
+    /// Why the worker stopped, when not for shutdown (the steps return false either way).
+    stopped: Option<Exit>,
 }
 
 impl ShardWorker {
@@ -91,6 +99,7 @@ impl ShardWorker {
         shard: String,
         reader: Box<dyn PartitionReader>,
         batch_info_key: &'static str,
+        committer: Committer,
     ) -> Self {
         let batcher = Batcher::new(ctx.mapping.batch_size, MAX_PAYLOAD_BYTES);
         ShardWorker {
@@ -102,6 +111,8 @@ impl ShardWorker {
             state: None,
             batch_info_key,
             held: 0,
+            committer,
+            stopped: None,
         }
     }
 
@@ -153,6 +164,10 @@ impl ShardWorker {
                 break Exit::Cancelled;
             }
             self.release(bytes);
+        };
+        let exit = match exit {
+            Exit::Cancelled => self.stopped.take().unwrap_or(Exit::Cancelled),
+            exit => exit,
         };
         if exit == Exit::Ended {
             self.set_state(ShardState::Ended);
@@ -282,7 +297,7 @@ impl ShardWorker {
                     continue;
                 }
             }
-            if cancel.is_cancelled() {
+            if cancel.is_cancelled() || !self.still_leased() {
                 return false;
             }
             self.set_state(ShardState::Dispatching);

@@ -1,17 +1,18 @@
-//! How a shard worker settles records: checkpoints (retried until the store takes them) and the
-//! records it gives up on (described to the on-failure destination, retried until they expire from
-//! the stream, or dropped and counted). Also reads what a function's response says for the failure
-//! record.
+//! How a shard worker settles records: checkpoints (committed through its
+//! [`Committer`](crate::checkpoint::Committer), retried until the store takes them, never when
+//! refused) and the records it gives up on (described to the on-failure destination, retried until
+//! they expire from the stream, or dropped and counted). Also reads what a function's response says
+//! for the failure record. The worker's lease is checked here before each dispatch.
 
 use std::time::Duration;
 use time::OffsetDateTime;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, warn};
 
-use super::super::{pause, until_ok};
-use super::ShardWorker;
+use super::super::{pause, until_ok, Cancelled};
+use super::{Exit, ShardWorker};
 use crate::batch;
-use crate::checkpoint::{Checkpoint, CheckpointError};
+use crate::checkpoint::{Checkpoint, CommitError};
 use crate::destination::{BatchInfo, FailureRecord, ResponseContext};
 use crate::dispatch::Invoked;
 use crate::retry::Condition;
@@ -27,6 +28,10 @@ impl ShardWorker {
         (invokes, last): (u32, Option<(Option<String>, ResponseContext)>),
         cancel: &CancellationToken,
     ) -> bool {
+        // Handing records to the destination is a dispatch too: not once the lease is gone.
+        if !self.still_leased() {
+            return false;
+        }
         let ctx = self.ctx.clone();
         let name = ctx.name();
         let (first, last_rec) = (
@@ -104,28 +109,63 @@ impl ShardWorker {
         self.checkpoint(Checkpoint::Sequence(end), cancel).await
     }
 
-    /// Writes a checkpoint, retrying until the store takes it. Returns false if cancelled first.
+    /// Commits a checkpoint, retrying until the store takes it. Returns false if cancelled first,
+    /// or if the commit is refused or the lease lost (the reason is kept for [`Self::run`]).
     pub(super) async fn checkpoint(&mut self, cp: Checkpoint, cancel: &CancellationToken) -> bool {
         let ctx = self.ctx.clone();
-        let shard = &self.shard;
+        let (shard, committer) = (&self.shard, &self.committer);
         let written = until_ok(
             cancel,
             |n| ctx.policy.backoff(n),
-            |e: &CheckpointError, _, _| warn!(mapping = ctx.name(), shard = %shard, error = %e, "checkpoint write failed; retrying"),
-            || ctx.checkpoints.put(ctx.name(), shard, &cp),
+            |e: &CommitError, _, _| warn!(mapping = ctx.name(), shard = %shard, error = %e, "checkpoint write failed; retrying"),
+            // A refusal is never retried: it comes out as `Ok(Err(_))`.
+            || async {
+                match committer.commit(&cp).await {
+                    Err(e) if !e.is_refusal() => Err(e),
+                    done => Ok(done),
+                }
+            },
         )
         .await;
-        if written.is_err() {
-            return false;
+        match written {
+            Err(Cancelled) => return false,
+            Ok(Err(refused)) => {
+                self.stop_for(refused);
+                return false;
+            }
+            Ok(Ok(())) => {}
         }
         ctx.metrics.checkpointed(ctx.name());
-        let shown = match &cp {
-            Checkpoint::Sequence(s) => s.0.clone(),
-            Checkpoint::ShardEnd => "SHARD_END".into(),
-        };
-        ctx.status
-            .update(ctx.name(), &self.shard, |s| s.checkpoint = Some(shown));
+        ctx.status.update(ctx.name(), &self.shard, |s| {
+            s.checkpoint = Some(cp.to_string())
+        });
         true
+    }
+
+    /// True while the partition's lease is held; otherwise the worker is to stop (before its next
+    /// dispatch) and the reason is kept.
+    pub(super) fn still_leased(&mut self) -> bool {
+        if self.committer.lease().is_held() {
+            return true;
+        }
+        self.stop_for(CommitError::LeaseLost);
+        false
+    }
+
+    fn stop_for(&mut self, why: CommitError) {
+        let exit = if why == CommitError::LeaseLost {
+            warn!(mapping = self.ctx.name(), shard = %self.shard,
+                  "lease lost; the shard stops here, its checkpoint where it was");
+            Exit::LeaseLost
+        } else {
+            error!(mapping = self.ctx.name(), shard = %self.shard, error = %why,
+                   "checkpoint refused; the shard stops and is planned again from its checkpoint");
+            self.ctx.status.update(self.ctx.name(), &self.shard, |s| {
+                s.last_error = Some(why.to_string())
+            });
+            Exit::Refused
+        };
+        self.stopped = Some(exit);
     }
 }
 
