@@ -131,7 +131,9 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> anyhow::Result<()>
             });
             match source {
                 Some(source) => {
-                    supervisor::run_mapping(ctx, source, tracker2, cancel, discovery).await
+                    // One replica: it holds every shard (the lease table comes with issue 10).
+                    let leases = Arc::new(crate::lease::SingleReplica::new());
+                    supervisor::run_mapping(ctx, source, leases, tracker2, cancel, discovery).await
                 }
                 None => {
                     let resolve = sqs::resolver(clients.sqs.clone(), &ctx.mapping.source);

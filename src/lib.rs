@@ -7,7 +7,8 @@
 //!                                                                       └─► on-failure destination
 //! ```
 //! Seams are traits: [`source::Source`] / [`source::PartitionReader`], [`dispatch::Dispatcher`],
-//! [`checkpoint::CheckpointStore`], [`destination::Destination`]. See docs/architecture.md.
+//! [`checkpoint::CheckpointStore`], [`lease::Leases`], [`destination::Destination`]. See
+//! docs/architecture.md.
 #![forbid(unsafe_code)]
 
 pub mod app;
@@ -18,6 +19,7 @@ pub mod checkpoint;
 pub mod config;
 pub mod destination;
 pub mod dispatch;
+pub mod lease;
 pub mod model;
 pub mod retry;
 pub mod server;

@@ -330,7 +330,7 @@ async fn sigterm_ends_within_the_grace_period_and_a_second_signal_at_once() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn progress_survives_an_upgrade_and_a_new_target() {
-    use ::sluice::checkpoint::{Checkpoint, CheckpointStore, FileCheckpointStore};
+    use ::sluice::checkpoint::{Checkpoint, CheckpointStore, Commit, FileCheckpointStore};
     use ::sluice::source::SequenceNumber;
     let tb = testbed();
     let kinesis = kinesis(&tb).await;
@@ -344,8 +344,14 @@ async fn progress_survives_an_upgrade_and_a_new_target() {
     {
         let store = FileCheckpointStore::open(&cp).unwrap();
         let done = Checkpoint::Sequence(SequenceNumber(written[4].seq.clone()));
+        let lease = ::sluice::lease::SingleReplica::token();
+        let commit = Commit {
+            from: None,
+            to: &done,
+            lease: &lease,
+        };
         store
-            .put(&format!("{stream}-{}", sink.url), &written[4].shard, &done)
+            .commit(&format!("{stream}-{}", sink.url), &written[4].shard, commit)
             .await
             .unwrap();
     }

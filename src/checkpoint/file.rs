@@ -6,19 +6,28 @@
 //! process on the same directory (a rolling update with surge) is refused instead of dispatching
 //! everything twice and moving checkpoints backwards. Each mapping's first start time is kept in
 //! `<dir>/<mapping>/.start.json` (a name no escaped shard id can take).
+//!
+//! Each file is in the versioned format of [`super::format`] and records the lease token of the
+//! commit that wrote it. A commit reads the file, applies [`check`] and writes, under a lock per file
+//! (the directory lock keeps other processes out), so the read and the write are one step.
 
 use async_trait::async_trait;
+use std::collections::HashMap;
 use std::fs::{File, OpenOptions, TryLockError};
 use std::io::{Read, Seek, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
-use super::{Checkpoint, CheckpointError, CheckpointStore};
+use super::format::{self, Stored, Unreadable};
+use super::{check, Checkpoint, CheckpointError, CheckpointStore, Commit, CommitError, Verdict};
 
 pub struct FileCheckpointStore {
     root: PathBuf,
     /// Holds the directory's exclusive lock while the store lives.
     _lock: File,
+    /// One per checkpoint file: a commit's read, check and write are one step.
+    commits: Mutex<HashMap<PathBuf, Arc<tokio::sync::Mutex<()>>>>,
 }
 
 /// Distinguishes the temporary files of concurrent writes within this process.
@@ -43,6 +52,7 @@ impl FileCheckpointStore {
         Ok(FileCheckpointStore {
             root: root.to_path_buf(),
             _lock: lock,
+            commits: Mutex::new(HashMap::new()),
         })
     }
 
@@ -56,20 +66,49 @@ impl FileCheckpointStore {
         self.root.join(escape(mapping)).join(".start.json")
     }
 
+    async fn read(path: &Path) -> Result<Option<Vec<u8>>, CheckpointError> {
+        match tokio::fs::read(path).await {
+            Ok(bytes) => Ok(Some(bytes)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(CheckpointError(format!("read {}: {e}", path.display()))),
+        }
+    }
+
+    fn does_not_parse(path: &Path, e: impl std::fmt::Display) -> CheckpointError {
+        CheckpointError(format!(
+            "{} does not parse ({e}); sluice will not guess where this shard got to: \
+             restore the file from a backup, or delete it to start the shard again from \
+             the mapping's StartingPosition",
+            path.display()
+        ))
+    }
+
     async fn read_json<T: serde::de::DeserializeOwned>(
         path: &Path,
     ) -> Result<Option<T>, CheckpointError> {
-        match tokio::fs::read(path).await {
-            Ok(bytes) => serde_json::from_slice(&bytes).map(Some).map_err(|e| {
-                CheckpointError(format!(
-                    "{} does not parse ({e}); sluice will not guess where this shard got to: \
-                     restore the file from a backup, or delete it to start the shard again from \
-                     the mapping's StartingPosition",
-                    path.display()
-                ))
-            }),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(CheckpointError(format!("read {}: {e}", path.display()))),
+        match Self::read(path).await? {
+            Some(bytes) => serde_json::from_slice(&bytes)
+                .map(Some)
+                .map_err(|e| Self::does_not_parse(path, e)),
+            None => Ok(None),
+        }
+    }
+
+    /// A checkpoint file, in any format this release reads.
+    async fn read_checkpoint(path: &Path) -> Result<Option<Stored>, CheckpointError> {
+        let Some(bytes) = Self::read(path).await? else {
+            return Ok(None);
+        };
+        match format::decode(&bytes) {
+            Ok(stored) => Ok(Some(stored)),
+            Err(Unreadable::Malformed(e)) => Err(Self::does_not_parse(path, e)),
+            Err(Unreadable::Version(v)) => Err(CheckpointError(format!(
+                "{} is in checkpoint format version {v}, which this release does not know (it \
+                 reads versions 1 to {}); it was written by a newer sluice: run that release \
+                 again (do not delete the file, or the shard starts over)",
+                path.display(),
+                format::FORMAT_VERSION
+            ))),
         }
     }
 
@@ -177,17 +216,38 @@ fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
 #[async_trait]
 impl CheckpointStore for FileCheckpointStore {
     async fn get(&self, mapping: &str, shard: &str) -> Result<Option<Checkpoint>, CheckpointError> {
-        Self::read_json(&self.path(mapping, shard)).await
+        Ok(Self::read_checkpoint(&self.path(mapping, shard))
+            .await?
+            .map(|s| s.checkpoint))
     }
 
-    async fn put(
+    async fn commit(
         &self,
         mapping: &str,
         shard: &str,
-        checkpoint: &Checkpoint,
-    ) -> Result<(), CheckpointError> {
-        let bytes = serde_json::to_vec(checkpoint).expect("checkpoints serialize");
-        Self::write_json(self.path(mapping, shard), bytes).await
+        commit: Commit<'_>,
+    ) -> Result<(), CommitError> {
+        let path = self.path(mapping, shard);
+        let lock = self
+            .commits
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(path.clone())
+            .or_default()
+            .clone();
+        let _one_at_a_time = lock.lock().await;
+        let stored = Self::read_checkpoint(&path).await?;
+        let (checkpoint, lease) = match &stored {
+            Some(s) => (Some(&s.checkpoint), s.lease.as_ref()),
+            None => (None, None),
+        };
+        match check(checkpoint, lease, &commit)? {
+            Verdict::AlreadyThere => Ok(()),
+            Verdict::Write => {
+                Self::write_json(path, format::encode(commit.to, commit.lease)).await?;
+                Ok(())
+            }
+        }
     }
 
     async fn adopt(
@@ -248,142 +308,4 @@ impl CheckpointStore for FileCheckpointStore {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::source::SequenceNumber;
-
-    #[tokio::test]
-    async fn round_trip_and_overwrite() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = FileCheckpointStore::open(dir.path()).unwrap();
-        assert_eq!(store.get("m/1", "shardId-0").await.unwrap(), None);
-        let a = Checkpoint::Sequence(SequenceNumber("123".into()));
-        store.put("m/1", "shardId-0", &a).await.unwrap();
-        assert_eq!(store.get("m/1", "shardId-0").await.unwrap(), Some(a));
-        store
-            .put("m/1", "shardId-0", &Checkpoint::ShardEnd)
-            .await
-            .unwrap();
-        // A fresh store over the same directory sees the last write.
-        drop(store);
-        let again = FileCheckpointStore::open(dir.path()).unwrap();
-        assert_eq!(
-            again.get("m/1", "shardId-0").await.unwrap(),
-            Some(Checkpoint::ShardEnd)
-        );
-        assert_eq!(again.get("m/2", "shardId-0").await.unwrap(), None);
-        let leftovers: Vec<_> = std::fs::read_dir(dir.path().join("m%2F1"))
-            .unwrap()
-            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-            .filter(|n| n.contains(".tmp"))
-            .collect();
-        assert!(leftovers.is_empty(), "{leftovers:?}");
-    }
-
-    #[test]
-    fn a_second_store_on_the_same_directory_is_refused_with_the_holders_pid() {
-        let dir = tempfile::tempdir().unwrap();
-        let first = FileCheckpointStore::open(dir.path()).unwrap();
-        let err = FileCheckpointStore::open(dir.path())
-            .err()
-            .expect("refused");
-        let msg = err.to_string();
-        assert!(msg.contains(&dir.path().display().to_string()), "{msg}");
-        assert!(
-            msg.contains(&format!("PID {}", std::process::id())),
-            "{msg}"
-        );
-        drop(first);
-        FileCheckpointStore::open(dir.path()).expect("free again once the holder is gone");
-    }
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn concurrent_writes_never_tear_a_checkpoint() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = std::sync::Arc::new(FileCheckpointStore::open(dir.path()).unwrap());
-        let mut tasks = Vec::new();
-        for w in 0..4u64 {
-            let store = store.clone();
-            tasks.push(tokio::spawn(async move {
-                for i in 0..50u64 {
-                    let cp = Checkpoint::Sequence(SequenceNumber(format!("{w}{i:0>200}")));
-                    store.put("m", "shardId-0", &cp).await.unwrap();
-                }
-            }));
-        }
-        for t in tasks {
-            t.await.unwrap();
-        }
-        // With one shared temporary name, concurrent writers interleave bytes or rename each
-        // other's half-written file; with unique names every read parses.
-        assert!(store.get("m", "shardId-0").await.unwrap().is_some());
-    }
-
-    #[tokio::test]
-    async fn a_corrupt_checkpoint_names_the_file_and_what_to_do() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = FileCheckpointStore::open(dir.path()).unwrap();
-        std::fs::create_dir_all(dir.path().join("m")).unwrap();
-        std::fs::write(dir.path().join("m").join("shardId-0.json"), b"{not json").unwrap();
-        let msg = store.get("m", "shardId-0").await.unwrap_err().to_string();
-        assert!(msg.contains("shardId-0.json"), "{msg}");
-        assert!(msg.contains("delete it"), "{msg}");
-    }
-
-    #[tokio::test]
-    async fn a_renamed_mapping_takes_over_the_first_previous_name_with_progress() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = FileCheckpointStore::open(dir.path()).unwrap();
-        let cp = Checkpoint::Sequence(SequenceNumber("42".into()));
-        store.put("orders-f:live", "shardId-0", &cp).await.unwrap();
-        store.set_mapping_start("orders-f:live", 7).await.unwrap();
-        let previous = vec!["never-used".to_string(), "orders-f:live".to_string()];
-        assert_eq!(
-            store.adopt("orders", &previous).await.unwrap().as_deref(),
-            Some("orders-f:live")
-        );
-        assert_eq!(
-            store.get("orders", "shardId-0").await.unwrap(),
-            Some(cp.clone())
-        );
-        assert_eq!(store.mapping_start("orders").await.unwrap(), Some(7));
-        assert_eq!(
-            store.get("orders-f:live", "shardId-0").await.unwrap(),
-            None,
-            "moved, not copied"
-        );
-        // Once the new name has progress, nothing is taken over again.
-        store
-            .put("other", "shardId-0", &Checkpoint::ShardEnd)
-            .await
-            .unwrap();
-        assert_eq!(
-            store.adopt("orders", &["other".to_string()]).await.unwrap(),
-            None
-        );
-        assert_eq!(store.get("orders", "shardId-0").await.unwrap(), Some(cp));
-    }
-
-    #[tokio::test]
-    async fn the_mapping_start_survives_a_new_store() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = FileCheckpointStore::open(dir.path()).unwrap();
-        assert_eq!(store.mapping_start("m").await.unwrap(), None);
-        store
-            .set_mapping_start("m", 1_700_000_000_123)
-            .await
-            .unwrap();
-        drop(store);
-        let again = FileCheckpointStore::open(dir.path()).unwrap();
-        assert_eq!(
-            again.mapping_start("m").await.unwrap(),
-            Some(1_700_000_000_123)
-        );
-    }
-
-    #[test]
-    fn escaping_is_injective_enough() {
-        assert_eq!(escape("orders-f:live"), "orders-f%3Alive");
-        assert_eq!(escape("../x"), "%2E.%2Fx");
-    }
-}
+mod tests;

@@ -1,18 +1,33 @@
-//! The checkpoint seam: where each shard of each mapping has got to. A checkpoint is written only
+//! The checkpoint seam: where each partition of each mapping has got to. A checkpoint is moved only
 //! after every record up to it succeeded, was filtered out or was handed to the on-failure
 //! destination (DESIGN.md invariant 1); readers resume just *after* it.
+//!
+//! A checkpoint moves by a [`Commit`]: from the position the committer last left it at, to the next
+//! one, under the partition's lease token. A store applies [`check`] atomically with its write: a
+//! commit that does not chain from what is stored, that would move the partition backwards, or that
+//! carries a token older than the newest the partition was committed under is refused, and a
+//! refusal ([`CommitError::is_refusal`]) is never retried — the worker stops and the supervisor
+//! plans the partition again. A worker commits through its [`Committer`], which remembers where it
+//! left the partition and takes the token from the live lease (DESIGN.md invariant 7).
 
+mod commit;
 mod file;
+mod format;
 
+pub use commit::{check, Commit, CommitError, Committer, Verdict};
 pub use file::FileCheckpointStore;
+pub use format::FORMAT_VERSION;
 
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
+use std::fmt;
 
-use crate::source::SequenceNumber;
+use crate::model::{Position, SequenceNumber};
 
-/// A shard's progress.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// A partition's committed progress: the [`Position`]s a commit can move it to (a start sentinel is
+/// where an uncommitted partition begins, never a checkpoint). Ordered as the partition is read:
+/// by sequence number, then `ShardEnd` past every record (the variants' order is that order).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Checkpoint {
     /// Everything up to and including this sequence number is done.
@@ -21,20 +36,46 @@ pub enum Checkpoint {
     ShardEnd,
 }
 
-#[derive(Debug, thiserror::Error)]
+impl From<Checkpoint> for Position {
+    fn from(cp: Checkpoint) -> Position {
+        match cp {
+            Checkpoint::Sequence(s) => Position::After(s),
+            Checkpoint::ShardEnd => Position::End,
+        }
+    }
+}
+
+/// As `/status` shows it: the sequence number, or `SHARD_END`.
+impl fmt::Display for Checkpoint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Checkpoint::Sequence(s) => f.write_str(&s.0),
+            Checkpoint::ShardEnd => f.write_str("SHARD_END"),
+        }
+    }
+}
+
+/// A store that could not be read or written; worth retrying.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("checkpoint store: {0}")]
 pub struct CheckpointError(pub String);
 
 #[async_trait]
 pub trait CheckpointStore: Send + Sync {
-    async fn get(&self, mapping: &str, shard: &str) -> Result<Option<Checkpoint>, CheckpointError>;
-    /// Durable when it returns: survives a kill -9 or power loss right after.
-    async fn put(
+    async fn get(
         &self,
         mapping: &str,
-        shard: &str,
-        checkpoint: &Checkpoint,
-    ) -> Result<(), CheckpointError>;
+        partition: &str,
+    ) -> Result<Option<Checkpoint>, CheckpointError>;
+    /// Moves `partition` as `commit` says, applying [`check`] atomically with the write. Durable
+    /// when it returns `Ok`: survives a kill -9 or power loss right after. A commit already applied
+    /// (the same move retried after an ambiguous failure) returns `Ok` without a write.
+    async fn commit(
+        &self,
+        mapping: &str,
+        partition: &str,
+        commit: Commit<'_>,
+    ) -> Result<(), CommitError>;
     /// When the mapping first started reading (epoch milliseconds), if recorded. A mapping with
     /// StartingPosition LATEST reads every shard without a checkpoint from this instant, so a
     /// restart before the first checkpoint loses nothing.

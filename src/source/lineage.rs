@@ -3,7 +3,8 @@
 //! Kinesis merge) is checkpointed at its end and its worker has stopped; closed shards are drained
 //! even if nobody ran them before; a parent that is no longer listed and no longer running (trimmed
 //! past retention, or a gap in the graph) counts as done. [`plan`] is pure: the supervisor asks it
-//! about every listed shard.
+//! about every listed shard, leased or not, so a parent checkpointed `ShardEnd` by another replica
+//! counts as drained here too; only a leased shard is then started.
 //!
 //! A LATEST mapping reaches [`plan`] already resolved to the instant the mapping first started
 //! (`AtTimestamp`, persisted by the checkpoint store), so a closed shard that was never checkpointed

@@ -1,5 +1,5 @@
 //! The supervisor's shard lineage against an in-memory stream: a parent with one child (the
-//! DynamoDB Streams shape), and a graph with a gap (a parent no longer listed).
+//! DynamoDB Streams shape), and a graph with a gap (a parent no longer listed). Leases: `leases`.
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -11,7 +11,9 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::{supervisor, Clock, MappingContext};
-use crate::checkpoint::{Checkpoint, CheckpointError, CheckpointStore};
+use crate::checkpoint::{
+    check, Checkpoint, CheckpointError, CheckpointStore, Commit, CommitError, Verdict,
+};
 use crate::config::{ErrorHandling, Mapping, SourceArn, StartingPosition, Target};
 use crate::dispatch::{DispatchError, Dispatcher, Invoked};
 use crate::retry::RetryPolicy;
@@ -19,6 +21,8 @@ use crate::source::{
     Page, Partition, PartitionReader, Position, Record, SequenceNumber, Source, SourceError,
 };
 use crate::telemetry::{Metrics, Status};
+
+mod leases;
 
 /// Shards with fixed records; closed shards end after their records, open ones idle forever.
 struct FakeStream {
@@ -108,29 +112,44 @@ struct Recorder {
     seen: Mutex<Vec<u64>>,
     /// Panics on the first invocation (a bug in a worker's path).
     panic_once: std::sync::atomic::AtomicBool,
-    /// An invocation holding this id takes this long.
-    slow: Option<(u64, Duration)>,
+    /// An invocation holding one of these ids takes that long.
+    slow: Vec<(u64, Duration)>,
+    /// An invocation holding this id fails with a function error.
+    fail: Option<u64>,
+    /// The ids of every invocation, as it starts.
+    attempts: Mutex<Vec<u64>>,
 }
 
 #[async_trait]
 impl Dispatcher for Recorder {
     async fn invoke(&self, payload: Bytes) -> Result<Invoked, DispatchError> {
         let v: serde_json::Value = serde_json::from_slice(&payload).unwrap();
+        let ids: Vec<u64> = v["Records"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["id"].as_u64().unwrap())
+            .collect();
+        self.attempts.lock().unwrap().extend(&ids);
         if self
             .panic_once
             .swap(false, std::sync::atomic::Ordering::SeqCst)
         {
             panic!("injected worker bug");
         }
-        if let Some((id, took)) = self.slow {
-            if v["Records"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .any(|r| r["id"].as_u64() == Some(id))
-            {
-                tokio::time::sleep(took).await;
+        for (id, took) in &self.slow {
+            if ids.contains(id) {
+                tokio::time::sleep(*took).await;
             }
+        }
+        if self.fail.is_some_and(|id| ids.contains(&id)) {
+            return Ok(Invoked {
+                status: 200,
+                body: Bytes::from_static(b"{\"errorMessage\":\"boom\"}"),
+                function_error: Some("Unhandled".into()),
+                executed_version: None,
+                request_id: None,
+            });
         }
         let mut seen = self.seen.lock().unwrap();
         seen.extend(
@@ -169,8 +188,12 @@ impl CheckpointStore for MemStore {
         }
         Ok(self.0.lock().unwrap().get(shard).cloned())
     }
-    async fn put(&self, _: &str, shard: &str, cp: &Checkpoint) -> Result<(), CheckpointError> {
-        self.0.lock().unwrap().insert(shard.to_string(), cp.clone());
+    /// Applies the commit rules (the newest token is not kept: no test here fences in the store).
+    async fn commit(&self, _: &str, shard: &str, c: Commit<'_>) -> Result<(), CommitError> {
+        let mut all = self.0.lock().unwrap();
+        if check(all.get(shard), None, &c)? == Verdict::Write {
+            all.insert(shard.to_string(), c.to.clone());
+        }
         Ok(())
     }
     async fn mapping_start(&self, _: &str) -> Result<Option<i64>, CheckpointError> {
@@ -208,6 +231,18 @@ impl Supervised {
         recorder: Recorder,
         starting_position: StartingPosition,
     ) -> Supervised {
+        let leases = Arc::new(crate::lease::SingleReplica::new());
+        Self::start_leased(stream, store, recorder, starting_position, leases)
+    }
+
+    /// [`Self::start`] holding the partitions `leases` grants.
+    fn start_leased(
+        stream: FakeStream,
+        store: Arc<MemStore>,
+        recorder: Recorder,
+        starting_position: StartingPosition,
+        leases: Arc<dyn crate::lease::Leases>,
+    ) -> Supervised {
         let stream = Arc::new(stream);
         let recorder = Arc::new(recorder);
         let status = Arc::new(Status::new(1));
@@ -241,6 +276,7 @@ impl Supervised {
         let sup = tokio::spawn(supervisor::run_mapping(
             ctx,
             stream.clone(),
+            leases,
             tracker.clone(),
             cancel.clone(),
             Duration::from_secs(5),
@@ -461,7 +497,7 @@ async fn a_child_waits_for_a_running_parent_that_dropped_out_of_the_listing() {
         stream,
         store,
         Recorder {
-            slow: Some((1, Duration::from_secs(60))),
+            slow: vec![(1, Duration::from_secs(60))],
             ..Default::default()
         },
         StartingPosition::TrimHorizon,

@@ -23,7 +23,7 @@ use settle::response_context;
 
 use super::{pause_or_cancelled, Cancelled, MappingContext};
 use crate::batch::{self, Batcher, MAX_PAYLOAD_BYTES};
-use crate::checkpoint::Checkpoint;
+use crate::checkpoint::{Checkpoint, Committer};
 use crate::dispatch::classify;
 use crate::source::{Page, PartitionReader, Record, SourceError};
 use crate::telemetry::ShardState;
@@ -35,6 +35,24 @@ pub enum Exit {
     Ended,
     /// Shutdown was requested; every finished batch is checkpointed.
     Cancelled,
+    /// The partition's lease was lost: stopped before the next dispatch, checkpoint not moved.
+    LeaseLost,
+    /// The checkpoint store refused a commit (it did not chain, or the token was stale).
+    Refused,
+}
+
+/// Why a worker stops before its shard ends: every step returns it as its error and `?` passes it up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stop {
+    Cancelled,
+    LeaseLost,
+    Refused,
+}
+
+impl From<Cancelled> for Stop {
+    fn from(_: Cancelled) -> Self {
+        Stop::Cancelled
+    }
 }
 
 /// Record age as the mapping sees it (MaximumRecordAgeInSeconds, the stream's retention), as of
@@ -67,6 +85,8 @@ pub struct ShardWorker {
     batch_info_key: &'static str,
     /// Bytes charged to the budget for the records this worker holds.
     held: u64,
+    /// Where the partition's checkpoint is, and the lease it is moved under.
+    committer: Committer,
 }
 
 impl ShardWorker {
@@ -75,6 +95,7 @@ impl ShardWorker {
         shard: String,
         reader: Box<dyn PartitionReader>,
         batch_info_key: &'static str,
+        committer: Committer,
     ) -> Self {
         let batcher = Batcher::new(ctx.mapping.batch_size, MAX_PAYLOAD_BYTES);
         ShardWorker {
@@ -86,6 +107,7 @@ impl ShardWorker {
             state: None,
             batch_info_key,
             held: 0,
+            committer,
         }
     }
 
@@ -120,7 +142,9 @@ impl ShardWorker {
         info!(mapping = self.ctx.name(), shard = %self.shard, "shard worker started");
         let exit = match self.work(&cancel).await {
             Ok(()) => Exit::Ended,
-            Err(Cancelled) => Exit::Cancelled,
+            Err(Stop::Cancelled) => Exit::Cancelled,
+            Err(Stop::LeaseLost) => Exit::LeaseLost,
+            Err(Stop::Refused) => Exit::Refused,
         };
         if exit == Exit::Ended {
             self.set_state(ShardState::Ended);
@@ -133,7 +157,7 @@ impl ShardWorker {
     }
 
     /// Reads and processes batches until the shard ended and is checkpointed as ended.
-    async fn work(&mut self, cancel: &CancellationToken) -> Result<(), Cancelled> {
+    async fn work(&mut self, cancel: &CancellationToken) -> Result<(), Stop> {
         loop {
             self.fill(cancel).await?;
             if self.batcher.is_empty() {
@@ -151,7 +175,7 @@ impl ShardWorker {
 
     /// Reads until a batch is due: full (count or 6 MB), the window has passed with records
     /// waiting, or the shard ended. The window starts when the previous invocation completed.
-    async fn fill(&mut self, cancel: &CancellationToken) -> Result<(), Cancelled> {
+    async fn fill(&mut self, cancel: &CancellationToken) -> Result<(), Stop> {
         let window_end = Instant::now() + self.ctx.mapping.batching_window;
         let mut source_failures = 0u32;
         loop {
@@ -167,7 +191,7 @@ impl ShardWorker {
                 at = at.min(window_end);
             }
             tokio::select! {
-                _ = cancel.cancelled() => return Err(Cancelled),
+                _ = cancel.cancelled() => return Err(Stop::Cancelled),
                 _ = sleep_until(at) => {}
             }
             if !self.batcher.is_empty() && Instant::now() >= window_end {
@@ -176,12 +200,12 @@ impl ShardWorker {
             // Memory is bounded by the budget: wait for room before holding another page (with
             // records waiting, the batch goes out when the window closes instead).
             tokio::select! {
-                _ = cancel.cancelled() => return Err(Cancelled),
+                _ = cancel.cancelled() => return Err(Stop::Cancelled),
                 _ = self.ctx.budget.room() => {}
                 _ = sleep_until(window_end), if !self.batcher.is_empty() => return Ok(()),
             }
             let page = tokio::select! {
-                _ = cancel.cancelled() => return Err(Cancelled),
+                _ = cancel.cancelled() => return Err(Stop::Cancelled),
                 page = self.reader.read() => page,
             };
             match page {
@@ -239,7 +263,7 @@ impl ShardWorker {
         &mut self,
         batch: Vec<Record>,
         cancel: &CancellationToken,
-    ) -> Result<(), Cancelled> {
+    ) -> Result<(), Stop> {
         let ctx = self.ctx.clone();
         let mut pieces = Pieces::new(batch);
         loop {
@@ -273,10 +297,11 @@ impl ShardWorker {
         call: Invoke<'_>,
         now: i64,
         cancel: &CancellationToken,
-    ) -> Result<(), Cancelled> {
+    ) -> Result<(), Stop> {
         if cancel.is_cancelled() {
-            return Err(Cancelled);
+            return Err(Stop::Cancelled);
         }
+        self.still_leased()?;
         let ctx = self.ctx.clone();
         let name = ctx.name();
         self.set_state(ShardState::Dispatching);

@@ -1,8 +1,16 @@
 //! The supervisor of one stream mapping: reconciles the shards the stream lists with the workers
 //! running. Every `shard_discovery_interval` (and at once whenever a shard's worker stops) it reads
-//! the stream's retention, lists the shards, reads their checkpoints, and starts a [`ShardWorker`]
-//! for each shard that [`lineage::plan`] says may run, so parents are drained (and their workers
-//! gone) before their children start.
+//! the stream's retention, lists the shards, asks the [`Leases`] which of them this replica holds,
+//! reads their checkpoints, and starts a [`ShardWorker`] for each shard that is listed, leased and
+//! ready by [`lineage::plan`] (parents drained, and their workers gone, before children start).
+//! A shard that is not leased is still read for its checkpoint, so a parent drained by another
+//! replica (`ShardEnd`) frees its children here.
+//!
+//! Each worker commits through a [`Committer`] holding its lease. A lease that is lost stops its
+//! worker at the next safe point (before its next dispatch, at once if idle) without moving the
+//! checkpoint, and the shard leaves `/status`; a commit the store refuses stops the worker and the
+//! shard is planned again from its checkpoint after a backoff. At shutdown, once a worker has
+//! written its last checkpoint, its lease is released.
 //!
 //! It also makes LATEST durable: before the first shard starts, the mapping's first start time is
 //! read from the checkpoint store (or recorded there), and every shard without a checkpoint is read
@@ -23,8 +31,9 @@ use tracing::{error, info, warn};
 
 use super::shard::{Exit, ShardWorker};
 use super::{until_ok, MappingContext};
-use crate::checkpoint::CheckpointError;
+use crate::checkpoint::{CheckpointError, Committer};
 use crate::config::StartingPosition;
+use crate::lease::{Lease, Leases};
 use crate::source::lineage::{self, Finished, Plan};
 use crate::source::{Partition, Source};
 use crate::telemetry::ShardState;
@@ -42,8 +51,9 @@ struct Shards {
     running: HashSet<String>,
     finished: HashMap<String, Finished>,
     waiting: HashSet<String>,
-    /// Shards whose worker panicked: how often, and when they may start again.
-    panics: HashMap<String, (u32, Instant)>,
+    /// Shards whose worker panicked or had a commit refused: how often, and when they may start
+    /// again.
+    restarts: HashMap<String, (u32, Instant)>,
     /// Shards shown as down because their checkpoint could not be read.
     unreadable: HashSet<String>,
 }
@@ -51,6 +61,7 @@ struct Shards {
 pub async fn run_mapping(
     ctx: Arc<MappingContext>,
     source: Arc<dyn Source>,
+    leases: Arc<dyn Leases>,
     tracker: TaskTracker,
     cancel: CancellationToken,
     discovery_interval: Duration,
@@ -79,31 +90,40 @@ pub async fn run_mapping(
                 }
             }
         }
-        match source.list_partitions().await {
-            Ok(listed) => {
+        let listed = match source.list_partitions().await {
+            Ok(listed) => match leases.held(&name, &listed).await {
+                Ok(held) => Ok((listed, held)),
+                Err(e) => {
+                    warn!(mapping = %name, error = %e, "cannot read this replica's leases; retrying");
+                    Err(())
+                }
+            },
+            Err(e) => {
+                ctx.metrics.source_error(&name, e.kind());
+                warn!(mapping = %name, error = %e, "cannot list shards; retrying");
+                Err(())
+            }
+        };
+        match listed {
+            Ok((listed, held)) => {
                 failures = 0;
-                reconcile(
-                    &ctx,
-                    &source,
-                    &tracker,
-                    &cancel,
-                    &ended_tx,
-                    &listed,
+                let run = Run {
+                    ctx: &ctx,
+                    source: &source,
+                    leases: &leases,
+                    tracker: &tracker,
+                    cancel: &cancel,
+                    ended_tx: &ended_tx,
                     start,
-                    &mut shards,
-                )
-                .await;
+                };
+                reconcile(&run, &listed, held, &mut shards).await;
                 if !ready {
                     ready = true;
                     ctx.status.mapping_started();
                     info!(mapping = %name, shards = listed.len(), running = shards.running.len(), "mapping running");
                 }
             }
-            Err(e) => {
-                failures += 1;
-                ctx.metrics.source_error(&name, e.kind());
-                warn!(mapping = %name, error = %e, "cannot list shards; retrying");
-            }
+            Err(()) => failures += 1,
         }
         let mut wait = if failures > 0 {
             ctx.policy.backoff(failures).max(Duration::from_millis(500))
@@ -113,7 +133,7 @@ pub async fn run_mapping(
         // Wake for the next restart after a panic (the count stays, for the backoff).
         let now = Instant::now();
         if let Some(at) = shards
-            .panics
+            .restarts
             .values()
             .map(|(_, at)| *at)
             .filter(|at| *at > now)
@@ -177,47 +197,91 @@ async fn resolve_start(
 
 fn worker_stopped(ctx: &MappingContext, shards: &mut Shards, shard: String, stopped: Stopped) {
     shards.running.remove(&shard);
-    match stopped {
+    let name = ctx.name();
+    let (why, shown) = match stopped {
         Stopped::Exit(Exit::Ended) => {
-            shards.panics.remove(&shard);
+            shards.restarts.remove(&shard);
             shards.finished.insert(shard, Finished::Drained);
+            return;
         }
-        Stopped::Exit(Exit::Cancelled) => {}
+        Stopped::Exit(Exit::Cancelled) => return,
+        Stopped::Exit(Exit::LeaseLost) => {
+            // Another replica has it now (or will): not ours to show or to age.
+            info!(mapping = name, shard = %shard, "lease lost; the shard's worker stopped");
+            ctx.status.remove(name, &shard);
+            ctx.metrics.forget_shard(name, &shard);
+            return;
+        }
+        Stopped::Exit(Exit::Refused) => (
+            "checkpoint refused",
+            ctx.status
+                .get(name, &shard)
+                .and_then(|s| s.last_error)
+                .unwrap_or_else(|| "checkpoint refused".into()),
+        ),
         Stopped::Panicked(message) => {
-            let name = ctx.name();
-            let count = shards.panics.get(&shard).map_or(1, |(n, _)| n + 1);
-            let delay = ctx
-                .policy
-                .backoff(count)
-                .max(Duration::from_secs(1))
-                .min(Duration::from_secs(60));
             ctx.metrics.worker_panicked(name);
-            error!(mapping = name, shard = %shard, panic = %message, restart_in_ms = delay.as_millis() as u64,
-                   "shard worker panicked; restarting it from its checkpoint");
-            ctx.status.update(name, &shard, |s| {
-                s.state = ShardState::Failed;
-                s.last_error = Some(format!(
-                    "worker panicked: {message}; restarting from the checkpoint"
-                ));
-            });
-            shards.panics.insert(shard, (count, Instant::now() + delay));
+            (
+                "shard worker panicked",
+                format!("worker panicked: {message}"),
+            )
         }
+    };
+    let count = shards.restarts.get(&shard).map_or(1, |(n, _)| n + 1);
+    let delay = ctx
+        .policy
+        .backoff(count)
+        .max(Duration::from_secs(1))
+        .min(Duration::from_secs(60));
+    error!(mapping = name, shard = %shard, error = %shown, restart_in_ms = delay.as_millis() as u64,
+           "{why}; restarting it from its checkpoint");
+    ctx.status.update(name, &shard, |s| {
+        s.state = ShardState::Failed;
+        s.last_error = Some(format!("{shown}; restarting from the checkpoint"));
+    });
+    shards
+        .restarts
+        .insert(shard, (count, Instant::now() + delay));
+}
+
+/// What every pass of one mapping's supervisor works with.
+struct Run<'a> {
+    ctx: &'a Arc<MappingContext>,
+    source: &'a Arc<dyn Source>,
+    leases: &'a Arc<dyn Leases>,
+    tracker: &'a TaskTracker,
+    cancel: &'a CancellationToken,
+    ended_tx: &'a mpsc::UnboundedSender<(String, Stopped)>,
+    /// The mapping's starting position, LATEST resolved.
+    start: StartingPosition,
+}
+
+/// A shard this replica does not hold: whatever it showed of it goes.
+fn not_ours(ctx: &MappingContext, shards: &mut Shards, id: &str) {
+    let name = ctx.name();
+    if shards.waiting.remove(id) {
+        ctx.metrics
+            .shard_state(name, Some(ShardState::WaitingForParent.as_str()), None);
+        ctx.status.remove(name, id);
+    }
+    if shards.unreadable.remove(id) {
+        ctx.status.remove(name, id);
     }
 }
 
-#[allow(clippy::too_many_arguments)]
 async fn reconcile(
-    ctx: &Arc<MappingContext>,
-    source: &Arc<dyn Source>,
-    tracker: &TaskTracker,
-    cancel: &CancellationToken,
-    ended_tx: &mpsc::UnboundedSender<(String, Stopped)>,
+    run: &Run<'_>,
     listed_shards: &[Partition],
-    start: StartingPosition,
+    held: Vec<Lease>,
     shards: &mut Shards,
 ) {
+    let ctx = run.ctx;
     let name = ctx.name();
     let listed: HashSet<String> = listed_shards.iter().map(|s| s.id.clone()).collect();
+    let held: HashMap<String, Lease> = held
+        .into_iter()
+        .map(|l| (l.partition().to_string(), l))
+        .collect();
     // Parents first: a shard's parents were created before it, and shard ids sort by creation.
     let mut order: Vec<&Partition> = listed_shards.iter().collect();
     order.sort_by(|a, b| a.id.cmp(&b.id));
@@ -226,18 +290,23 @@ async fn reconcile(
             continue;
         }
         if shards
-            .panics
+            .restarts
             .get(&shard.id)
             .is_some_and(|(_, at)| *at > Instant::now())
         {
             continue;
         }
+        let lease = held.get(&shard.id);
         let checkpoint = match ctx.checkpoints.get(name, &shard.id).await {
             Ok(cp) => {
-                if shards.unreadable.remove(&shard.id) {
+                if lease.is_some() && shards.unreadable.remove(&shard.id) {
                     info!(mapping = name, shard = %shard.id, "checkpoint readable again");
                 }
                 cp
+            }
+            Err(_) if lease.is_none() => {
+                not_ours(ctx, shards, &shard.id);
+                continue;
             }
             Err(e) => {
                 // Loud, and on every pass until fixed: the shard (and its children) cannot run.
@@ -250,15 +319,16 @@ async fn reconcile(
                 continue;
             }
         };
-        match lineage::plan(
+        let plan = lineage::plan(
             shard,
             checkpoint.as_ref(),
             &listed,
             &shards.running,
             &shards.finished,
-            start,
-        ) {
-            Plan::Finished(how) => {
+            run.start,
+        );
+        let (reader, lease) = match (plan, lease) {
+            (Plan::Finished(how), _) => {
                 shards.finished.insert(shard.id.clone(), how);
                 if shards.waiting.remove(&shard.id) {
                     ctx.metrics.shard_state(
@@ -267,8 +337,13 @@ async fn reconcile(
                         None,
                     );
                 }
+                continue;
             }
-            Plan::WaitForParents(parents) => {
+            (_, None) => {
+                not_ours(ctx, shards, &shard.id);
+                continue;
+            }
+            (Plan::WaitForParents(parents), Some(_)) => {
                 if shards.waiting.insert(shard.id.clone()) {
                     ctx.metrics.shard_state(
                         name,
@@ -279,8 +354,9 @@ async fn reconcile(
                 }
                 ctx.status
                     .update(name, &shard.id, |s| s.state = ShardState::WaitingForParent);
+                continue;
             }
-            Plan::Start(from) => {
+            (Plan::Start(from), Some(lease)) => {
                 if shards.waiting.remove(&shard.id) {
                     ctx.metrics.shard_state(
                         name,
@@ -299,29 +375,66 @@ async fn reconcile(
                     }
                 }
                 info!(mapping = name, shard = %shard.id, ?from, closed = shard.closed, "starting shard");
-                let reader = source.open(shard, from);
-                let worker = ShardWorker::new(
-                    ctx.clone(),
-                    shard.id.clone(),
-                    reader,
-                    source.format().batch_info_key,
-                );
-                let (tx, id, cancel) = (ended_tx.clone(), shard.id.clone(), cancel.clone());
-                tracker.spawn(async move {
-                    // Its own task, so a panic ends only this worker and is seen here.
-                    let stopped = match tokio::spawn(worker.run(cancel)).await {
-                        Ok(exit) => Stopped::Exit(exit),
-                        Err(e) if e.is_panic() => Stopped::Panicked(panic_text(e.into_panic())),
-                        Err(_) => Stopped::Exit(Exit::Cancelled),
-                    };
-                    let _ = tx.send((id, stopped));
-                });
-                shards.running.insert(shard.id.clone());
+                (run.source.open(shard, from), lease.clone())
             }
-        }
+        };
+        start_worker(run, shard, reader, lease, checkpoint);
+        shards.running.insert(shard.id.clone());
     }
     // A checkpoint that was not read this pass is not known to be bad any more.
     shards.unreadable.retain(|id| listed.contains(id));
+}
+
+/// Runs a worker for `shard` in its own task (so a panic ends only this worker and is seen here),
+/// stops it when its lease is lost, releases the lease after a shutdown, and reports how it ended.
+fn start_worker(
+    run: &Run<'_>,
+    shard: &Partition,
+    reader: Box<dyn crate::source::PartitionReader>,
+    lease: Lease,
+    checkpoint: Option<crate::checkpoint::Checkpoint>,
+) {
+    let ctx = run.ctx;
+    let committer = Committer::new(
+        ctx.checkpoints.clone(),
+        ctx.name(),
+        lease.clone(),
+        checkpoint,
+    );
+    let worker = ShardWorker::new(
+        ctx.clone(),
+        shard.id.clone(),
+        reader,
+        run.source.format().batch_info_key,
+        committer,
+    );
+    let (tx, id, shutdown) = (run.ended_tx.clone(), shard.id.clone(), run.cancel.clone());
+    let (leases, mapping) = (run.leases.clone(), ctx.name().to_string());
+    let stop = shutdown.child_token();
+    run.tracker.spawn(async move {
+        let mut task = tokio::spawn(worker.run(stop.clone()));
+        let joined = tokio::select! {
+            joined = &mut task => joined,
+            // The worker checks its lease before each dispatch; this stops it when idle too.
+            _ = lease.lost() => {
+                stop.cancel();
+                task.await
+            }
+        };
+        let stopped = match joined {
+            Ok(Exit::Cancelled) if !lease.is_held() => Stopped::Exit(Exit::LeaseLost),
+            Ok(exit) => Stopped::Exit(exit),
+            Err(e) if e.is_panic() => Stopped::Panicked(panic_text(e.into_panic())),
+            Err(_) => Stopped::Exit(Exit::Cancelled),
+        };
+        if matches!(stopped, Stopped::Exit(Exit::Cancelled)) && shutdown.is_cancelled() {
+            // Its last checkpoint is written: another replica may take the shard at once.
+            if let Err(e) = leases.release(&mapping, &id).await {
+                warn!(mapping = %mapping, shard = %id, error = %e, "cannot release the shard's lease; it is free once it expires");
+            }
+        }
+        let _ = tx.send((id, stopped));
+    });
 }
 
 fn panic_text(payload: Box<dyn std::any::Any + Send>) -> String {

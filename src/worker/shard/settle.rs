@@ -1,18 +1,20 @@
-//! How a shard worker settles records: checkpoints (retried until the store takes them; the one
-//! place that writes them) and the records it gives up on (described to the on-failure destination,
-//! retried until they expire from the stream, or dropped and counted). Also reads what a function's
-//! response says for the failure record.
+//! How a shard worker settles records: checkpoints (committed through its
+//! [`Committer`](crate::checkpoint::Committer), retried until the store takes them, never when
+//! refused; the one place that writes them) and the records it gives up on (described to the
+//! on-failure destination, retried until they expire from the stream, or dropped and counted). Also
+//! reads what a function's response says for the failure record. The worker's lease is checked here
+//! before each dispatch and each hand-over to the destination.
 
 use std::time::Duration;
 use time::OffsetDateTime;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, warn};
 
-use super::super::{until_ok, until_ok_by, Cancelled};
+use super::super::{until_ok, until_ok_by};
 use super::pieces::GiveUp;
-use super::ShardWorker;
+use super::{ShardWorker, Stop};
 use crate::batch;
-use crate::checkpoint::{Checkpoint, CheckpointError};
+use crate::checkpoint::{Checkpoint, CommitError};
 use crate::destination::{BatchInfo, FailureRecord, ResponseContext};
 use crate::dispatch::Invoked;
 
@@ -23,7 +25,9 @@ impl ShardWorker {
         &mut self,
         given: GiveUp,
         cancel: &CancellationToken,
-    ) -> Result<(), Cancelled> {
+    ) -> Result<(), Stop> {
+        // Handing records to the destination is a dispatch too: not once the lease is gone.
+        self.still_leased()?;
         let GiveUp {
             records,
             condition,
@@ -104,30 +108,60 @@ impl ShardWorker {
         self.checkpoint(Checkpoint::Sequence(end), cancel).await
     }
 
-    /// Writes a checkpoint, retrying until the store takes it (or shutdown comes first). The only
-    /// place a shard worker writes checkpoints.
+    /// Commits a checkpoint, retrying until the store takes it (or shutdown comes first). The only
+    /// place a shard worker writes checkpoints. A refused commit or a lost lease stops the worker.
     pub(super) async fn checkpoint(
         &mut self,
         cp: Checkpoint,
         cancel: &CancellationToken,
-    ) -> Result<(), Cancelled> {
+    ) -> Result<(), Stop> {
         let ctx = self.ctx.clone();
-        let shard = &self.shard;
-        until_ok(
+        let (shard, committer) = (&self.shard, &self.committer);
+        let written = until_ok(
             cancel,
             |n| ctx.policy.backoff(n),
-            |e: &CheckpointError, _, _| warn!(mapping = ctx.name(), shard = %shard, error = %e, "checkpoint write failed; retrying"),
-            || ctx.checkpoints.put(ctx.name(), shard, &cp),
+            |e: &CommitError, _, _| warn!(mapping = ctx.name(), shard = %shard, error = %e, "checkpoint write failed; retrying"),
+            // A refusal is never retried: it comes out as `Ok(Err(_))`.
+            || async {
+                match committer.commit(&cp).await {
+                    Err(e) if !e.is_refusal() => Err(e),
+                    done => Ok(done),
+                }
+            },
         )
         .await?;
+        if let Err(refused) = written {
+            return Err(self.stop_for(refused));
+        }
         ctx.metrics.checkpointed(ctx.name());
-        let shown = match &cp {
-            Checkpoint::Sequence(s) => s.0.clone(),
-            Checkpoint::ShardEnd => "SHARD_END".into(),
-        };
-        ctx.status
-            .update(ctx.name(), &self.shard, |s| s.checkpoint = Some(shown));
+        ctx.status.update(ctx.name(), &self.shard, |s| {
+            s.checkpoint = Some(cp.to_string())
+        });
         Ok(())
+    }
+
+    /// `Ok` while the partition's lease is held; otherwise the worker is to stop (before its next
+    /// dispatch).
+    pub(super) fn still_leased(&mut self) -> Result<(), Stop> {
+        if self.committer.lease().is_held() {
+            return Ok(());
+        }
+        Err(self.stop_for(CommitError::LeaseLost))
+    }
+
+    fn stop_for(&mut self, why: CommitError) -> Stop {
+        if why == CommitError::LeaseLost {
+            warn!(mapping = self.ctx.name(), shard = %self.shard,
+                  "lease lost; the shard stops here, its checkpoint where it was");
+            Stop::LeaseLost
+        } else {
+            error!(mapping = self.ctx.name(), shard = %self.shard, error = %why,
+                   "checkpoint refused; the shard stops and is planned again from its checkpoint");
+            self.ctx.status.update(self.ctx.name(), &self.shard, |s| {
+                s.last_error = Some(why.to_string())
+            });
+            Stop::Refused
+        }
     }
 }
 

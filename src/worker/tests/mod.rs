@@ -15,7 +15,9 @@ mod limits;
 use super::shard::{Exit, ShardWorker};
 use super::{Clock, MappingContext};
 use crate::budget::ByteBudget;
-use crate::checkpoint::{Checkpoint, CheckpointError, CheckpointStore};
+use crate::checkpoint::{
+    check, Checkpoint, CheckpointError, CheckpointStore, Commit, CommitError, Committer, Verdict,
+};
 use crate::config::{ErrorHandling, Mapping, SourceArn, StartingPosition, Target};
 use crate::destination::{Destination, FailureRecord};
 use crate::dispatch::{DispatchError, Dispatcher, Invoked};
@@ -101,8 +103,12 @@ impl CheckpointStore for MemStore {
     async fn get(&self, _: &str, _: &str) -> Result<Option<Checkpoint>, CheckpointError> {
         Ok(self.writes.lock().unwrap().last().cloned())
     }
-    async fn put(&self, _: &str, _: &str, cp: &Checkpoint) -> Result<(), CheckpointError> {
-        self.writes.lock().unwrap().push(cp.clone());
+    /// Every commit must chain from the last one, as a real store requires.
+    async fn commit(&self, _: &str, _: &str, c: Commit<'_>) -> Result<(), CommitError> {
+        let mut writes = self.writes.lock().unwrap();
+        if check(writes.last(), Some(c.lease), &c)? == Verdict::Write {
+            writes.push(c.to.clone());
+        }
         Ok(())
     }
 }
@@ -283,11 +289,15 @@ async fn run_reading(
         idle: reading.idle,
         next: Instant::now(),
     });
+    let lease =
+        crate::lease::Lease::fixed("shardId-000000000000", crate::lease::SingleReplica::token());
+    let committer = Committer::new(store.clone(), "m", lease, None);
     let worker = ShardWorker::new(
         ctx,
         "shardId-000000000000".into(),
         reader,
         "KinesisBatchInfo",
+        committer,
     );
     let exit = tokio::time::timeout(
         Duration::from_secs(3600),
