@@ -10,7 +10,7 @@ use tracing::{error, info, warn};
 
 use crate::budget::ByteBudget;
 use crate::checkpoint::{CheckpointStore, FileCheckpointStore};
-use crate::config::{Config, SourceArn, Target};
+use crate::config::{Config, MappingSource, Target};
 use crate::destination::{AwsDestination, Destination};
 use crate::dispatch::{Dispatcher, HttpDispatcher, LambdaDispatcher};
 use crate::retry::RetryPolicy;
@@ -81,20 +81,20 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> anyhow::Result<()>
             }
         };
         let source: Option<Arc<dyn Source>> = match &mapping.source {
-            SourceArn::Kinesis { arn, region, .. } => Some(Arc::new(KinesisSource::new(
+            MappingSource::Kinesis(s) => Some(Arc::new(KinesisSource::new(
                 clients.kinesis.clone(),
                 EventContext {
-                    stream_arn: arn.clone(),
-                    region: region.clone(),
+                    stream_arn: s.stream.arn.clone(),
+                    region: s.stream.region.clone(),
                     invoke_identity_arn: cfg.invoke_identity_arn.clone(),
                 },
             ))),
-            SourceArn::DynamoDb { arn, .. } => Some(Arc::new(DynamoDbSource::new(
+            MappingSource::DynamoDbStream(s) => Some(Arc::new(DynamoDbSource::new(
                 clients.dynamodbstreams.clone(),
-                arn.clone(),
+                s.stream.arn.clone(),
             ))),
             // Queues are not sharded: `worker::queue` runs them.
-            SourceArn::Sqs { .. } => None,
+            MappingSource::Sqs(_) => None,
         };
         let budget = budget.clone();
         let (metrics, status, checkpoints, clients) = (
@@ -109,7 +109,8 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> anyhow::Result<()>
             cfg.shard_discovery_interval,
         );
         tracker.spawn(async move {
-            let destination = match &mapping.errors.on_failure {
+            let errors = mapping.stream_errors().cloned().unwrap_or_default();
+            let destination = match &errors.on_failure {
                 None => None,
                 Some(arn) => match connect_destination(arn, &clients, &cancel).await {
                     Some(d) => Some(d),
@@ -117,7 +118,7 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> anyhow::Result<()>
                 },
             };
             let ctx = Arc::new(MappingContext {
-                policy: RetryPolicy::new(&mapping.errors),
+                policy: RetryPolicy::new(&errors),
                 clock: crate::worker::Clock::new(),
                 budget: budget.clone(),
                 retention_ms: Default::default(),

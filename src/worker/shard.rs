@@ -92,7 +92,7 @@ impl ShardWorker {
         reader: Box<dyn PartitionReader>,
         batch_info_key: &'static str,
     ) -> Self {
-        let batcher = Batcher::new(ctx.mapping.batch_size, MAX_PAYLOAD_BYTES);
+        let batcher = Batcher::new(ctx.mapping.batching.batch_size, MAX_PAYLOAD_BYTES);
         ShardWorker {
             ctx,
             shard,
@@ -168,7 +168,7 @@ impl ShardWorker {
     /// waiting, or the shard ended. The window starts when the previous invocation completed.
     /// Returns false if cancelled.
     async fn fill(&mut self, cancel: &CancellationToken) -> bool {
-        let window_end = Instant::now() + self.ctx.mapping.batching_window;
+        let window_end = Instant::now() + self.ctx.mapping.batching.window;
         let mut source_failures = 0u32;
         loop {
             if self.batcher.is_full()
@@ -298,7 +298,7 @@ impl ShardWorker {
 
             let outcome = classify(
                 &result,
-                ctx.mapping.errors.report_batch_item_failures,
+                ctx.mapping.report_batch_item_failures(),
                 piece.records.iter().map(|r| r.sequence.0.as_str()),
             );
             let label = outcome.label();

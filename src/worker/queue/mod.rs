@@ -33,7 +33,7 @@ use tracing::{debug, error, info, warn};
 
 use super::{pause, MappingContext};
 use crate::batch::MAX_PAYLOAD_BYTES;
-use crate::config::SourceArn;
+use crate::config::QueueArn;
 use crate::source::sqs::{Message, SqsQueue};
 use crate::source::SourceError;
 use crate::telemetry::ShardState;
@@ -146,13 +146,13 @@ pub async fn run_queue(
     cancel: CancellationToken,
 ) {
     let name = ctx.name().to_string();
-    let SourceArn::Sqs {
+    let Some(QueueArn {
         arn,
         region,
         account,
         queue,
         ..
-    } = &ctx.mapping.source
+    }) = ctx.mapping.queue().map(|q| &q.queue)
     else {
         error!(mapping = %name, "not an SQS mapping");
         return;
@@ -190,7 +190,8 @@ pub async fn run_queue(
           in_flight_visibility_s = visibility.as_secs(), "queue mapping running");
     let cap = ctx
         .mapping
-        .max_concurrency
+        .queue()
+        .and_then(|q| q.max_concurrency)
         .map(|c| c as usize)
         .unwrap_or(DEFAULT_MAX_CONCURRENCY);
     let shared = Arc::new(Shared {
@@ -224,7 +225,7 @@ pub async fn run_queue(
             desired,
             cap,
             shared.stats.take(),
-            ctx.mapping.errors.report_batch_item_failures,
+            ctx.mapping.report_batch_item_failures(),
         );
         if next != desired {
             debug!(mapping = %name, from = desired, to = next, "scaling pollers");
@@ -239,7 +240,7 @@ async fn poller(shared: Arc<Shared>, id: usize, cancel: CancellationToken) {
     let name = ctx.name().to_string();
     let mut failures = 0u32;
     while id < shared.desired.load(Ordering::SeqCst) && !cancel.is_cancelled() {
-        let batch_size = ctx.mapping.batch_size;
+        let batch_size = ctx.mapping.batching.batch_size;
         let first = tokio::select! {
             _ = cancel.cancelled() => break,
             r = shared.receive(batch_size.min(10), LONG_POLL) => r,
@@ -283,7 +284,7 @@ async fn poller(shared: Arc<Shared>, id: usize, cancel: CancellationToken) {
         ));
 
         // Fill the batch within the window (AWS: BatchSize, the window or 6 MB, whichever first).
-        let window_end = Instant::now() + ctx.mapping.batching_window;
+        let window_end = Instant::now() + ctx.mapping.batching.window;
         let mut bytes: usize = messages.iter().map(|m| m.event.len()).sum();
         while messages.len() < batch_size && bytes < MAX_PAYLOAD_BYTES && !cancel.is_cancelled() {
             let left = window_end.saturating_duration_since(Instant::now());
