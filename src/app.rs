@@ -1,16 +1,26 @@
 //! Wiring: builds the checkpoint store, the admin server, the AWS clients and, per enabled mapping,
-//! its source, dispatcher and destination; runs the supervisors until `shutdown` fires, then gives
+//! its source, dispatcher and destination; runs the mappings until `shutdown` fires, then gives
 //! in-flight work the grace period to finish (each finished batch is checkpointed as it completes).
+//!
+//! The process-wide parts live in one [`Process`]. [`Process::start`] gives each mapping its
+//! region's clients and its dispatcher, then hands it to the builder of its source kind:
+//! [`Process::stream_mapping`] (Kinesis, DynamoDB Streams: the supervisor) or
+//! [`Process::queue_mapping`] (SQS: the pollers), each returning the future the tracker spawns.
+//! Both build their [`MappingContext`] through [`Process::context`], the one place the on-failure
+//! destination is connected and the retry policy chosen.
 
 use anyhow::Context;
+use std::future::Future;
 use std::sync::Arc;
+use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{error, info, warn};
 
+use crate::aws::Clients;
 use crate::budget::ByteBudget;
 use crate::checkpoint::{CheckpointStore, FileCheckpointStore};
-use crate::config::{Config, SourceArn, Target};
+use crate::config::{Config, DestinationArn, Mapping, MappingSource, Target};
 use crate::destination::{AwsDestination, Destination};
 use crate::dispatch::{Dispatcher, HttpDispatcher, LambdaDispatcher};
 use crate::retry::RetryPolicy;
@@ -58,90 +68,26 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> anyhow::Result<()>
             .await
     });
 
-    let clients = crate::aws::clients(&cfg).await;
-    let budget = Arc::new(ByteBudget::new(cfg.max_in_flight_bytes));
-    let tracker = TaskTracker::new();
+    let process = Process {
+        metrics,
+        status: status.clone(),
+        checkpoints,
+        budget: Arc::new(ByteBudget::new(cfg.max_in_flight_bytes)),
+        clients: crate::aws::clients(&cfg).await,
+        tracker: TaskTracker::new(),
+        shutdown: shutdown.clone(),
+        shard_discovery_interval: cfg.shard_discovery_interval,
+        invoke_identity_arn: cfg.invoke_identity_arn.clone(),
+    };
     for mapping in &cfg.mappings {
         if !mapping.enabled {
             info!(mapping = %mapping.name, "mapping disabled");
         }
     }
     for mapping in enabled {
-        // The source ARN's region serves the mapping; a function or destination ARN naming another
-        // region is called there (a bare function name: the source's region).
-        let clients = clients.for_region(mapping.source.region());
-        let dispatcher: Arc<dyn Dispatcher> = match &mapping.target {
-            Target::Lambda { function_name } => Arc::new(LambdaDispatcher::new(
-                clients.for_arn(function_name).lambda,
-                function_name.clone(),
-                mapping.source.region(),
-                mapping.source.account(),
-            )),
-            Target::Http(h) => {
-                Arc::new(HttpDispatcher::new(h).context("building the HTTP client")?)
-            }
-        };
-        let source: Option<Arc<dyn Source>> = match &mapping.source {
-            SourceArn::Kinesis { arn, region, .. } => Some(Arc::new(KinesisSource::new(
-                clients.kinesis.clone(),
-                EventContext {
-                    stream_arn: arn.clone(),
-                    region: region.clone(),
-                    invoke_identity_arn: cfg.invoke_identity_arn.clone(),
-                },
-            ))),
-            SourceArn::DynamoDb { arn, .. } => Some(Arc::new(DynamoDbSource::new(
-                clients.dynamodbstreams.clone(),
-                arn.clone(),
-            ))),
-            // Queues are not sharded: `worker::queue` runs them.
-            SourceArn::Sqs { .. } => None,
-        };
-        let budget = budget.clone();
-        let (metrics, status, checkpoints, clients) = (
-            metrics.clone(),
-            status.clone(),
-            checkpoints.clone(),
-            clients.clone(),
-        );
-        let (tracker2, cancel, discovery) = (
-            tracker.clone(),
-            shutdown.clone(),
-            cfg.shard_discovery_interval,
-        );
-        tracker.spawn(async move {
-            let destination = match &mapping.errors.on_failure {
-                None => None,
-                Some(arn) => match connect_destination(arn, &clients, &cancel).await {
-                    Some(d) => Some(d),
-                    None => return,
-                },
-            };
-            let ctx = Arc::new(MappingContext {
-                policy: RetryPolicy::new(&mapping.errors),
-                clock: crate::worker::Clock::new(),
-                budget: budget.clone(),
-                retention_ms: Default::default(),
-                mapping,
-                dispatcher,
-                checkpoints,
-                destination,
-                metrics,
-                status,
-            });
-            match source {
-                Some(source) => {
-                    // One replica: it holds every shard (the lease table comes with issue 10).
-                    let leases = Arc::new(crate::lease::SingleReplica::new());
-                    supervisor::run_mapping(ctx, source, leases, tracker2, cancel, discovery).await
-                }
-                None => {
-                    let resolve = sqs::resolver(clients.sqs.clone(), &ctx.mapping.source);
-                    queue::run_queue(ctx, resolve, tracker2, cancel).await
-                }
-            }
-        });
+        process.start(mapping)?;
     }
+    let tracker = process.tracker;
 
     shutdown.cancelled().await;
     status.set_draining();
@@ -160,7 +106,7 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> anyhow::Result<()>
     }
     server_stop.cancel();
     // A scraper holding a connection open does not hold the exit.
-    match tokio::time::timeout(std::time::Duration::from_secs(2), server).await {
+    match tokio::time::timeout(Duration::from_secs(2), server).await {
         Ok(Ok(Err(e))) => error!(error = %e, "admin server failed"),
         Ok(Err(e)) => error!(error = %e, "admin server task failed"),
         Ok(Ok(Ok(()))) => {}
@@ -169,13 +115,152 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> anyhow::Result<()>
     Ok(())
 }
 
+/// What every mapping of the process shares; cloned once into each mapping's task.
+#[derive(Clone)]
+struct Process {
+    metrics: Arc<Metrics>,
+    status: Arc<Status>,
+    checkpoints: Arc<dyn CheckpointStore>,
+    /// The process-wide in-flight byte budget.
+    budget: Arc<ByteBudget>,
+    /// The clients of the process region; each mapping takes its source's region from them.
+    clients: Clients,
+    /// Every mapping's tasks (supervisors, shard workers, pollers), waited on at shutdown.
+    tracker: TaskTracker,
+    shutdown: CancellationToken,
+    shard_discovery_interval: Duration,
+    invoke_identity_arn: String,
+}
+
+/// One mapping being started: what its kind's builder needs besides its settings.
+struct Wiring {
+    mapping: Mapping,
+    /// The clients of the source's region.
+    clients: Clients,
+    dispatcher: Arc<dyn Dispatcher>,
+}
+
+impl Process {
+    /// Starts `mapping` on the tracker through the builder of its source kind.
+    fn start(&self, mapping: Mapping) -> anyhow::Result<()> {
+        // The source ARN's region serves the mapping; a function or destination ARN naming another
+        // region is called there (a bare function name: the source's region).
+        let clients = self.clients.for_region(mapping.source.region());
+        let wiring = Wiring {
+            dispatcher: dispatcher(&mapping, &clients)?,
+            clients,
+            mapping,
+        };
+        match &wiring.mapping.source {
+            MappingSource::Kinesis(s) => {
+                let source = Arc::new(KinesisSource::new(
+                    wiring.clients.kinesis.clone(),
+                    EventContext {
+                        stream_arn: s.stream.arn.clone(),
+                        region: s.stream.region.clone(),
+                        invoke_identity_arn: self.invoke_identity_arn.clone(),
+                    },
+                ));
+                self.tracker.spawn(self.stream_mapping(wiring, source))
+            }
+            MappingSource::DynamoDbStream(s) => {
+                let source = Arc::new(DynamoDbSource::new(
+                    wiring.clients.dynamodbstreams.clone(),
+                    s.stream.arn.clone(),
+                ));
+                self.tracker.spawn(self.stream_mapping(wiring, source))
+            }
+            MappingSource::Sqs(_) => self.tracker.spawn(self.queue_mapping(wiring)),
+        };
+        Ok(())
+    }
+
+    /// A stream mapping (Kinesis, DynamoDB Streams): its shards under the supervisor.
+    fn stream_mapping(
+        &self,
+        wiring: Wiring,
+        source: Arc<dyn Source>,
+    ) -> impl Future<Output = ()> + Send + 'static {
+        let process = self.clone();
+        async move {
+            let Some(ctx) = process.context(wiring).await else {
+                return;
+            };
+            // One replica: it holds every shard (the lease table comes with issue 10).
+            let leases = Arc::new(crate::lease::SingleReplica::new());
+            supervisor::run_mapping(
+                ctx,
+                source,
+                leases,
+                process.tracker,
+                process.shutdown,
+                process.shard_discovery_interval,
+            )
+            .await
+        }
+    }
+
+    /// An SQS mapping: its pollers.
+    fn queue_mapping(&self, wiring: Wiring) -> impl Future<Output = ()> + Send + 'static {
+        let process = self.clone();
+        async move {
+            let Some(queue) = wiring.mapping.queue() else {
+                return;
+            };
+            let resolve = sqs::resolver(wiring.clients.sqs.clone(), &queue.queue);
+            let Some(ctx) = process.context(wiring).await else {
+                return;
+            };
+            queue::run_queue(ctx, resolve, process.tracker, process.shutdown).await
+        }
+    }
+
+    /// The one place a mapping's [`MappingContext`] is built. A stream mapping retries under its
+    /// error handling and first connects its on-failure destination, retrying until it answers
+    /// (the mapping waits meanwhile); a queue mapping has neither (failed messages return to the
+    /// queue), so its policy only paces retries of the queue's own calls. `None` if shutdown came
+    /// first.
+    async fn context(&self, wiring: Wiring) -> Option<Arc<MappingContext>> {
+        let errors = wiring.mapping.stream_errors().cloned().unwrap_or_default();
+        let destination = match &errors.on_failure {
+            None => None,
+            Some(arn) => Some(connect_destination(arn, &wiring.clients, &self.shutdown).await?),
+        };
+        Some(Arc::new(MappingContext {
+            policy: RetryPolicy::new(&errors),
+            clock: crate::worker::Clock::new(),
+            budget: self.budget.clone(),
+            retention_ms: Default::default(),
+            mapping: wiring.mapping,
+            dispatcher: wiring.dispatcher,
+            checkpoints: self.checkpoints.clone(),
+            destination,
+            metrics: self.metrics.clone(),
+            status: self.status.clone(),
+        }))
+    }
+}
+
+/// The mapping's target: a Lambda function (invoked in its ARN's region, else the source's) or an
+/// HTTP endpoint.
+fn dispatcher(mapping: &Mapping, clients: &Clients) -> anyhow::Result<Arc<dyn Dispatcher>> {
+    Ok(match &mapping.target {
+        Target::Lambda { function_name } => Arc::new(LambdaDispatcher::new(
+            clients.for_arn(function_name).lambda,
+            function_name.clone(),
+            mapping.source.region(),
+            mapping.source.account(),
+        )),
+        Target::Http(h) => Arc::new(HttpDispatcher::new(h).context("building the HTTP client")?),
+    })
+}
+
 /// Resolves an on-failure destination, retrying until it answers (the mapping waits meanwhile).
 async fn connect_destination(
-    arn: &crate::config::DestinationArn,
-    clients: &crate::aws::Clients,
+    arn: &DestinationArn,
+    clients: &Clients,
     cancel: &CancellationToken,
 ) -> Option<Arc<dyn Destination>> {
-    use std::time::Duration;
     crate::worker::until_ok(
         cancel,
         crate::worker::doubling(Duration::from_millis(500), Duration::from_secs(30)),
@@ -185,4 +270,67 @@ async fn connect_destination(
     .await
     .ok()
     .map(|d| Arc::new(d) as Arc<dyn Destination>)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A process over a temporary checkpoint directory; nothing in it calls AWS until a mapping runs.
+    async fn process(cfg: &Config, dir: &std::path::Path) -> Process {
+        Process {
+            metrics: Arc::new(Metrics::new()),
+            status: Arc::new(Status::new(cfg.mappings.len())),
+            checkpoints: Arc::new(FileCheckpointStore::open(dir).unwrap()),
+            budget: Arc::new(ByteBudget::unlimited()),
+            clients: crate::aws::clients(cfg).await,
+            tracker: TaskTracker::new(),
+            shutdown: CancellationToken::new(),
+            shard_discovery_interval: cfg.shard_discovery_interval,
+            invoke_identity_arn: cfg.invoke_identity_arn.clone(),
+        }
+    }
+
+    async fn context_of(yaml: &str) -> Arc<MappingContext> {
+        let cfg = crate::config::parse_str(yaml).expect("test config");
+        let dir = tempfile::tempdir().unwrap();
+        let process = process(&cfg, dir.path()).await;
+        let mapping = cfg.mappings[0].clone();
+        let clients = process.clients.for_region(mapping.source.region());
+        let wiring = Wiring {
+            dispatcher: dispatcher(&mapping, &clients).unwrap(),
+            clients,
+            mapping,
+        };
+        process.context(wiring).await.expect("not shut down")
+    }
+
+    #[tokio::test]
+    async fn a_stream_mapping_retries_under_its_error_handling_and_has_its_destination() {
+        let ctx = context_of("region: us-east-1\nmappings:\n  - EventSourceArn: arn:aws:kinesis:us-east-1:000000000000:stream/s\n    StartingPosition: LATEST\n    Http: { Url: 'http://127.0.0.1:1/' }\n    MaximumRetryAttempts: 3\n    MaximumRecordAgeInSeconds: 60\n    BisectBatchOnFunctionError: true\n    DestinationConfig: { OnFailure: { Destination: 'arn:aws:sns:us-east-1:000000000000:failed' } }\n").await;
+        assert_eq!(ctx.name(), "s");
+        assert_eq!(ctx.policy.max_retry_attempts, Some(3));
+        assert_eq!(ctx.policy.max_record_age, Some(Duration::from_secs(60)));
+        assert!(ctx.policy.bisect);
+        assert!(
+            ctx.destination.is_some(),
+            "the SNS destination is connected"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_queue_mapping_has_no_destination_and_no_retry_budget() {
+        let ctx = context_of("region: us-east-1\nmappings:\n  - EventSourceArn: arn:aws:sqs:us-east-1:000000000000:q\n    FunctionName: f\n    FunctionResponseTypes: [ReportBatchItemFailures]\n").await;
+        assert_eq!(ctx.name(), "q");
+        assert!(ctx.mapping.report_batch_item_failures());
+        assert_eq!(ctx.policy.max_retry_attempts, None);
+        assert_eq!(ctx.policy.max_record_age, None);
+        assert!(!ctx.policy.bisect);
+        assert!(ctx.destination.is_none());
+        assert_eq!(
+            ctx.dispatcher.function_arn(),
+            "arn:aws:lambda:us-east-1:000000000000:function:f",
+            "a bare function name is the source's region and account"
+        );
+    }
 }

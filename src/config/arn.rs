@@ -2,34 +2,108 @@
 
 use std::fmt;
 
-/// A parsed event source ARN.
+/// A Kinesis stream: `arn:<partition>:kinesis:<region>:<account>:stream/<name>`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct KinesisStreamArn {
+    pub arn: String,
+    pub region: String,
+    pub account: String,
+    pub stream: String,
+}
+
+/// A DynamoDB stream: `arn:<partition>:dynamodb:<region>:<account>:table/<table>/stream/<label>`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DynamoDbStreamArn {
+    pub arn: String,
+    pub region: String,
+    pub account: String,
+    pub table: String,
+    /// The stream label (a timestamp such as `2015-05-11T21:21:33.291`): a new stream of the
+    /// same table (re-enabled, or the table recreated) has a new label and new shards.
+    pub label: String,
+}
+
+/// An SQS queue: `arn:<partition>:sqs:<region>:<account>:<queue>`; FIFO when the name ends in `.fifo`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct QueueArn {
+    pub arn: String,
+    pub region: String,
+    pub account: String,
+    pub queue: String,
+    pub fifo: bool,
+}
+
+/// What every event source ARN tells, whatever its service: the accessors [`SourceArn`] and
+/// [`super::MappingSource`] share.
+pub trait ResourceArn {
+    fn arn(&self) -> &str;
+    fn region(&self) -> &str;
+    fn account(&self) -> &str;
+    /// The stream, table or queue name, for default mapping names and logs.
+    fn resource_name(&self) -> &str;
+    /// A mapping's default `Name`: the source alone, so that editing the target keeps the
+    /// mapping's checkpoints. Kinesis: `<stream>`; SQS: `<queue>`; DynamoDB:
+    /// `<table>/stream/<label>` (the label tells a table's successive streams apart, whose shards
+    /// share nothing).
+    fn default_mapping_name(&self) -> String {
+        self.resource_name().to_string()
+    }
+}
+
+impl ResourceArn for KinesisStreamArn {
+    fn arn(&self) -> &str {
+        &self.arn
+    }
+    fn region(&self) -> &str {
+        &self.region
+    }
+    fn account(&self) -> &str {
+        &self.account
+    }
+    fn resource_name(&self) -> &str {
+        &self.stream
+    }
+}
+
+impl ResourceArn for DynamoDbStreamArn {
+    fn arn(&self) -> &str {
+        &self.arn
+    }
+    fn region(&self) -> &str {
+        &self.region
+    }
+    fn account(&self) -> &str {
+        &self.account
+    }
+    fn resource_name(&self) -> &str {
+        &self.table
+    }
+    fn default_mapping_name(&self) -> String {
+        format!("{}/stream/{}", self.table, self.label)
+    }
+}
+
+impl ResourceArn for QueueArn {
+    fn arn(&self) -> &str {
+        &self.arn
+    }
+    fn region(&self) -> &str {
+        &self.region
+    }
+    fn account(&self) -> &str {
+        &self.account
+    }
+    fn resource_name(&self) -> &str {
+        &self.queue
+    }
+}
+
+/// A parsed event source ARN, one variant per supported service.
 #[derive(Debug, Clone, PartialEq)]
 pub enum SourceArn {
-    /// `arn:<partition>:kinesis:<region>:<account>:stream/<name>`
-    Kinesis {
-        arn: String,
-        region: String,
-        account: String,
-        stream: String,
-    },
-    /// `arn:<partition>:dynamodb:<region>:<account>:table/<table>/stream/<label>`
-    DynamoDb {
-        arn: String,
-        region: String,
-        account: String,
-        table: String,
-        /// The stream label (a timestamp such as `2015-05-11T21:21:33.291`): a new stream of the
-        /// same table (re-enabled, or the table recreated) has a new label and new shards.
-        label: String,
-    },
-    /// `arn:<partition>:sqs:<region>:<account>:<queue>`; FIFO when the name ends in `.fifo`.
-    Sqs {
-        arn: String,
-        region: String,
-        account: String,
-        queue: String,
-        fifo: bool,
-    },
+    Kinesis(KinesisStreamArn),
+    DynamoDb(DynamoDbStreamArn),
+    Sqs(QueueArn),
 }
 
 impl SourceArn {
@@ -48,12 +122,12 @@ impl SourceArn {
                 if rest.is_empty() || rest.contains('/') {
                     return Err(format!("{s:?} has no valid stream name"));
                 }
-                Ok(SourceArn::Kinesis {
+                Ok(SourceArn::Kinesis(KinesisStreamArn {
                     arn: s.to_string(),
                     region: parts.region.to_string(),
                     account: parts.account.to_string(),
                     stream: rest.to_string(),
-                })
+                }))
             }
             "dynamodb" => {
                 let (table, label) = parts
@@ -64,77 +138,67 @@ impl SourceArn {
                 if table.is_empty() || label.is_empty() {
                     return Err(format!("{s:?} has no valid table name or stream label"));
                 }
-                Ok(SourceArn::DynamoDb {
+                Ok(SourceArn::DynamoDb(DynamoDbStreamArn {
                     arn: s.to_string(),
                     region: parts.region.to_string(),
                     account: parts.account.to_string(),
                     table: table.to_string(),
                     label: label.to_string(),
-                })
+                }))
             }
-            "sqs" if !parts.resource.is_empty() && !parts.resource.contains('/') => Ok(SourceArn::Sqs {
-                arn: s.to_string(),
-                region: parts.region.to_string(),
-                account: parts.account.to_string(),
-                queue: parts.resource.to_string(),
-                fifo: parts.resource.ends_with(".fifo"),
-            }),
+            "sqs" if !parts.resource.is_empty() && !parts.resource.contains('/') => {
+                Ok(SourceArn::Sqs(QueueArn {
+                    arn: s.to_string(),
+                    region: parts.region.to_string(),
+                    account: parts.account.to_string(),
+                    queue: parts.resource.to_string(),
+                    fifo: parts.resource.ends_with(".fifo"),
+                }))
+            }
             other => Err(format!(
                 "{s:?}: source service {other:?} is not supported (supported: kinesis, dynamodb, sqs)"
             )),
         }
     }
 
+    /// The parts every service's ARN has.
+    pub fn resource(&self) -> &dyn ResourceArn {
+        match self {
+            SourceArn::Kinesis(a) => a,
+            SourceArn::DynamoDb(a) => a,
+            SourceArn::Sqs(a) => a,
+        }
+    }
+
     pub fn arn(&self) -> &str {
-        match self {
-            SourceArn::Kinesis { arn, .. }
-            | SourceArn::DynamoDb { arn, .. }
-            | SourceArn::Sqs { arn, .. } => arn,
-        }
+        self.resource().arn()
     }
 
-    /// The stream or table name, for default mapping names and logs.
+    /// The stream, table or queue name, for default mapping names and logs.
     pub fn resource_name(&self) -> &str {
-        match self {
-            SourceArn::Kinesis { stream, .. } => stream,
-            SourceArn::DynamoDb { table, .. } => table,
-            SourceArn::Sqs { queue, .. } => queue,
-        }
+        self.resource().resource_name()
     }
 
-    /// A mapping's default `Name`: the source alone, so that editing the target keeps the mapping's
-    /// checkpoints. Kinesis: `<stream>`; SQS: `<queue>`; DynamoDB: `<table>/stream/<label>` (the label
-    /// tells a table's successive streams apart, whose shards share nothing).
+    /// A mapping's default `Name` ([`ResourceArn::default_mapping_name`]).
     pub fn default_mapping_name(&self) -> String {
-        match self {
-            SourceArn::DynamoDb { table, label, .. } => format!("{table}/stream/{label}"),
-            other => other.resource_name().to_string(),
-        }
+        self.resource().default_mapping_name()
     }
 
     pub fn region(&self) -> &str {
-        match self {
-            SourceArn::Kinesis { region, .. }
-            | SourceArn::DynamoDb { region, .. }
-            | SourceArn::Sqs { region, .. } => region,
-        }
+        self.resource().region()
+    }
+
+    pub fn account(&self) -> &str {
+        self.resource().account()
     }
 
     /// SQS sources are queues; the others are streams with shards.
     pub fn is_queue(&self) -> bool {
-        matches!(self, SourceArn::Sqs { .. })
+        matches!(self, SourceArn::Sqs(_))
     }
 
     pub fn is_fifo(&self) -> bool {
-        matches!(self, SourceArn::Sqs { fifo: true, .. })
-    }
-
-    pub fn account(&self) -> &str {
-        match self {
-            SourceArn::Kinesis { account, .. }
-            | SourceArn::DynamoDb { account, .. }
-            | SourceArn::Sqs { account, .. } => account,
-        }
+        matches!(self, SourceArn::Sqs(QueueArn { fifo: true, .. }))
     }
 }
 

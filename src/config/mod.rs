@@ -2,22 +2,37 @@
 //! `CreateEventSourceMapping` field names, defaults and ranges (reference: esm-spec.md §2); sluice's own
 //! process settings are the snake_case keys at the top level. [`load`] reads and validates a file and
 //! returns every problem at once ([`ConfigErrors`]); validation is pure and does no AWS I/O.
+//!
+//! The typed result ([`typed`]) is per source kind: a [`Mapping`]'s [`MappingSource`] is a Kinesis
+//! or DynamoDB stream with [`StreamSettings`], or an SQS queue with [`QueueSettings`]. The parser
+//! is hand-written over `serde_yaml_ng::Value` ([`obj`]) so that every message names its field path
+//! and AWS's rule: [`parse`] reads the process settings, [`mapping`] one mapping's common fields,
+//! [`target`] its target, [`settings`] what only streams or only queues take, [`names`] checks
+//! names across mappings.
 
 mod arn;
 mod mapping;
 mod names;
 mod obj;
 mod parse;
+mod settings;
+mod target;
 #[cfg(test)]
 mod tests;
+mod typed;
 
-use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
 pub use crate::model::StartingPosition;
-pub use arn::{DestinationArn, SourceArn};
+pub use arn::{
+    DestinationArn, DynamoDbStreamArn, KinesisStreamArn, QueueArn, ResourceArn, SourceArn,
+};
+pub use typed::{
+    Batching, ErrorHandling, HttpTarget, Mapping, MappingSource, QueueSettings, StreamSettings,
+    Target,
+};
 
 /// Everything one sluice process runs.
 #[derive(Debug, Clone)]
@@ -48,76 +63,6 @@ pub struct Endpoints {
     pub sqs: Option<String>,
     pub sns: Option<String>,
     pub s3: Option<String>,
-}
-
-/// One event source mapping.
-#[derive(Debug, Clone)]
-pub struct Mapping {
-    /// Unique name: metric label, log field and checkpoint key. Defaults to the source alone
-    /// ([`SourceArn::default_mapping_name`]), so editing the target keeps the mapping's progress.
-    pub name: String,
-    /// Names this mapping's checkpoints may have been written under before, most deliberate first:
-    /// its `PreviousNames` in order, then, when `Name` is not given, the default name of earlier
-    /// releases (`<resource_name>-<target label>`). Never holds `name`, another mapping's `name`, or a
-    /// name that two mappings could claim. Checkpoints found under one of these and none under
-    /// `name` belong to this mapping (docs/configuration.md, "Names and progress").
-    pub legacy_names: Vec<String>,
-    pub source: SourceArn,
-    pub target: Target,
-    pub batch_size: usize,
-    pub batching_window: Duration,
-    /// Streams only (SQS mappings carry TRIM_HORIZON, unused).
-    pub starting_position: StartingPosition,
-    /// `ScalingConfig.MaximumConcurrency` (SQS only): at most this many batches at once.
-    pub max_concurrency: Option<u32>,
-    pub enabled: bool,
-    pub errors: ErrorHandling,
-}
-
-/// Where batches go.
-#[derive(Debug, Clone)]
-pub enum Target {
-    /// `FunctionName`: a name, `name:alias`, or a function ARN.
-    Lambda {
-        function_name: String,
-    },
-    Http(HttpTarget),
-}
-
-#[derive(Debug, Clone)]
-pub struct HttpTarget {
-    pub url: String,
-    pub headers: BTreeMap<String, String>,
-    pub timeout: Duration,
-}
-
-/// AWS's stream error handling settings (esm-spec.md §2, §4).
-#[derive(Debug, Clone, Default)]
-pub struct ErrorHandling {
-    /// `MaximumRetryAttempts`; `None` is AWS's -1 (retry until the record expires).
-    pub max_retry_attempts: Option<u32>,
-    /// `MaximumRecordAgeInSeconds`; `None` is AWS's -1 (no age limit).
-    pub max_record_age: Option<Duration>,
-    /// `BisectBatchOnFunctionError`.
-    pub bisect_on_function_error: bool,
-    /// `FunctionResponseTypes: [ReportBatchItemFailures]`.
-    pub report_batch_item_failures: bool,
-    /// `DestinationConfig.OnFailure.Destination`.
-    pub on_failure: Option<DestinationArn>,
-}
-
-impl Target {
-    /// A short, bounded description for logs and default mapping names.
-    pub fn label(&self) -> String {
-        match self {
-            Target::Lambda { function_name } => function_name
-                .rsplit(":function:")
-                .next()
-                .unwrap_or(function_name)
-                .to_string(),
-            Target::Http(h) => h.url.clone(),
-        }
-    }
 }
 
 /// Every problem found in a configuration, one per line, each naming the field path.

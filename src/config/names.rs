@@ -28,10 +28,10 @@ pub(super) fn resolve(parsed: Vec<Parsed>, errs: &mut Vec<String>) -> Vec<Mappin
         if a.explicit_name {
             continue;
         }
-        let arn = a.mapping.source.arn();
+        let arn = a.mapping.source_arn();
         if let Some(b) = parsed
             .iter()
-            .find(|b| b.index != a.index && b.mapping.source.arn() == arn)
+            .find(|b| b.index != a.index && b.mapping.source_arn() == arn)
         {
             let (lo, hi) = (a.index.min(b.index), a.index.max(b.index));
             errs.push(format!(

@@ -2,9 +2,8 @@
 //! records each problem with its full path (`mappings[0].BatchSize: 0 is out of range 1..=10000`),
 //! and reports every key no reader took as unknown.
 
-use super::*;
 use serde_yaml_ng::{Mapping as YamlMap, Value};
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 
 /// One YAML object being read: remembers which keys were taken so the rest can be reported unknown.
 pub(super) struct Obj<'v, 'e> {

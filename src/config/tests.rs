@@ -17,15 +17,16 @@ fn defaults_follow_aws() {
     ))
     .unwrap();
     let m = &c.mappings[0];
-    assert_eq!(m.batch_size, 100);
-    assert_eq!(m.batching_window, Duration::ZERO);
+    assert_eq!(m.batching.batch_size, 100);
+    assert_eq!(m.batching.window, Duration::ZERO);
     assert!(m.enabled);
     assert_eq!(m.name, "orders", "the default name is the source alone");
     assert_eq!(m.legacy_names, ["orders-f"], "the earlier default name");
     assert_eq!(c.max_in_flight_bytes, 256 << 20);
-    assert_eq!(m.errors.max_retry_attempts, None);
-    assert_eq!(m.errors.max_record_age, None);
-    assert!(!m.errors.bisect_on_function_error);
+    let e = m.stream_errors().unwrap();
+    assert_eq!(e.max_retry_attempts, None);
+    assert_eq!(e.max_record_age, None);
+    assert!(!e.bisect_on_function_error);
     assert_eq!(c.shutdown_grace, Duration::from_secs(25));
     assert_eq!(c.admin_listen.port(), 9090);
 }
@@ -60,7 +61,7 @@ fn error_handling_fields() {
             "mappings:\n  - EventSourceArn: {ARN}\n    FunctionName: arn:aws:lambda:us-east-1:1:function:f:live\n    StartingPosition: AT_TIMESTAMP\n    StartingPositionTimestamp: 1700000000.5\n    MaximumRetryAttempts: 2\n    MaximumRecordAgeInSeconds: 60\n    BisectBatchOnFunctionError: true\n    FunctionResponseTypes: [ReportBatchItemFailures]\n    DestinationConfig: {{ OnFailure: {{ Destination: 'arn:aws:sqs:us-east-1:1:dlq' }} }}\n"
         ))
         .unwrap();
-    let e = &c.mappings[0].errors;
+    let e = c.mappings[0].stream_errors().unwrap();
     assert_eq!(e.max_retry_attempts, Some(2));
     assert_eq!(e.max_record_age, Some(Duration::from_secs(60)));
     assert!(e.bisect_on_function_error && e.report_batch_item_failures);
@@ -79,8 +80,11 @@ fn dynamodb_streams_reject_at_timestamp() {
 fn sqs_rules() {
     let q = "arn:aws:sqs:us-east-1:1:q";
     let c = parse(&format!("mappings:\n  - EventSourceArn: {q}\n    FunctionName: f\n    ScalingConfig: {{ MaximumConcurrency: 50 }}\n")).unwrap();
-    assert_eq!(c.mappings[0].batch_size, 10, "SQS's default BatchSize");
-    assert_eq!(c.mappings[0].max_concurrency, Some(50));
+    assert_eq!(
+        c.mappings[0].batching.batch_size, 10,
+        "SQS's default BatchSize"
+    );
+    assert_eq!(c.mappings[0].queue().unwrap().max_concurrency, Some(50));
     let errs = errors(&format!(
             "mappings:\n  - EventSourceArn: {q}\n    FunctionName: f\n    BatchSize: 20\n  - EventSourceArn: {q}.fifo\n    FunctionName: f\n    BatchSize: 11\n    MaximumBatchingWindowInSeconds: 1\n  - EventSourceArn: {q}2\n    Name: other\n    FunctionName: f\n    StartingPosition: LATEST\n    MaximumRetryAttempts: 1\n    ScalingConfig: {{ MaximumConcurrency: 1 }}\n  - EventSourceArn: {ARN}\n    FunctionName: f\n    StartingPosition: LATEST\n    ScalingConfig: {{ MaximumConcurrency: 5 }}\n"
         ));
@@ -180,8 +184,10 @@ fn starting_timestamps_outside_0_to_now_plus_skew_are_refused() {
     ] {
         let c = at(ts).unwrap_or_else(|e| panic!("{ts}: {e}"));
         assert_eq!(
-            c.mappings[0].starting_position,
-            StartingPosition::AtTimestamp(UNIX_EPOCH + Duration::from_secs_f64(secs)),
+            c.mappings[0].starting_position(),
+            Some(StartingPosition::AtTimestamp(
+                UNIX_EPOCH + Duration::from_secs_f64(secs)
+            )),
             "{ts}"
         );
     }
@@ -357,4 +363,81 @@ fn an_ambiguous_old_default_name_is_not_carried_over() {
             n("z", &["T-g"])
         ]
     );
+}
+
+#[test]
+fn each_source_kind_carries_only_its_settings() {
+    let ddb = "arn:aws:dynamodb:us-east-1:1:table/T/stream/2024-01-01T00:00:00.000";
+    let c = parse(&format!("mappings:\n  - {{ EventSourceArn: {ARN}, FunctionName: f, StartingPosition: TRIM_HORIZON, MaximumRetryAttempts: 4 }}\n  - {{ EventSourceArn: '{ddb}', FunctionName: f, StartingPosition: LATEST, FunctionResponseTypes: [ReportBatchItemFailures] }}\n  - {{ EventSourceArn: arn:aws:sqs:us-east-1:1:q.fifo, FunctionName: f, FunctionResponseTypes: [ReportBatchItemFailures] }}\n")).unwrap();
+    let [kinesis, dynamodb, sqs] = &c.mappings[..] else {
+        panic!("three mappings")
+    };
+    match &kinesis.source {
+        MappingSource::Kinesis(s) => {
+            assert_eq!(s.stream.stream, "orders");
+            assert_eq!(s.stream.account, "000000000000");
+            assert_eq!(s.starting_position, StartingPosition::TrimHorizon);
+            assert_eq!(s.errors.max_retry_attempts, Some(4));
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(kinesis.source_arn(), ARN);
+    assert!(!kinesis.report_batch_item_failures() && kinesis.queue().is_none());
+    match &dynamodb.source {
+        MappingSource::DynamoDbStream(s) => {
+            assert_eq!(
+                (s.stream.table.as_str(), s.stream.label.as_str()),
+                ("T", "2024-01-01T00:00:00.000")
+            );
+            assert_eq!(s.starting_position, StartingPosition::Latest);
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(dynamodb.report_batch_item_failures());
+    assert_eq!(dynamodb.starting_position(), Some(StartingPosition::Latest));
+    match &sqs.source {
+        MappingSource::Sqs(q) => {
+            assert!(q.queue.fifo);
+            assert_eq!(q.queue.queue, "q.fifo");
+            assert_eq!(q.max_concurrency, None);
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(sqs.report_batch_item_failures() && sqs.source.is_queue());
+    assert_eq!(
+        sqs.starting_position(),
+        None,
+        "a queue has no starting position"
+    );
+    assert!(sqs.stream_errors().is_none(), "nor stream error handling");
+    assert_eq!(sqs.source.region(), "us-east-1");
+}
+
+#[test]
+fn the_test_mappings_are_what_their_arns_parse_to() {
+    let k = Mapping::kinesis_for_tests(7, Duration::from_secs(2), ErrorHandling::default());
+    let MappingSource::Kinesis(s) = &k.source else {
+        panic!("{k:?}")
+    };
+    assert_eq!(
+        SourceArn::parse(k.source_arn()),
+        Ok(SourceArn::Kinesis(s.stream.clone()))
+    );
+    assert_eq!(
+        k.batching,
+        Batching {
+            batch_size: 7,
+            window: Duration::from_secs(2)
+        }
+    );
+    let d = Mapping::dynamodb_for_tests(StartingPosition::Latest);
+    let MappingSource::DynamoDbStream(s) = &d.source else {
+        panic!("{d:?}")
+    };
+    assert_eq!(
+        SourceArn::parse(d.source_arn()),
+        Ok(SourceArn::DynamoDb(s.stream.clone()))
+    );
+    assert_eq!(d.starting_position(), Some(StartingPosition::Latest));
+    assert_eq!((k.name.as_str(), d.name.as_str()), ("m", "m"));
 }

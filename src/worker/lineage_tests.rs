@@ -14,7 +14,7 @@ use super::{supervisor, Clock, MappingContext};
 use crate::checkpoint::{
     check, Checkpoint, CheckpointError, CheckpointStore, Commit, CommitError, Verdict,
 };
-use crate::config::{ErrorHandling, Mapping, SourceArn, StartingPosition, Target};
+use crate::config::{ErrorHandling, Mapping, StartingPosition};
 use crate::dispatch::{DispatchError, Dispatcher, Invoked};
 use crate::retry::RetryPolicy;
 use crate::source::{
@@ -248,20 +248,7 @@ impl Supervised {
         let status = Arc::new(Status::new(1));
         let metrics = Arc::new(Metrics::new());
         let ctx = Arc::new(MappingContext {
-            mapping: Mapping {
-                name: "m".into(),
-                legacy_names: Vec::new(),
-                source: SourceArn::parse("arn:aws:dynamodb:us-east-1:0:table/t/stream/x").unwrap(),
-                target: Target::Lambda {
-                    function_name: "f".into(),
-                },
-                batch_size: 100,
-                batching_window: Duration::ZERO,
-                starting_position,
-                max_concurrency: None,
-                enabled: true,
-                errors: ErrorHandling::default(),
-            },
+            mapping: Mapping::dynamodb_for_tests(starting_position),
             dispatcher: recorder.clone(),
             checkpoints: store,
             destination: None,

@@ -97,7 +97,7 @@ impl ShardWorker {
         batch_info_key: &'static str,
         committer: Committer,
     ) -> Self {
-        let batcher = Batcher::new(ctx.mapping.batch_size, MAX_PAYLOAD_BYTES);
+        let batcher = Batcher::new(ctx.mapping.batching.batch_size, MAX_PAYLOAD_BYTES);
         ShardWorker {
             ctx,
             shard,
@@ -176,7 +176,7 @@ impl ShardWorker {
     /// Reads until a batch is due: full (count or 6 MB), the window has passed with records
     /// waiting, or the shard ended. The window starts when the previous invocation completed.
     async fn fill(&mut self, cancel: &CancellationToken) -> Result<(), Stop> {
-        let window_end = Instant::now() + self.ctx.mapping.batching_window;
+        let window_end = Instant::now() + self.ctx.mapping.batching.window;
         let mut source_failures = 0u32;
         loop {
             if self.batcher.is_full()
@@ -317,7 +317,7 @@ impl ShardWorker {
 
         let outcome = classify(
             &result,
-            ctx.mapping.errors.report_batch_item_failures,
+            ctx.mapping.report_batch_item_failures(),
             records.iter().map(|r| r.sequence.0.as_str()),
         );
         let label = outcome.label();

@@ -164,8 +164,9 @@ async fn resolve_start(
     ctx: &MappingContext,
     cancel: &CancellationToken,
 ) -> Option<StartingPosition> {
-    if ctx.mapping.starting_position != StartingPosition::Latest {
-        return Some(ctx.mapping.starting_position);
+    let position = ctx.mapping.starting_position()?; // a queue mapping has none (never run here)
+    if position != StartingPosition::Latest {
+        return Some(position);
     }
     let name = ctx.name();
     let ms = until_ok(

@@ -25,7 +25,7 @@ use tokio::time::Instant;
 
 use super::SourceError;
 use crate::aws::error_text;
-use crate::config::SourceArn;
+use crate::config::QueueArn;
 
 /// One received message.
 #[derive(Debug, Clone)]
@@ -256,11 +256,11 @@ impl Queue for SqsQueue {
 /// The resolve step of an SQS mapping, for `worker::queue::run_queue`: each call is one
 /// [`SqsQueue::resolve`] (GetQueueUrl with the ARN's account, then GetQueueAttributes) of the queue
 /// `source` names; the worker retries it until the queue answers.
-pub fn resolver(client: Client, source: &SourceArn) -> impl FnMut() -> Resolving + Send {
-    let arn = source.arn().to_string();
-    let region = source.region().to_string();
-    let account = source.account().to_string();
-    let name = source.resource_name().to_string();
+pub fn resolver(client: Client, queue: &QueueArn) -> impl FnMut() -> Resolving + Send {
+    let arn = queue.arn.clone();
+    let region = queue.region.clone();
+    let account = queue.account.clone();
+    let name = queue.queue.clone();
     move || {
         let (client, arn, region, account, name) = (
             client.clone(),

@@ -195,11 +195,11 @@ pub async fn run_queue<R, F>(
     F: Future<Output = Result<Arc<dyn Queue>, SourceError>> + Send,
 {
     let name = ctx.name().to_string();
-    if !ctx.mapping.source.is_queue() {
+    let Some(settings) = ctx.mapping.queue() else {
         error!(mapping = %name, "not an SQS mapping");
         return;
-    }
-    let arn = ctx.mapping.source.arn();
+    };
+    let arn = &settings.queue.arn;
     let report = |e: &SourceError, _: u32, delay: Duration| {
         ctx.metrics.source_error(&name, e.kind());
         let what = if matches!(e, SourceError::NotFound(_)) {
@@ -221,8 +221,7 @@ pub async fn run_queue<R, F>(
         warn!(mapping = %name, visibility_timeout_s = queue.visibility_timeout().as_secs(), target_timeout_s = timeout.as_secs(),
               "the queue's visibility timeout is shorter than the target's timeout; sluice's heartbeat keeps in-flight messages hidden, but AWS recommends at least 6 times the function timeout");
     }
-    let cap = ctx
-        .mapping
+    let cap = settings
         .max_concurrency
         .map(|c| c as usize)
         .unwrap_or(DEFAULT_MAX_CONCURRENCY);
@@ -250,7 +249,7 @@ pub async fn run_queue<R, F>(
             desired,
             cap,
             shared.stats.take(),
-            ctx.mapping.errors.report_batch_item_failures,
+            ctx.mapping.report_batch_item_failures(),
         );
         if next != desired {
             debug!(mapping = %name, from = desired, to = next, "scaling pollers");
@@ -286,7 +285,7 @@ async fn first_messages(
         while id < shared.desired.load(Ordering::SeqCst) && !cancel.is_cancelled() {
             let received = tokio::select! {
                 _ = cancel.cancelled() => return Ok(None),
-                r = shared.receive(ctx.mapping.batch_size.min(10), LONG_POLL, None) => r,
+                r = shared.receive(ctx.mapping.batching.batch_size.min(10), LONG_POLL, None) => r,
             };
             match received? {
                 m if m.is_empty() => {
@@ -308,7 +307,7 @@ async fn poller(shared: Arc<Shared>, id: usize, cancel: CancellationToken) {
     let ctx = shared.ctx.clone();
     let name = ctx.name().to_string();
     while let Some(mut messages) = first_messages(&shared, id, &cancel).await {
-        let batch_size = ctx.mapping.batch_size;
+        let batch_size = ctx.mapping.batching.batch_size;
         shared.batches_in_flight.fetch_add(1, Ordering::SeqCst);
         ctx.metrics.sqs_received(&name, messages.len());
         ctx.metrics.polled(&name, messages.len());
@@ -322,7 +321,7 @@ async fn poller(shared: Arc<Shared>, id: usize, cancel: CancellationToken) {
         ));
 
         // Fill the batch within the window (AWS: BatchSize, the window or 6 MB, whichever first).
-        let window_end = Instant::now() + ctx.mapping.batching_window;
+        let window_end = Instant::now() + ctx.mapping.batching.window;
         let mut bytes: usize = messages.iter().map(|m| m.event.len()).sum();
         while messages.len() < batch_size && bytes < MAX_PAYLOAD_BYTES && !cancel.is_cancelled() {
             let left = window_end.saturating_duration_since(Instant::now());

@@ -173,7 +173,7 @@ async fn invoke(shared: &Shared, chunk: &[Message]) -> Vec<usize> {
     let took = started.elapsed();
     let outcome = classify(
         &result,
-        ctx.mapping.errors.report_batch_item_failures,
+        ctx.mapping.report_batch_item_failures(),
         chunk.iter().map(|m| m.id.as_str()),
     );
     let label = outcome.label();

@@ -18,7 +18,7 @@ use crate::budget::ByteBudget;
 use crate::checkpoint::{
     check, Checkpoint, CheckpointError, CheckpointStore, Commit, CommitError, Committer, Verdict,
 };
-use crate::config::{ErrorHandling, Mapping, SourceArn, StartingPosition, Target};
+use crate::config::{ErrorHandling, Mapping};
 use crate::destination::{Destination, FailureRecord};
 use crate::dispatch::{DispatchError, Dispatcher, Invoked};
 use crate::retry::RetryPolicy;
@@ -252,20 +252,7 @@ async fn run_reading(
     let destination = Arc::new(destination);
     let metrics = Arc::new(Metrics::new());
     let ctx = Arc::new(MappingContext {
-        mapping: Mapping {
-            name: "m".into(),
-            legacy_names: Vec::new(),
-            source: SourceArn::parse("arn:aws:kinesis:us-east-1:000000000000:stream/s").unwrap(),
-            target: Target::Lambda {
-                function_name: "f".into(),
-            },
-            batch_size,
-            batching_window: reading.window,
-            starting_position: StartingPosition::TrimHorizon,
-            max_concurrency: None,
-            enabled: true,
-            errors: errors.clone(),
-        },
+        mapping: Mapping::kinesis_for_tests(batch_size, reading.window, errors.clone()),
         dispatcher: dispatcher.clone(),
         checkpoints: store.clone(),
         destination: errors

@@ -126,7 +126,7 @@ impl Setup {
             .mappings
             .remove(0);
         Arc::new(MappingContext {
-            policy: RetryPolicy::new(&mapping.errors),
+            policy: RetryPolicy::new(&Default::default()),
             mapping,
             dispatcher: function,
             checkpoints: Arc::new(MemStore::default()),

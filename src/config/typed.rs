@@ -1,0 +1,253 @@
+//! The typed form of one event source mapping. What only a stream or only a queue has lives in
+//! that kind's settings ([`MappingSource`]), so an invalid combination cannot be built: an SQS
+//! mapping has no starting position, retry budget or on-failure destination, and a stream mapping
+//! has no `MaximumConcurrency`. The few values many call sites need whatever the kind have
+//! accessors on [`Mapping`].
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use super::arn::{DestinationArn, DynamoDbStreamArn, KinesisStreamArn, QueueArn, ResourceArn};
+use crate::model::StartingPosition;
+
+/// One event source mapping.
+#[derive(Debug, Clone)]
+pub struct Mapping {
+    /// Unique name: metric label, log field and checkpoint key. Defaults to the source alone
+    /// ([`ResourceArn::default_mapping_name`]), so editing the target keeps the mapping's progress.
+    pub name: String,
+    /// Names this mapping's checkpoints may have been written under before, most deliberate first:
+    /// its `PreviousNames` in order, then, when `Name` is not given, the default name of earlier
+    /// releases (`<resource_name>-<target label>`). Never holds `name`, another mapping's `name`, or a
+    /// name that two mappings could claim. Checkpoints found under one of these and none under
+    /// `name` belong to this mapping (docs/configuration.md, "Names and progress").
+    pub legacy_names: Vec<String>,
+    pub enabled: bool,
+    pub target: Target,
+    pub batching: Batching,
+    /// What is read, with the settings only that kind of source has.
+    pub source: MappingSource,
+}
+
+/// How records are gathered into one invocation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Batching {
+    /// `BatchSize`: at most this many records per invocation.
+    pub batch_size: usize,
+    /// `MaximumBatchingWindowInSeconds`: how long to gather records before invoking.
+    pub window: Duration,
+}
+
+/// The event source and what only its kind has. (Kafka comes next: its own variant and settings.)
+#[derive(Debug, Clone)]
+pub enum MappingSource {
+    Kinesis(StreamSettings<KinesisStreamArn>),
+    DynamoDbStream(StreamSettings<DynamoDbStreamArn>),
+    Sqs(QueueSettings),
+}
+
+/// A stream source (Kinesis, DynamoDB Streams): sharded, read in order from a starting position,
+/// failed batches retried under AWS's stream error handling.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StreamSettings<A> {
+    /// The stream's ARN parts.
+    pub stream: A,
+    pub starting_position: StartingPosition,
+    pub errors: ErrorHandling,
+}
+
+/// An SQS source: failed messages return to the queue (its redrive policy moves poison messages).
+#[derive(Debug, Clone, PartialEq)]
+pub struct QueueSettings {
+    /// The queue's ARN parts.
+    pub queue: QueueArn,
+    /// `ScalingConfig.MaximumConcurrency`: at most this many batches at once.
+    pub max_concurrency: Option<u32>,
+    /// `FunctionResponseTypes: [ReportBatchItemFailures]`.
+    pub report_batch_item_failures: bool,
+}
+
+/// AWS's stream error handling settings (esm-spec.md §2, §4).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ErrorHandling {
+    /// `MaximumRetryAttempts`; `None` is AWS's -1 (retry until the record expires).
+    pub max_retry_attempts: Option<u32>,
+    /// `MaximumRecordAgeInSeconds`; `None` is AWS's -1 (no age limit).
+    pub max_record_age: Option<Duration>,
+    /// `BisectBatchOnFunctionError`.
+    pub bisect_on_function_error: bool,
+    /// `FunctionResponseTypes: [ReportBatchItemFailures]`.
+    pub report_batch_item_failures: bool,
+    /// `DestinationConfig.OnFailure.Destination`.
+    pub on_failure: Option<DestinationArn>,
+}
+
+/// Where batches go.
+#[derive(Debug, Clone)]
+pub enum Target {
+    /// `FunctionName`: a name, `name:alias`, or a function ARN.
+    Lambda {
+        function_name: String,
+    },
+    Http(HttpTarget),
+}
+
+#[derive(Debug, Clone)]
+pub struct HttpTarget {
+    pub url: String,
+    pub headers: BTreeMap<String, String>,
+    pub timeout: Duration,
+}
+
+impl Target {
+    /// A short, bounded description for logs and default mapping names.
+    pub fn label(&self) -> String {
+        match self {
+            Target::Lambda { function_name } => function_name
+                .rsplit(":function:")
+                .next()
+                .unwrap_or(function_name)
+                .to_string(),
+            Target::Http(h) => h.url.clone(),
+        }
+    }
+}
+
+impl MappingSource {
+    /// The parts every source's ARN has.
+    pub fn resource(&self) -> &dyn ResourceArn {
+        match self {
+            MappingSource::Kinesis(s) => &s.stream,
+            MappingSource::DynamoDbStream(s) => &s.stream,
+            MappingSource::Sqs(q) => &q.queue,
+        }
+    }
+
+    /// The `EventSourceArn`.
+    pub fn arn(&self) -> &str {
+        self.resource().arn()
+    }
+
+    /// The region that serves the mapping.
+    pub fn region(&self) -> &str {
+        self.resource().region()
+    }
+
+    pub fn account(&self) -> &str {
+        self.resource().account()
+    }
+
+    /// The stream, table or queue name.
+    pub fn resource_name(&self) -> &str {
+        self.resource().resource_name()
+    }
+
+    /// SQS sources are queues; the others are streams with shards.
+    pub fn is_queue(&self) -> bool {
+        matches!(self, MappingSource::Sqs(_))
+    }
+}
+
+impl Mapping {
+    /// The `EventSourceArn`.
+    pub fn source_arn(&self) -> &str {
+        self.source.arn()
+    }
+
+    /// `FunctionResponseTypes: [ReportBatchItemFailures]`, for streams and queues alike.
+    pub fn report_batch_item_failures(&self) -> bool {
+        match &self.source {
+            MappingSource::Kinesis(s) => s.errors.report_batch_item_failures,
+            MappingSource::DynamoDbStream(s) => s.errors.report_batch_item_failures,
+            MappingSource::Sqs(q) => q.report_batch_item_failures,
+        }
+    }
+
+    /// A stream mapping's starting position; `None` for a queue, which has none.
+    pub fn starting_position(&self) -> Option<StartingPosition> {
+        match &self.source {
+            MappingSource::Kinesis(s) => Some(s.starting_position),
+            MappingSource::DynamoDbStream(s) => Some(s.starting_position),
+            MappingSource::Sqs(_) => None,
+        }
+    }
+
+    /// A stream mapping's error handling; `None` for a queue (failed messages return to it).
+    pub fn stream_errors(&self) -> Option<&ErrorHandling> {
+        match &self.source {
+            MappingSource::Kinesis(s) => Some(&s.errors),
+            MappingSource::DynamoDbStream(s) => Some(&s.errors),
+            MappingSource::Sqs(_) => None,
+        }
+    }
+
+    /// A queue mapping's settings; `None` for a stream.
+    pub fn queue(&self) -> Option<&QueueSettings> {
+        match &self.source {
+            MappingSource::Sqs(q) => Some(q),
+            _ => None,
+        }
+    }
+}
+
+/// Mappings for unit tests elsewhere in the crate: named `m`, invoking the function `f`, enabled.
+#[cfg(test)]
+impl Mapping {
+    fn for_tests(batching: Batching, source: MappingSource) -> Mapping {
+        Mapping {
+            name: "m".into(),
+            legacy_names: Vec::new(),
+            enabled: true,
+            target: Target::Lambda {
+                function_name: "f".into(),
+            },
+            batching,
+            source,
+        }
+    }
+
+    /// On the Kinesis stream `s` (us-east-1, account 000000000000), from TRIM_HORIZON.
+    pub(crate) fn kinesis_for_tests(
+        batch_size: usize,
+        window: Duration,
+        errors: ErrorHandling,
+    ) -> Mapping {
+        let stream = KinesisStreamArn {
+            arn: "arn:aws:kinesis:us-east-1:000000000000:stream/s".into(),
+            region: "us-east-1".into(),
+            account: "000000000000".into(),
+            stream: "s".into(),
+        };
+        Mapping::for_tests(
+            Batching { batch_size, window },
+            MappingSource::Kinesis(StreamSettings {
+                stream,
+                starting_position: StartingPosition::TrimHorizon,
+                errors,
+            }),
+        )
+    }
+
+    /// On the DynamoDB stream `x` of table `t` (us-east-1, account 0), batches of 100, no window,
+    /// default error handling.
+    pub(crate) fn dynamodb_for_tests(starting_position: StartingPosition) -> Mapping {
+        let stream = DynamoDbStreamArn {
+            arn: "arn:aws:dynamodb:us-east-1:0:table/t/stream/x".into(),
+            region: "us-east-1".into(),
+            account: "0".into(),
+            table: "t".into(),
+            label: "x".into(),
+        };
+        Mapping::for_tests(
+            Batching {
+                batch_size: 100,
+                window: Duration::ZERO,
+            },
+            MappingSource::DynamoDbStream(StreamSettings {
+                stream,
+                starting_position,
+                errors: ErrorHandling::default(),
+            }),
+        )
+    }
+}
