@@ -29,7 +29,7 @@ use crate::source::dynamodb::DynamoDbSource;
 use crate::source::kinesis::{EventContext, KinesisSource};
 use crate::source::sqs;
 use crate::source::Source;
-use crate::telemetry::{Metrics, Status};
+use crate::telemetry::{MappingTelemetry, Metrics, Status};
 use crate::worker::{queue, supervisor, MappingContext};
 
 /// Runs sluice until `shutdown` is cancelled.
@@ -231,12 +231,11 @@ impl Process {
             clock: crate::worker::Clock::new(),
             budget: self.budget.clone(),
             retention_ms: Default::default(),
+            telemetry: MappingTelemetry::new(&wiring.mapping.name, &self.metrics, &self.status),
             mapping: wiring.mapping,
             dispatcher: wiring.dispatcher,
             checkpoints: self.checkpoints.clone(),
             destination,
-            metrics: self.metrics.clone(),
-            status: self.status.clone(),
         }))
     }
 }

@@ -22,14 +22,23 @@ use crate::source::SourceError;
 pub struct MappingTelemetry {
     pub metrics: Arc<MappingMetrics>,
     pub status: Arc<Status>,
+    /// The process's registry, for process-wide figures (the in-flight byte budget).
+    process: Arc<Metrics>,
 }
 
 impl MappingTelemetry {
-    pub fn new(mapping: &str, metrics: &Metrics, status: Arc<Status>) -> Arc<Self> {
+    pub fn new(mapping: &str, metrics: &Arc<Metrics>, status: &Arc<Status>) -> Arc<Self> {
         Arc::new(MappingTelemetry {
             metrics: metrics.mapping(mapping),
-            status,
+            status: status.clone(),
+            process: metrics.clone(),
         })
+    }
+
+    /// Bytes charged to the process-wide in-flight budget, as last seen.
+    pub fn in_flight_bytes(&self, used: u64) {
+        self.process.in_flight_bytes(used);
+        self.status.set_in_flight_bytes(used);
     }
 
     pub fn name(&self) -> &str {
@@ -162,10 +171,14 @@ impl PartitionTelemetry {
         }
     }
 
-    /// An invocation of `n` records returned after `took`: `reached` when it reached the function
-    /// (whatever it answered), `outcome` its label. `age_ms` is the age of its last record.
-    pub fn invoked(&self, n: usize, reached: bool, outcome: &str, took: Duration, age_ms: i64) {
+    /// The age of the last record of the invocation just made (AWS's IteratorAge).
+    pub fn iterator_age(&self, age_ms: i64) {
         self.mapping.metrics.iterator_age(&self.id, age_ms);
+    }
+
+    /// An invocation of `n` records returned after `took`: `reached` when it reached the function
+    /// (whatever it answered), `outcome` its label.
+    pub fn invoked(&self, n: usize, reached: bool, outcome: &str, took: Duration) {
         if reached {
             self.mapping.metrics.invoked(n, outcome, took);
         } else {
@@ -259,10 +272,96 @@ impl PartitionTelemetry {
         warn!(mapping = self.mapping(), shard = %self.id, error = %e, "checkpoint write failed; retrying");
     }
 
+    /// The partition's lease is gone: the worker stops before its next dispatch.
+    pub fn lease_lost(&self) {
+        warn!(mapping = self.mapping(), shard = %self.id,
+              "lease lost; the shard stops here, its checkpoint where it was");
+    }
+
+    /// The store refused a commit (not chained, backwards, or a stale token): the worker stops
+    /// and the supervisor plans the shard again from its stored checkpoint.
+    pub fn commit_refused(&self, why: &dyn std::fmt::Display) {
+        error!(mapping = self.mapping(), shard = %self.id, error = %why,
+               "checkpoint refused; the shard stops and is planned again from its checkpoint");
+        self.update(|s| s.last_error = Some(why.to_string()));
+    }
+
     /// A checkpoint was written; `shown` is how `/status` shows it.
     pub fn checkpointed(&self, shown: String) {
         self.mapping.metrics.checkpointed();
         self.update(|s| s.checkpoint = Some(shown));
+    }
+}
+
+/// The events of an SQS mapping's lane (its one `/status` row, `queue`): the queue worker's
+/// pollers share one handle.
+impl PartitionTelemetry {
+    /// The queue could not be resolved; the mapping waits, the others run.
+    pub fn queue_unresolved(&self, queue: &str, e: &SourceError, retry_in: Duration) {
+        self.mapping.metrics.source_error(e.kind());
+        let what = if matches!(e, SourceError::NotFound(_)) {
+            "the queue does not exist"
+        } else {
+            "cannot reach the queue"
+        };
+        error!(mapping = self.mapping(), queue, error = %e, retry_in_s = retry_in.as_secs(),
+               "{what}; this mapping waits, the others run");
+        self.update(|s| s.last_error = Some(format!("{what}: {e}")));
+    }
+
+    /// The queue is resolved and its pollers start: the mapping counts as started.
+    pub fn queue_running(&self, url: &str, fifo: bool, visibility: Duration, in_flight: Duration) {
+        info!(mapping = self.mapping(), queue = %url, fifo, visibility_timeout_s = visibility.as_secs(),
+              in_flight_visibility_s = in_flight.as_secs(), "queue mapping running");
+        self.mapping.status.mapping_started();
+        self.update(|s| {
+            s.state = ShardState::Reading;
+            s.last_error = None;
+        });
+    }
+
+    /// The pollers now wanted (AWS's concurrency).
+    pub fn pollers(&self, n: usize) {
+        self.mapping.metrics.concurrency(n);
+    }
+
+    pub fn received(&self, n: usize) {
+        self.mapping.metrics.sqs_received(n);
+        self.mapping.metrics.polled(n);
+    }
+
+    /// A receive failed; `retry_in` when the poller backs off before the next (a receive filling a
+    /// batch is not retried: the batch goes as it is).
+    pub fn receive_failed(&self, e: &SourceError, retry_in: Option<Duration>) {
+        self.mapping.metrics.source_error(e.kind());
+        if let Some(d) = retry_in {
+            warn!(mapping = self.mapping(), error = %e, retry_in_ms = d.as_millis() as u64, "receive failed");
+            self.update(|s| s.last_error = Some(e.to_string()));
+        }
+    }
+
+    /// `n` messages of an invocation failed (reported in a partial batch response, or all of them).
+    pub fn messages_failed(&self, n: usize) {
+        self.mapping.metrics.failed_invoke(n);
+    }
+
+    /// A whole batch of `n` messages failed (`outcome`): they reappear after their visibility
+    /// timeout.
+    pub fn queue_batch_failed(&self, n: usize, outcome: &str, detail: &str) {
+        warn!(mapping = self.mapping(), messages = n, outcome, error = %detail,
+              "batch failed; its messages will reappear after their visibility timeout");
+        self.update(|s| s.last_error = Some(format!("{outcome}: {detail}")));
+    }
+
+    /// A group settled: `deleted` succeeded and were deleted, `returned` failed, of `n` received.
+    pub fn settled(&self, n: usize, deleted: usize, returned: usize) {
+        self.mapping.metrics.sqs_finished(deleted, returned);
+        self.mapping.metrics.sqs_settled(n);
+    }
+
+    /// The heartbeat extended the visibility of `n` in-flight messages.
+    pub fn extended(&self, n: usize) {
+        self.mapping.metrics.sqs_extended(n);
     }
 }
 
@@ -281,13 +380,14 @@ mod tests {
 
     #[test]
     fn one_call_shows_in_the_metrics_and_the_status_row() {
-        let metrics = Metrics::new();
+        let metrics = Arc::new(Metrics::new());
         let status = Arc::new(Status::new(1));
-        let mapping = MappingTelemetry::new("orders", &metrics, status.clone());
+        let mapping = MappingTelemetry::new("orders", &metrics, &status);
         let mut p = mapping.partition("shard-0");
         p.state(ShardState::Reading, 3);
         p.read(3, false, Some(1200));
-        p.invoked(3, true, "function_error", Duration::from_millis(5), 700);
+        p.invoked(3, true, "function_error", Duration::from_millis(5));
+        p.iterator_age(700);
         p.invocation_failed(3, "function_error", 2, "boom");
         p.checkpointed("42".into());
         let row = status.get("orders", "shard-0").expect("row");
@@ -318,11 +418,12 @@ mod tests {
 
     #[test]
     fn an_ended_partition_leaves_the_iterator_age_and_the_gauge() {
-        let metrics = Metrics::new();
-        let mapping = MappingTelemetry::new("orders", &metrics, Arc::new(Status::new(1)));
+        let metrics = Arc::new(Metrics::new());
+        let mapping = MappingTelemetry::new("orders", &metrics, &Arc::new(Status::new(1)));
         let mut p = mapping.partition("shard-0");
         p.state(ShardState::Dispatching, 0);
-        p.invoked(1, true, "success", Duration::from_millis(1), 9000);
+        p.invoked(1, true, "success", Duration::from_millis(1));
+        p.iterator_age(9000);
         p.ended();
         let text = metrics.encode();
         assert!(

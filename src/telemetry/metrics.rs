@@ -262,65 +262,6 @@ impl Metrics {
     }
 }
 
-/// Per-call forms taking the mapping's name, for call sites not yet holding a
-/// [`MappingMetrics`] (each resolves the mapping's series first).
-impl Metrics {
-    pub fn polled(&self, mapping: &str, n: usize) {
-        self.mapping(mapping).polled(n)
-    }
-    pub fn invoked(&self, mapping: &str, n: usize, outcome: &str, took: Duration) {
-        self.mapping(mapping).invoked(n, outcome, took)
-    }
-    pub fn invoked_not(&self, mapping: &str, outcome: &str, took: Duration) {
-        self.mapping(mapping).invoked_not(outcome, took)
-    }
-    pub fn failed_invoke(&self, mapping: &str, n: usize) {
-        self.mapping(mapping).failed_invoke(n)
-    }
-    pub fn dropped(&self, mapping: &str, n: usize) {
-        self.mapping(mapping).dropped(n)
-    }
-    pub fn destination_delivered(&self, mapping: &str, n: usize) {
-        self.mapping(mapping).destination_delivered(n)
-    }
-    pub fn destination_failure(&self, mapping: &str) {
-        self.mapping(mapping).destination_failure()
-    }
-    pub fn source_error(&self, mapping: &str, kind: &str) {
-        self.mapping(mapping).source_error(kind)
-    }
-    pub fn checkpointed(&self, mapping: &str) {
-        self.mapping(mapping).checkpointed()
-    }
-    pub fn sqs_received(&self, mapping: &str, n: usize) {
-        self.mapping(mapping).sqs_received(n)
-    }
-    pub fn sqs_finished(&self, mapping: &str, deleted: usize, returned: usize) {
-        self.mapping(mapping).sqs_finished(deleted, returned)
-    }
-    pub fn sqs_settled(&self, mapping: &str, n: usize) {
-        self.mapping(mapping).sqs_settled(n)
-    }
-    pub fn sqs_extended(&self, mapping: &str, n: usize) {
-        self.mapping(mapping).sqs_extended(n)
-    }
-    pub fn concurrency(&self, mapping: &str, n: usize) {
-        self.mapping(mapping).concurrency(n)
-    }
-    pub fn worker_panicked(&self, mapping: &str) {
-        self.mapping(mapping).worker_panicked()
-    }
-    pub fn shard_state(&self, mapping: &str, from: Option<&str>, to: Option<&str>) {
-        self.mapping(mapping).shard_state(from, to)
-    }
-    pub fn iterator_age(&self, mapping: &str, shard: &str, age_ms: i64) {
-        self.mapping(mapping).iterator_age(shard, age_ms)
-    }
-    pub fn forget_shard(&self, mapping: &str, shard: &str) {
-        self.mapping(mapping).forget_partition(shard)
-    }
-}
-
 /// The label values of the bounded labels, in the order their series are cached.
 const OUTCOMES: &[&str] = &[
     "success",

@@ -20,7 +20,7 @@ use crate::retry::RetryPolicy;
 use crate::source::{
     Page, Partition, PartitionReader, Position, Record, SequenceNumber, Source, SourceError,
 };
-use crate::telemetry::{Metrics, Status};
+use crate::telemetry::{MappingTelemetry, Metrics, Status};
 
 mod leases;
 
@@ -252,8 +252,7 @@ impl Supervised {
             dispatcher: recorder.clone(),
             checkpoints: store,
             destination: None,
-            metrics: metrics.clone(),
-            status: status.clone(),
+            telemetry: MappingTelemetry::new("m", &metrics, &status),
             policy: RetryPolicy::new(&ErrorHandling::default()),
             clock: Clock::new(),
             budget: Arc::new(crate::budget::ByteBudget::unlimited()),

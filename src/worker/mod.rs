@@ -20,7 +20,7 @@ use crate::config::Mapping;
 use crate::destination::Destination;
 use crate::dispatch::Dispatcher;
 use crate::retry::RetryPolicy;
-use crate::telemetry::{Metrics, Status};
+use crate::telemetry::MappingTelemetry;
 
 /// Sleeps for `duration` unless `cancel` fires first; false when cancelled.
 pub(crate) async fn pause(
@@ -119,8 +119,8 @@ pub struct MappingContext {
     pub dispatcher: Arc<dyn Dispatcher>,
     pub checkpoints: Arc<dyn CheckpointStore>,
     pub destination: Option<Arc<dyn Destination>>,
-    pub metrics: Arc<Metrics>,
-    pub status: Arc<Status>,
+    /// The mapping's logs, metrics and /status rows (a worker takes a handle per partition).
+    pub telemetry: Arc<MappingTelemetry>,
     pub policy: RetryPolicy,
     pub clock: Clock,
     /// The process-wide in-flight byte budget.
@@ -180,9 +180,7 @@ impl MappingContext {
     }
 
     fn report_budget(&self) {
-        let used = self.budget.used();
-        self.metrics.in_flight_bytes(used);
-        self.status.set_in_flight_bytes(used);
+        self.telemetry.in_flight_bytes(self.budget.used());
     }
 
     /// How long the stream keeps records.

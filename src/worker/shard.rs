@@ -5,7 +5,8 @@
 //! happens to them — checkpoint a success, retry, bisect, trim to a partial batch response's lowest
 //! failure, give up on expired or exhausted records — is decided by [`pieces::Pieces`], a pure state
 //! machine; this loop only reads, invokes, checkpoints, gives up (on-failure destination) and waits,
-//! as its [`Step`]s say, and keeps the logs, metrics and /status rows. The records a worker holds
+//! as its [`Step`]s say, and records each event once through its [`PartitionTelemetry`] (log line,
+//! metrics and /status row). The records a worker holds
 //! are charged to the process-wide byte budget, and the worker waits for room before each read.
 //! Cancellation is `Err(Cancelled)`, passed up with `?` from every wait.
 
@@ -13,7 +14,6 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::time::{sleep_until, Instant};
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, info, warn};
 
 mod pieces;
 mod settle;
@@ -26,7 +26,7 @@ use crate::batch::{self, Batcher, MAX_PAYLOAD_BYTES};
 use crate::checkpoint::{Checkpoint, Committer};
 use crate::dispatch::classify;
 use crate::source::{Page, PartitionReader, Record, SourceError};
-use crate::telemetry::ShardState;
+use crate::telemetry::{PartitionTelemetry, ShardState};
 
 /// How a worker stopped.
 #[derive(Debug, PartialEq, Eq)]
@@ -81,7 +81,8 @@ pub struct ShardWorker {
     reader: Box<dyn PartitionReader>,
     batcher: Batcher,
     ended: bool,
-    state: Option<ShardState>,
+    /// Logs, metrics and the /status row of this shard, one call per event.
+    telemetry: PartitionTelemetry,
     batch_info_key: &'static str,
     /// Bytes charged to the budget for the records this worker holds.
     held: u64,
@@ -99,12 +100,12 @@ impl ShardWorker {
     ) -> Self {
         let batcher = Batcher::new(ctx.mapping.batching.batch_size, MAX_PAYLOAD_BYTES);
         ShardWorker {
+            telemetry: ctx.telemetry.partition(&shard),
             ctx,
             shard,
             reader,
             batcher,
             ended: false,
-            state: None,
             batch_info_key,
             held: 0,
             committer,
@@ -122,24 +123,12 @@ impl ShardWorker {
     }
 
     fn set_state(&mut self, state: ShardState) {
-        if self.state != Some(state) {
-            self.ctx.metrics.shard_state(
-                self.ctx.name(),
-                self.state.map(ShardState::as_str),
-                Some(state.as_str()),
-            );
-            self.state = Some(state);
-        }
-        let buffered = self.batcher.len();
-        self.ctx.status.update(self.ctx.name(), &self.shard, |s| {
-            s.state = state;
-            s.buffered_records = buffered;
-        });
+        self.telemetry.state(state, self.batcher.len());
     }
 
     /// Runs until the shard ends or `cancel` fires.
     pub async fn run(mut self, cancel: CancellationToken) -> Exit {
-        info!(mapping = self.ctx.name(), shard = %self.shard, "shard worker started");
+        self.telemetry.started();
         let exit = match self.work(&cancel).await {
             Ok(()) => Exit::Ended,
             Err(Stop::Cancelled) => Exit::Cancelled,
@@ -147,12 +136,10 @@ impl ShardWorker {
             Err(Stop::Refused) => Exit::Refused,
         };
         if exit == Exit::Ended {
-            self.set_state(ShardState::Ended);
-            self.ctx.metrics.forget_shard(self.ctx.name(), &self.shard);
             // Counted as ended until the supervisor prunes it (once its children run).
-            self.state = None;
+            self.telemetry.ended();
         }
-        info!(mapping = self.ctx.name(), shard = %self.shard, ?exit, "shard worker stopped");
+        self.telemetry.stopped(&exit);
         exit
     }
 
@@ -215,42 +202,26 @@ impl ShardWorker {
                     millis_behind,
                 }) => {
                     source_failures = 0;
-                    self.ctx.metrics.polled(self.ctx.name(), records.len());
-                    if records.is_empty() && caught_up && self.batcher.is_empty() {
-                        self.ctx
-                            .metrics
-                            .iterator_age(self.ctx.name(), &self.shard, 0);
-                    }
-                    self.ctx.status.update(self.ctx.name(), &self.shard, |s| {
-                        s.millis_behind_latest = millis_behind;
-                        s.last_error = None;
-                    });
+                    let idle = records.is_empty() && caught_up && self.batcher.is_empty();
+                    self.telemetry.read(records.len(), idle, millis_behind);
                     self.charge(bytes_of(&records));
                     self.batcher.push(records);
                 }
                 Ok(Page::ShardEnd) => {
-                    info!(mapping = self.ctx.name(), shard = %self.shard, "shard closed and fully read");
+                    self.telemetry.read_to_end();
                     self.ended = true;
                 }
                 Err(e) => {
                     source_failures += 1;
-                    self.ctx.metrics.source_error(self.ctx.name(), e.kind());
-                    self.ctx.status.update(self.ctx.name(), &self.shard, |s| {
-                        s.last_error = Some(e.to_string())
-                    });
-                    match e {
-                        SourceError::ExpiredIterator => {
-                            debug!(mapping = self.ctx.name(), shard = %self.shard, "iterator expired; re-fetching");
-                        }
-                        SourceError::Trimmed(_) => {
-                            warn!(mapping = self.ctx.name(), shard = %self.shard, error = %e,
-                                  "position is past the stream's retention; reading on from TRIM_HORIZON");
-                        }
-                        _ => {
-                            let delay = self.ctx.policy.backoff(source_failures);
-                            warn!(mapping = self.ctx.name(), shard = %self.shard, error = %e, retry_in_ms = delay.as_millis() as u64, "read failed");
-                            pause_or_cancelled(cancel, delay).await?;
-                        }
+                    // An expired iterator is re-fetched, trimmed data read on from TRIM_HORIZON,
+                    // both at once; anything else is backed off.
+                    let delay = match e {
+                        SourceError::ExpiredIterator | SourceError::Trimmed(_) => None,
+                        _ => Some(self.ctx.policy.backoff(source_failures)),
+                    };
+                    self.telemetry.read_failed(&e, delay);
+                    if let Some(delay) = delay {
+                        pause_or_cancelled(cancel, delay).await?;
                     }
                 }
             }
@@ -285,8 +256,7 @@ impl ShardWorker {
                 Step::Done => break,
             }
         }
-        ctx.status
-            .update(ctx.name(), &self.shard, |s| s.retry_attempt = 0);
+        self.telemetry.batch_done();
         Ok(())
     }
 
@@ -303,7 +273,6 @@ impl ShardWorker {
         }
         self.still_leased()?;
         let ctx = self.ctx.clone();
-        let name = ctx.name();
         self.set_state(ShardState::Dispatching);
         let records = call.records();
         let n = records.len();
@@ -312,71 +281,44 @@ impl ShardWorker {
         let result = ctx.dispatcher.invoke(payload).await;
         let took = started.elapsed();
         let last_arrival = records.last().map(|r| r.arrival_ms).unwrap_or(now);
-        ctx.metrics
-            .iterator_age(name, &self.shard, ctx.clock.now_ms() - last_arrival);
-
         let outcome = classify(
             &result,
             ctx.mapping.report_batch_item_failures(),
             records.iter().map(|r| r.sequence.0.as_str()),
         );
         let label = outcome.label();
-        if outcome.invoked() {
-            ctx.metrics.invoked(name, n, label, took);
-        } else {
-            ctx.metrics.invoked_not(name, label, took);
-        }
+        let t = &self.telemetry;
+        t.iterator_age(ctx.clock.now_ms() - last_arrival);
+        t.invoked(n, outcome.invoked(), label, took);
         let response = result.as_ref().ok().map(|inv| {
             if inv.function_error.is_some() {
-                // The error's body may echo record data: only its errorType above debug.
-                debug!(mapping = name, shard = %self.shard,
-                       body = %String::from_utf8_lossy(&inv.body[..inv.body.len().min(512)]),
-                       "function error response");
+                t.function_error_body(&inv.body);
             }
             response_context(inv)
         });
         match call.settle(outcome, response, &ctx.policy) {
-            Settled::Succeeded { last } => {
-                debug!(mapping = name, shard = %self.shard, records = n, last = %last, took_ms = took.as_millis() as u64, "batch succeeded");
-            }
+            Settled::Succeeded { last } => t.succeeded(n, &last, took),
             Settled::Partial {
                 first_failed,
                 retrying,
-            } => {
-                ctx.metrics.failed_invoke(name, n);
-                info!(mapping = name, shard = %self.shard, first_failed = %first_failed, retrying, "partial batch failure");
-            }
-            Settled::Split { message } => {
-                debug!(mapping = name, shard = %self.shard, records = n, %message, "payload too large; splitting");
-            }
+            } => t.partial_failure(n, &first_failed, retrying),
+            Settled::Split { message } => t.split_for_size(n, &message),
             Settled::Failed {
                 function_errors,
                 detail,
-            } => {
-                ctx.metrics.failed_invoke(name, n);
-                warn!(mapping = name, shard = %self.shard, records = n, outcome = label, function_errors, error = %detail, "invocation failed");
-                ctx.status.update(name, &self.shard, |s| {
-                    s.retry_attempt = function_errors;
-                    s.last_error = Some(format!("{label}: {detail}"));
-                });
-            }
+            } => t.invocation_failed(n, label, function_errors, &detail),
         }
         Ok(())
     }
 }
 
-/// However the worker ends (a panic included), its bytes go back to the budget and its state
-/// leaves the shard gauge.
+/// However the worker ends (a panic included), its bytes go back to the budget (and its state
+/// leaves the shard gauge as its telemetry handle drops).
 impl Drop for ShardWorker {
     fn drop(&mut self) {
         if self.held > 0 {
             let held = self.held;
             self.release(held);
-        }
-        if let Some(s) = self.state.take() {
-            self.ctx
-                .metrics
-                .shard_state(self.ctx.name(), Some(s.as_str()), None);
         }
     }
 }

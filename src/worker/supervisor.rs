@@ -84,7 +84,7 @@ pub async fn run_mapping(
                     retention_read = Some(Instant::now());
                 }
                 Err(e) => {
-                    ctx.metrics.source_error(&name, e.kind());
+                    ctx.telemetry.metrics.source_error(e.kind());
                     warn!(mapping = %name, error = %e, retention_h = ctx.retention().as_secs() / 3600,
                           "cannot read the stream's retention; keeping the last known (until known, records are kept as long as Kinesis allows: 365 days)");
                 }
@@ -99,7 +99,7 @@ pub async fn run_mapping(
                 }
             },
             Err(e) => {
-                ctx.metrics.source_error(&name, e.kind());
+                ctx.telemetry.metrics.source_error(e.kind());
                 warn!(mapping = %name, error = %e, "cannot list shards; retrying");
                 Err(())
             }
@@ -119,7 +119,7 @@ pub async fn run_mapping(
                 reconcile(&run, &listed, held, &mut shards).await;
                 if !ready {
                     ready = true;
-                    ctx.status.mapping_started();
+                    ctx.telemetry.status.mapping_started();
                     info!(mapping = %name, shards = listed.len(), running = shards.running.len(), "mapping running");
                 }
             }
@@ -209,19 +209,20 @@ fn worker_stopped(ctx: &MappingContext, shards: &mut Shards, shard: String, stop
         Stopped::Exit(Exit::LeaseLost) => {
             // Another replica has it now (or will): not ours to show or to age.
             info!(mapping = name, shard = %shard, "lease lost; the shard's worker stopped");
-            ctx.status.remove(name, &shard);
-            ctx.metrics.forget_shard(name, &shard);
+            ctx.telemetry.status.remove(name, &shard);
+            ctx.telemetry.metrics.forget_partition(&shard);
             return;
         }
         Stopped::Exit(Exit::Refused) => (
             "checkpoint refused",
-            ctx.status
+            ctx.telemetry
+                .status
                 .get(name, &shard)
                 .and_then(|s| s.last_error)
                 .unwrap_or_else(|| "checkpoint refused".into()),
         ),
         Stopped::Panicked(message) => {
-            ctx.metrics.worker_panicked(name);
+            ctx.telemetry.metrics.worker_panicked();
             (
                 "shard worker panicked",
                 format!("worker panicked: {message}"),
@@ -236,7 +237,7 @@ fn worker_stopped(ctx: &MappingContext, shards: &mut Shards, shard: String, stop
         .min(Duration::from_secs(60));
     error!(mapping = name, shard = %shard, error = %shown, restart_in_ms = delay.as_millis() as u64,
            "{why}; restarting it from its checkpoint");
-    ctx.status.update(name, &shard, |s| {
+    ctx.telemetry.status.update(name, &shard, |s| {
         s.state = ShardState::Failed;
         s.last_error = Some(format!("{shown}; restarting from the checkpoint"));
     });
@@ -261,12 +262,13 @@ struct Run<'a> {
 fn not_ours(ctx: &MappingContext, shards: &mut Shards, id: &str) {
     let name = ctx.name();
     if shards.waiting.remove(id) {
-        ctx.metrics
-            .shard_state(name, Some(ShardState::WaitingForParent.as_str()), None);
-        ctx.status.remove(name, id);
+        ctx.telemetry
+            .metrics
+            .shard_state(Some(ShardState::WaitingForParent.as_str()), None);
+        ctx.telemetry.status.remove(name, id);
     }
     if shards.unreadable.remove(id) {
-        ctx.status.remove(name, id);
+        ctx.telemetry.status.remove(name, id);
     }
 }
 
@@ -312,7 +314,7 @@ async fn reconcile(
             Err(e) => {
                 // Loud, and on every pass until fixed: the shard (and its children) cannot run.
                 error!(mapping = name, shard = %shard.id, error = %e, "cannot read the shard's checkpoint; the shard is down");
-                ctx.status.update(name, &shard.id, |s| {
+                ctx.telemetry.status.update(name, &shard.id, |s| {
                     s.state = ShardState::Failed;
                     s.last_error = Some(e.to_string());
                 });
@@ -332,11 +334,9 @@ async fn reconcile(
             (Plan::Finished(how), _) => {
                 shards.finished.insert(shard.id.clone(), how);
                 if shards.waiting.remove(&shard.id) {
-                    ctx.metrics.shard_state(
-                        name,
-                        Some(ShardState::WaitingForParent.as_str()),
-                        None,
-                    );
+                    ctx.telemetry
+                        .metrics
+                        .shard_state(Some(ShardState::WaitingForParent.as_str()), None);
                 }
                 continue;
             }
@@ -346,33 +346,31 @@ async fn reconcile(
             }
             (Plan::WaitForParents(parents), Some(_)) => {
                 if shards.waiting.insert(shard.id.clone()) {
-                    ctx.metrics.shard_state(
-                        name,
-                        None,
-                        Some(ShardState::WaitingForParent.as_str()),
-                    );
+                    ctx.telemetry
+                        .metrics
+                        .shard_state(None, Some(ShardState::WaitingForParent.as_str()));
                     info!(mapping = name, shard = %shard.id, ?parents, "shard waits for its parents");
                 }
-                ctx.status
+                ctx.telemetry
+                    .status
                     .update(name, &shard.id, |s| s.state = ShardState::WaitingForParent);
                 continue;
             }
             (Plan::Start(from), Some(lease)) => {
                 if shards.waiting.remove(&shard.id) {
-                    ctx.metrics.shard_state(
-                        name,
-                        Some(ShardState::WaitingForParent.as_str()),
-                        None,
-                    );
+                    ctx.telemetry
+                        .metrics
+                        .shard_state(Some(ShardState::WaitingForParent.as_str()), None);
                 }
                 // The parents are done and their child runs: their entries have served.
                 for parent in &shard.parents {
-                    if let Some(s) = ctx.status.get(name, parent) {
+                    if let Some(s) = ctx.telemetry.status.get(name, parent) {
                         if s.state == ShardState::Ended {
-                            ctx.metrics
-                                .shard_state(name, Some(ShardState::Ended.as_str()), None);
+                            ctx.telemetry
+                                .metrics
+                                .shard_state(Some(ShardState::Ended.as_str()), None);
                         }
-                        ctx.status.remove(name, parent);
+                        ctx.telemetry.status.remove(name, parent);
                     }
                 }
                 info!(mapping = name, shard = %shard.id, ?from, closed = shard.closed, "starting shard");

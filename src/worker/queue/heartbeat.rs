@@ -85,7 +85,7 @@ pub(super) async fn heartbeat(
         let deadline = next + period;
         next = deadline;
         let changed = beat.run(&in_flight, deadline, &stop).await;
-        ctx.metrics.sqs_extended(ctx.name(), changed.unwrap_or(0));
+        shared.lane.extended(changed.unwrap_or(0));
         if changed.is_none() {
             return;
         }

@@ -37,13 +37,13 @@ use tokio::sync::Semaphore;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tracing::{debug, error, info, warn};
+use tracing::{debug, error, warn};
 
 use super::{doubling, pause, until_ok, MappingContext};
 use crate::batch::MAX_PAYLOAD_BYTES;
 use crate::source::sqs::{Message, Queue};
 use crate::source::SourceError;
-use crate::telemetry::ShardState;
+use crate::telemetry::PartitionTelemetry;
 
 /// AWS starts an SQS mapping with 5 concurrent pollers.
 const INITIAL_POLLERS: usize = 5;
@@ -93,6 +93,8 @@ struct Shared {
     receiving: tokio::sync::Mutex<()>,
     /// Batches received and not yet settled.
     batches_in_flight: AtomicUsize,
+    /// The mapping's lane: its logs, metrics and `/status` row, one call per event.
+    lane: PartitionTelemetry,
 }
 
 /// FIFO receives while this mapping has batches in flight: short, since the groups those batches
@@ -104,6 +106,7 @@ impl Shared {
     /// [`INITIAL_POLLERS`] (at most `cap`) desired.
     fn new(ctx: Arc<MappingContext>, queue: Arc<dyn Queue>, cap: usize) -> Self {
         Shared {
+            lane: ctx.telemetry.partition(STATUS_KEY),
             desired: AtomicUsize::new(INITIAL_POLLERS.min(cap)),
             stats: Stats::default(),
             invocations: Semaphore::new(cap),
@@ -199,18 +202,9 @@ pub async fn run_queue<R, F>(
         error!(mapping = %name, "not an SQS mapping");
         return;
     };
-    let arn = &settings.queue.arn;
+    let resolving = ctx.telemetry.partition(STATUS_KEY);
     let report = |e: &SourceError, _: u32, delay: Duration| {
-        ctx.metrics.source_error(&name, e.kind());
-        let what = if matches!(e, SourceError::NotFound(_)) {
-            "the queue does not exist"
-        } else {
-            "cannot reach the queue"
-        };
-        error!(mapping = %name, queue = %arn, error = %e, retry_in_s = delay.as_secs(), "{what}; this mapping waits, the others run");
-        ctx.status.update(&name, STATUS_KEY, |s| {
-            s.last_error = Some(format!("{what}: {e}"))
-        });
+        resolving.queue_unresolved(&settings.queue.arn, e, delay)
     };
     let backoff = doubling(RESOLVE_FIRST_BACKOFF, RESOLVE_MAX_BACKOFF);
     let Ok(queue) = until_ok(&cancel, backoff, report, resolve).await else {
@@ -227,16 +221,15 @@ pub async fn run_queue<R, F>(
         .unwrap_or(DEFAULT_MAX_CONCURRENCY);
     let shared = Arc::new(Shared::new(ctx.clone(), queue, cap));
     let queue = &shared.queue;
-    info!(mapping = %name, queue = %queue.url(), fifo = queue.fifo(), visibility_timeout_s = queue.visibility_timeout().as_secs(),
-          in_flight_visibility_s = shared.visibility.as_secs(), "queue mapping running");
-    ctx.status.mapping_started();
-    ctx.status.update(&name, STATUS_KEY, |s| {
-        s.state = ShardState::Reading;
-        s.last_error = None;
-    });
+    shared.lane.queue_running(
+        queue.url(),
+        queue.fifo(),
+        queue.visibility_timeout(),
+        shared.visibility,
+    );
     loop {
         let desired = shared.desired.load(Ordering::SeqCst);
-        ctx.metrics.concurrency(&name, desired);
+        shared.lane.pollers(desired);
         for id in 0..desired {
             if shared.alive.lock().expect("alive lock").insert(id) {
                 tracker.spawn(poller(shared.clone(), id, cancel.clone()));
@@ -268,18 +261,14 @@ async fn first_messages(
     cancel: &CancellationToken,
 ) -> Option<Vec<Message>> {
     let ctx = &shared.ctx;
-    let name = ctx.name();
     let report = |e: &SourceError, _: u32, delay: Duration| {
-        ctx.metrics.source_error(name, e.kind());
+        shared.lane.receive_failed(e, Some(delay));
         let counter = if matches!(e, SourceError::Throttled(_)) {
             &shared.stats.throttles
         } else {
             &shared.stats.errors
         };
         counter.fetch_add(1, Ordering::Relaxed);
-        warn!(mapping = %name, error = %e, retry_in_ms = delay.as_millis() as u64, "receive failed");
-        ctx.status
-            .update(name, STATUS_KEY, |s| s.last_error = Some(e.to_string()));
     };
     let receive = || async {
         while id < shared.desired.load(Ordering::SeqCst) && !cancel.is_cancelled() {
@@ -309,8 +298,7 @@ async fn poller(shared: Arc<Shared>, id: usize, cancel: CancellationToken) {
     while let Some(mut messages) = first_messages(&shared, id, &cancel).await {
         let batch_size = ctx.mapping.batching.batch_size;
         shared.batches_in_flight.fetch_add(1, Ordering::SeqCst);
-        ctx.metrics.sqs_received(&name, messages.len());
-        ctx.metrics.polled(&name, messages.len());
+        shared.lane.received(messages.len());
         let in_flight = Arc::new(heartbeat::InFlight::default());
         in_flight.add(&messages).await;
         let stop_heartbeat = CancellationToken::new();
@@ -334,15 +322,14 @@ async fn poller(shared: Arc<Shared>, id: usize, cancel: CancellationToken) {
             };
             match more {
                 Ok(more) if !more.is_empty() => {
-                    ctx.metrics.sqs_received(&name, more.len());
-                    ctx.metrics.polled(&name, more.len());
+                    shared.lane.received(more.len());
                     in_flight.add(&more).await;
                     bytes += more.iter().map(|m| m.event.len()).sum::<usize>();
                     messages.extend(more);
                 }
                 Ok(_) => {}
                 Err(e) => {
-                    ctx.metrics.source_error(&name, e.kind());
+                    shared.lane.receive_failed(&e, None);
                     break;
                 }
             }

@@ -17,7 +17,7 @@ use tokio::time::Instant;
 use tracing::{error, warn};
 
 use super::heartbeat::InFlight;
-use super::{Shared, STATUS_KEY};
+use super::Shared;
 use crate::batch::{self, MAX_PAYLOAD_BYTES};
 use crate::dispatch::{classify, Outcome};
 use crate::source::sqs::Message;
@@ -93,16 +93,11 @@ async fn settle_group(
     messages: &[Message],
     failed: &[usize],
 ) -> (usize, usize) {
-    let name = shared.ctx.name();
     let (delete, returned) = plan(messages, failed);
     in_flight.remove(messages).await;
     let deleted = shared.queue.delete(&delete).await;
     release(shared, &returned).await;
-    shared
-        .ctx
-        .metrics
-        .sqs_finished(name, deleted, returned.len());
-    shared.ctx.metrics.sqs_settled(name, messages.len());
+    shared.lane.settled(messages.len(), deleted, returned.len());
     (deleted, returned.len())
 }
 
@@ -165,7 +160,6 @@ async fn dispatch_group(shared: &Shared, messages: Vec<Message>) -> (Vec<Message
 /// One invocation; the indices of `chunk` that failed.
 async fn invoke(shared: &Shared, chunk: &[Message]) -> Vec<usize> {
     let ctx = &shared.ctx;
-    let name = ctx.name();
     let n = chunk.len();
     let payload = batch::encode_entries(chunk.iter().map(|m| m.event.as_slice()));
     let started = Instant::now();
@@ -177,11 +171,7 @@ async fn invoke(shared: &Shared, chunk: &[Message]) -> Vec<usize> {
         chunk.iter().map(|m| m.id.as_str()),
     );
     let label = outcome.label();
-    if outcome.invoked() {
-        ctx.metrics.invoked(name, n, label, took);
-    } else {
-        ctx.metrics.invoked_not(name, label, took);
-    }
+    shared.lane.invoked(n, outcome.invoked(), label, took);
     let failed: Vec<usize> = match outcome {
         Outcome::Success => vec![],
         // FIFO: nothing after a failed message of the group may be deleted before it.
@@ -200,7 +190,7 @@ async fn invoke(shared: &Shared, chunk: &[Message]) -> Vec<usize> {
         Outcome::PayloadTooLarge(detail) => failed_all(shared, n, label, None, &detail),
     };
     if !failed.is_empty() {
-        ctx.metrics.failed_invoke(name, failed.len());
+        shared.lane.messages_failed(failed.len());
     }
     failed
 }
@@ -214,15 +204,10 @@ fn failed_all(
     counter: Option<&std::sync::atomic::AtomicU64>,
     detail: &str,
 ) -> Vec<usize> {
-    let name = shared.ctx.name();
     if let Some(counter) = counter {
         counter.fetch_add(1, Ordering::Relaxed);
     }
-    warn!(mapping = name, messages = n, outcome = label, error = %detail,
-          "batch failed; its messages will reappear after their visibility timeout");
-    shared.ctx.status.update(name, STATUS_KEY, |s| {
-        s.last_error = Some(format!("{label}: {detail}"))
-    });
+    shared.lane.queue_batch_failed(n, label, detail);
     (0..n).collect()
 }
 

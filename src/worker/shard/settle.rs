@@ -8,7 +8,6 @@
 use std::time::Duration;
 use time::OffsetDateTime;
 use tokio_util::sync::CancellationToken;
-use tracing::{error, warn};
 
 use super::super::{until_ok, until_ok_by};
 use super::pieces::GiveUp;
@@ -41,8 +40,8 @@ impl ShardWorker {
             records.last().expect("non-empty"),
         );
         let end = last_rec.sequence.clone();
-        warn!(mapping = name, shard = %self.shard, condition = condition.as_str(), records = records.len(),
-              start = %first.sequence, end = %end, "giving up on records");
+        let t = &self.telemetry;
+        t.giving_up(condition.as_str(), records.len(), &first.sequence, &end);
         match &ctx.destination {
             Some(dest) => {
                 let (request_id, response) = match last {
@@ -72,38 +71,20 @@ impl ShardWorker {
                 // The destination is retried until the records leave the stream (their retention);
                 // past that, holding the shard back saves nothing, so they are dropped.
                 let gone_at = first.arrival_ms + ctx.retention().as_millis() as i64;
-                let shard = &self.shard;
                 let sent = until_ok_by(
                     cancel,
                     || Duration::from_millis((gone_at - ctx.clock.now_ms()).max(0) as u64),
                     |n| ctx.policy.backoff(n),
-                    |e: &String, _, delay| {
-                        warn!(mapping = name, shard = %shard, error = %e, retry_in_ms = delay.as_millis() as u64,
-                              "on-failure destination rejected the record; retrying (the shard waits)")
-                    },
-                    || async {
-                        let sent = dest.send(&record).await;
-                        if let Err(e) = &sent {
-                            ctx.metrics.destination_failure(name);
-                            ctx.status.update(name, shard, |s| {
-                                s.last_error = Some(format!("destination: {e}"))
-                            });
-                        }
-                        sent
-                    },
+                    |e: &String, _, delay| t.destination_failed(e, delay),
+                    || dest.send(&record),
                 )
                 .await?;
                 match sent {
-                    Ok(()) => ctx.metrics.destination_delivered(name, records.len()),
-                    Err(e) => {
-                        error!(mapping = name, shard = %self.shard, error = %e, records = records.len(),
-                               start = %first.sequence, end = %end,
-                               "on-failure destination kept failing until the records expired from the stream; dropping them");
-                        ctx.metrics.dropped(name, records.len());
-                    }
+                    Ok(()) => t.delivered(records.len()),
+                    Err(e) => t.destination_gave_out(&e, records.len(), &first.sequence, &end),
                 }
             }
-            None => ctx.metrics.dropped(name, records.len()),
+            None => t.dropped(records.len()),
         }
         self.checkpoint(Checkpoint::Sequence(end), cancel).await
     }
@@ -116,11 +97,11 @@ impl ShardWorker {
         cancel: &CancellationToken,
     ) -> Result<(), Stop> {
         let ctx = self.ctx.clone();
-        let (shard, committer) = (&self.shard, &self.committer);
+        let (t, committer) = (&self.telemetry, &self.committer);
         let written = until_ok(
             cancel,
             |n| ctx.policy.backoff(n),
-            |e: &CommitError, _, _| warn!(mapping = ctx.name(), shard = %shard, error = %e, "checkpoint write failed; retrying"),
+            |e: &CommitError, _, _| t.checkpoint_failed(e),
             // A refusal is never retried: it comes out as `Ok(Err(_))`.
             || async {
                 match committer.commit(&cp).await {
@@ -133,10 +114,7 @@ impl ShardWorker {
         if let Err(refused) = written {
             return Err(self.stop_for(refused));
         }
-        ctx.metrics.checkpointed(ctx.name());
-        ctx.status.update(ctx.name(), &self.shard, |s| {
-            s.checkpoint = Some(cp.to_string())
-        });
+        self.telemetry.checkpointed(cp.to_string());
         Ok(())
     }
 
@@ -151,15 +129,10 @@ impl ShardWorker {
 
     fn stop_for(&mut self, why: CommitError) -> Stop {
         if why == CommitError::LeaseLost {
-            warn!(mapping = self.ctx.name(), shard = %self.shard,
-                  "lease lost; the shard stops here, its checkpoint where it was");
+            self.telemetry.lease_lost();
             Stop::LeaseLost
         } else {
-            error!(mapping = self.ctx.name(), shard = %self.shard, error = %why,
-                   "checkpoint refused; the shard stops and is planned again from its checkpoint");
-            self.ctx.status.update(self.ctx.name(), &self.shard, |s| {
-                s.last_error = Some(why.to_string())
-            });
+            self.telemetry.commit_refused(&why);
             Stop::Refused
         }
     }

@@ -23,7 +23,7 @@ use crate::destination::{Destination, FailureRecord};
 use crate::dispatch::{DispatchError, Dispatcher, Invoked};
 use crate::retry::RetryPolicy;
 use crate::source::{Page, PartitionReader, Record, SequenceNumber, SourceError};
-use crate::telemetry::{Metrics, Status};
+use crate::telemetry::{MappingTelemetry, Metrics, Status};
 
 /// Hands out `pages` one read at a time, `interval` apart, then `idle` empty reads, then the end.
 struct FakeReader {
@@ -259,8 +259,7 @@ async fn run_reading(
             .on_failure
             .as_ref()
             .map(|_| destination.clone() as Arc<dyn Destination>),
-        metrics: metrics.clone(),
-        status: Arc::new(Status::new(1)),
+        telemetry: MappingTelemetry::new("m", &metrics, &Arc::new(Status::new(1))),
         policy: RetryPolicy::new(&errors),
         clock,
         budget: reading

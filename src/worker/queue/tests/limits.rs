@@ -221,7 +221,11 @@ async fn a_queue_that_does_not_resolve_is_retried_with_backoff() {
     ));
     let started = Instant::now();
     tokio::time::sleep(SECOND).await;
-    let status = ctx.status.get("m", "queue").expect("a status row");
+    let status = ctx
+        .telemetry
+        .status
+        .get("m", "queue")
+        .expect("a status row");
     assert!(
         status
             .last_error

@@ -26,7 +26,7 @@ use crate::retry::RetryPolicy;
 use crate::source::sqs::memory::MemoryQueue;
 use crate::source::sqs::Queue;
 use crate::source::SourceError;
-use crate::telemetry::{Metrics, Status};
+use crate::telemetry::{MappingTelemetry, Metrics, Status};
 use crate::worker::tests::{function_error, ok, ok_body, MemStore};
 use crate::worker::{Clock, MappingContext};
 
@@ -131,8 +131,7 @@ impl Setup {
             dispatcher: function,
             checkpoints: Arc::new(MemStore::default()),
             destination: None,
-            metrics,
-            status: Arc::new(Status::new(1)),
+            telemetry: MappingTelemetry::new("m", &metrics, &Arc::new(Status::new(1))),
             clock: Clock::new(),
             budget: self.budget.clone(),
             retention_ms: Default::default(),
