@@ -60,8 +60,39 @@ impl MappingTelemetry {
         self.status.mapping_started();
         info!(
             mapping = self.name(),
-            partitions, running, "mapping running"
+            shards = partitions,
+            running,
+            "mapping running"
         );
+    }
+
+    /// The stream's retention could not be read; `kept` is what records are kept for meanwhile.
+    pub fn retention_unknown(&self, e: &SourceError, kept: Duration) {
+        self.metrics.source_error(e.kind());
+        warn!(mapping = self.name(), error = %e, retention_h = kept.as_secs() / 3600,
+              "cannot read the stream's retention; keeping the last known (until known, records are kept as long as Kinesis allows: 365 days)");
+    }
+
+    /// A partition's worker stopped for `why` (a panic, a refused commit; `error` says more) and
+    /// is restarted from its checkpoint after `restart_in`; meanwhile it shows failed.
+    pub fn partition_down(&self, partition: &str, why: &str, error: &str, restart_in: Duration) {
+        error!(mapping = self.name(), shard = %partition, error, restart_in_ms = restart_in.as_millis() as u64,
+               "{why}; restarting it from its checkpoint");
+        self.status.update(self.name(), partition, |s| {
+            s.state = ShardState::Failed;
+            s.last_error = Some(format!("{error}; restarting from the checkpoint"));
+        });
+    }
+
+    /// A partition's checkpoint cannot be read: it (and its children) cannot run; loud on every
+    /// discovery pass until fixed.
+    pub fn checkpoint_unreadable(&self, partition: &str, e: &dyn std::fmt::Display) {
+        error!(mapping = self.name(), shard = %partition, error = %e,
+               "cannot read the shard's checkpoint; the shard is down");
+        self.status.update(self.name(), partition, |s| {
+            s.state = ShardState::Failed;
+            s.last_error = Some(e.to_string());
+        });
     }
 
     /// A call to the source that is not one partition's read failed (listing, retention,

@@ -83,11 +83,7 @@ pub async fn run_mapping(
                     ctx.set_retention(r);
                     retention_read = Some(Instant::now());
                 }
-                Err(e) => {
-                    ctx.telemetry.metrics.source_error(e.kind());
-                    warn!(mapping = %name, error = %e, retention_h = ctx.retention().as_secs() / 3600,
-                          "cannot read the stream's retention; keeping the last known (until known, records are kept as long as Kinesis allows: 365 days)");
-                }
+                Err(e) => ctx.telemetry.retention_unknown(&e, ctx.retention()),
             }
         }
         let listed = match source.list_partitions().await {
@@ -99,8 +95,8 @@ pub async fn run_mapping(
                 }
             },
             Err(e) => {
-                ctx.telemetry.metrics.source_error(e.kind());
-                warn!(mapping = %name, error = %e, "cannot list shards; retrying");
+                ctx.telemetry
+                    .source_failed("cannot list shards; retrying", &e, None);
                 Err(())
             }
         };
@@ -119,8 +115,7 @@ pub async fn run_mapping(
                 reconcile(&run, &listed, held, &mut shards).await;
                 if !ready {
                     ready = true;
-                    ctx.telemetry.status.mapping_started();
-                    info!(mapping = %name, shards = listed.len(), running = shards.running.len(), "mapping running");
+                    ctx.telemetry.running(listed.len(), shards.running.len());
                 }
             }
             Err(()) => failures += 1,
@@ -235,12 +230,7 @@ fn worker_stopped(ctx: &MappingContext, shards: &mut Shards, shard: String, stop
         .backoff(count)
         .max(Duration::from_secs(1))
         .min(Duration::from_secs(60));
-    error!(mapping = name, shard = %shard, error = %shown, restart_in_ms = delay.as_millis() as u64,
-           "{why}; restarting it from its checkpoint");
-    ctx.telemetry.status.update(name, &shard, |s| {
-        s.state = ShardState::Failed;
-        s.last_error = Some(format!("{shown}; restarting from the checkpoint"));
-    });
+    ctx.telemetry.partition_down(&shard, why, &shown, delay);
     shards
         .restarts
         .insert(shard, (count, Instant::now() + delay));
@@ -313,11 +303,7 @@ async fn reconcile(
             }
             Err(e) => {
                 // Loud, and on every pass until fixed: the shard (and its children) cannot run.
-                error!(mapping = name, shard = %shard.id, error = %e, "cannot read the shard's checkpoint; the shard is down");
-                ctx.telemetry.status.update(name, &shard.id, |s| {
-                    s.state = ShardState::Failed;
-                    s.last_error = Some(e.to_string());
-                });
+                ctx.telemetry.checkpoint_unreadable(&shard.id, &e);
                 shards.unreadable.insert(shard.id.clone());
                 continue;
             }
