@@ -1,14 +1,19 @@
 //! sluice: AWS Lambda event source mappings, self-hosted.
 //!
 //! ```text
-//!  config ──► app ──► supervisor (per mapping) ──► one worker per shard
-//!                                                   read ─► batch ─► dispatch (retry policy) ─► checkpoint
-//!                                                                       │ given up on
-//!                                                                       └─► on-failure destination
+//!  config (typed per source) ──► app: one builder per source kind
+//!   stream mapping ──► supervisor: listed ∩ leased ∩ lineage-ready partitions
+//!                        └─► one shard worker per partition:
+//!                            read ─► batch ─► pieces (pure retry rules) ─► dispatch ─► commit
+//!                                                  │ given up on
+//!                                                  └─► on-failure destination
+//!   queue mapping  ──► pollers: receive ─► batch ─► dispatch per group ─► delete / return
+//!   every event    ──► one telemetry call: log line + metric + /status row
 //! ```
-//! Seams are traits: [`source::Source`] / [`source::PartitionReader`], [`dispatch::Dispatcher`],
-//! [`checkpoint::CheckpointStore`], [`lease::Leases`], [`destination::Destination`]. See
-//! docs/architecture.md.
+//! Everything downstream of a reader speaks the neutral [`model`]. Seams are traits:
+//! [`source::Source`] / [`source::PartitionReader`], [`source::sqs::Queue`],
+//! [`dispatch::Dispatcher`], [`checkpoint::CheckpointStore`] (chained, fenced commits),
+//! [`lease::Leases`], [`destination::Destination`]. See docs/architecture.md.
 #![forbid(unsafe_code)]
 
 pub mod app;

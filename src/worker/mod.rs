@@ -1,6 +1,9 @@
-//! Workers: the [`supervisor`] runs one [`shard`] worker per shard of each enabled mapping; a shard
-//! worker reads, batches, dispatches under the retry policy, hands what it gives up on to the
-//! on-failure destination and checkpoints, strictly in order within its shard.
+//! Workers: the [`supervisor`] of a stream mapping runs one [`shard`] worker per partition it may
+//! run; a shard worker reads, batches, dispatches under the retry policy, hands what it gives up on
+//! to the on-failure destination and commits its checkpoint, strictly in order within its shard.
+//! An SQS mapping runs the [`queue`] worker's pollers. Also here: what a mapping's workers share
+//! ([`MappingContext`]), and the one way infrastructure calls are retried ([`until_ok`],
+//! [`until_ok_by`], [`doubling`]).
 
 #[cfg(test)]
 mod lineage_tests;
