@@ -285,9 +285,13 @@ pub fn seq_key(s: &str) -> (usize, &str) {
 }
 
 /// What the `recorder` test function (served by the Lambda emulator) recorded for `stream`, in order.
+/// The function may be appending while this reads: a last line without its newline is not complete
+/// yet and is left for the next read.
 pub fn recorded(tb: &TestBed, stream: &str) -> Vec<Written> {
-    std::fs::read_to_string(tb.recorder_dir.join(format!("{stream}.jsonl")))
-        .unwrap_or_default()
+    let text = std::fs::read_to_string(tb.recorder_dir.join(format!("{stream}.jsonl")))
+        .unwrap_or_default();
+    let complete = text.rfind('\n').map_or("", |end| &text[..end]);
+    complete
         .lines()
         .map(|l| {
             let v: serde_json::Value = serde_json::from_str(l).unwrap();
