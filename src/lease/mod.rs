@@ -11,8 +11,10 @@
 //! once.
 //!
 //! [`SingleReplica`] is the default: one process owns every partition, and its token never
-//! expires. The DynamoDB lease table (issue 10) is the other implementation to come.
+//! expires. The DynamoDB lease table (issue 10) is the other implementation to come; its items
+//! follow KCL's schema ([`item`]).
 
+pub mod item;
 mod single;
 #[cfg(test)]
 pub(crate) mod table;
