@@ -49,7 +49,8 @@ pub enum LeaseCheckpoint {
 }
 
 impl LeaseCheckpoint {
-    fn as_str(&self) -> &str {
+    /// As stored in `checkpoint`.
+    pub fn as_str(&self) -> &str {
         match self {
             LeaseCheckpoint::TrimHorizon => "TRIM_HORIZON",
             LeaseCheckpoint::Latest => "LATEST",

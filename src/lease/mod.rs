@@ -14,6 +14,7 @@
 //! expires. The DynamoDB lease table (issue 10) is the other implementation to come; its items
 //! follow KCL's schema ([`item`]).
 
+pub mod dynamo;
 pub mod item;
 mod single;
 #[cfg(test)]

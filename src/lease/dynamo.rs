@@ -1,0 +1,366 @@
+//! The DynamoDB lease table's operations (issue 10): create the table on demand, create, read and
+//! list lease items, and the conditional writes KCL's protocol is made of — take, renew, release and
+//! checkpoint — each conditional on the `leaseCounter` the caller last observed (and, but for a
+//! take, on being the owner), so two replicas can never both believe they hold a shard and a zombie
+//! can never move a checkpoint. A failed condition comes back as [`LeaseError::Conflict`] with the
+//! item as it now is (`ReturnValuesOnConditionCheckFailure: ALL_OLD`), so the caller can tell a
+//! write that already landed (an SDK-level retry) from one that lost the race.
+//!
+//! This is the table client only; the `Leases` and `CheckpointStore` implementations on top of it
+//! (balancing, expiry as observed locally, fencing of commits) come next.
+
+use aws_sdk_dynamodb::error::ProvideErrorMetadata;
+use aws_sdk_dynamodb::types::{
+    AttributeDefinition, AttributeValue, BillingMode, KeySchemaElement, KeyType, ReturnValue,
+    ReturnValuesOnConditionCheckFailure, ScalarAttributeType, TableStatus,
+};
+use aws_sdk_dynamodb::Client;
+use std::collections::HashMap;
+use std::time::Duration;
+
+use super::item::{attr, lease_key, LeaseCheckpoint, LeaseItem};
+use crate::aws::error_text;
+
+/// A lease table operation that did not happen.
+#[derive(Debug, thiserror::Error)]
+pub enum LeaseError {
+    /// The condition failed: someone else moved the lease. The item as it is now, if it exists.
+    #[error("the lease moved on (now {})", .0.as_ref().map_or("gone".to_string(), |i| format!("{:?}#{}", i.owner, i.counter)))]
+    Conflict(Option<Box<LeaseItem>>),
+    /// The table or the call failed; worth retrying.
+    #[error("lease table: {0}")]
+    Table(String),
+}
+
+/// One lease table.
+pub struct LeaseTable {
+    client: Client,
+    table: String,
+}
+
+fn table_error<E, R>(op: &str, e: &aws_sdk_dynamodb::error::SdkError<E, R>) -> LeaseError
+where
+    E: ProvideErrorMetadata + std::error::Error + 'static,
+    R: std::fmt::Debug,
+{
+    LeaseError::Table(format!("{op}: {}", error_text(e)))
+}
+
+fn key(mapping: &str, shard: &str) -> HashMap<String, AttributeValue> {
+    HashMap::from([(
+        attr::LEASE_KEY.to_string(),
+        AttributeValue::S(lease_key(mapping, shard)),
+    )])
+}
+
+fn n(v: u64) -> AttributeValue {
+    AttributeValue::N(v.to_string())
+}
+
+fn s(v: &str) -> AttributeValue {
+    AttributeValue::S(v.to_string())
+}
+
+/// How long [`LeaseTable::ensure`] waits for a new table to become active.
+const CREATE_WAIT: Duration = Duration::from_secs(60);
+
+impl LeaseTable {
+    pub fn new(client: Client, table: &str) -> Self {
+        LeaseTable {
+            client,
+            table: table.to_string(),
+        }
+    }
+
+    /// Uses the table if it exists; otherwise creates it (on-demand billing, key `leaseKey`) and
+    /// waits until it is active.
+    pub async fn ensure(&self) -> Result<(), LeaseError> {
+        match self
+            .client
+            .describe_table()
+            .table_name(&self.table)
+            .send()
+            .await
+        {
+            Ok(out) if out.table().and_then(|t| t.table_status()) == Some(&TableStatus::Active) => {
+                return Ok(())
+            }
+            Ok(_) => {}
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|s| s.is_resource_not_found_exception()) =>
+            {
+                let created = self
+                    .client
+                    .create_table()
+                    .table_name(&self.table)
+                    .billing_mode(BillingMode::PayPerRequest)
+                    .attribute_definitions(
+                        AttributeDefinition::builder()
+                            .attribute_name(attr::LEASE_KEY)
+                            .attribute_type(ScalarAttributeType::S)
+                            .build()
+                            .map_err(|e| LeaseError::Table(e.to_string()))?,
+                    )
+                    .key_schema(
+                        KeySchemaElement::builder()
+                            .attribute_name(attr::LEASE_KEY)
+                            .key_type(KeyType::Hash)
+                            .build()
+                            .map_err(|e| LeaseError::Table(e.to_string()))?,
+                    )
+                    .send()
+                    .await;
+                // Another replica may have created it first.
+                if let Err(e) = created {
+                    if e.code() != Some("ResourceInUseException") {
+                        return Err(table_error("CreateTable", &e));
+                    }
+                }
+            }
+            Err(e) => return Err(table_error("DescribeTable", &e)),
+        }
+        let deadline = tokio::time::Instant::now() + CREATE_WAIT;
+        loop {
+            let out = self
+                .client
+                .describe_table()
+                .table_name(&self.table)
+                .send()
+                .await
+                .map_err(|e| table_error("DescribeTable", &e))?;
+            if out.table().and_then(|t| t.table_status()) == Some(&TableStatus::Active) {
+                return Ok(());
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(LeaseError::Table(format!(
+                    "table {} is not active after {} s",
+                    self.table,
+                    CREATE_WAIT.as_secs()
+                )));
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    }
+
+    /// Creates `item` unless a lease with its key exists; false if one does.
+    pub async fn create(&self, item: &LeaseItem) -> Result<bool, LeaseError> {
+        let out = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(item.to_item()))
+            .condition_expression("attribute_not_exists(#k)")
+            .expression_attribute_names("#k", attr::LEASE_KEY)
+            .send()
+            .await;
+        match out {
+            Ok(_) => Ok(true),
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|s| s.is_conditional_check_failed_exception()) =>
+            {
+                Ok(false)
+            }
+            Err(e) => Err(table_error("PutItem", &e)),
+        }
+    }
+
+    /// The lease of `shard` of `mapping`, read consistently.
+    pub async fn get(&self, mapping: &str, shard: &str) -> Result<Option<LeaseItem>, LeaseError> {
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .set_key(Some(key(mapping, shard)))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| table_error("GetItem", &e))?;
+        out.item()
+            .map(|i| LeaseItem::from_item(i).map_err(LeaseError::Table))
+            .transpose()
+    }
+
+    /// Every lease of `mapping`, read consistently.
+    pub async fn list(&self, mapping: &str) -> Result<Vec<LeaseItem>, LeaseError> {
+        let prefix = lease_key(mapping, "");
+        let mut leases = Vec::new();
+        let mut start: Option<HashMap<String, AttributeValue>> = None;
+        loop {
+            let out = self
+                .client
+                .scan()
+                .table_name(&self.table)
+                .consistent_read(true)
+                .filter_expression("begins_with(#k, :prefix)")
+                .expression_attribute_names("#k", attr::LEASE_KEY)
+                .expression_attribute_values(":prefix", s(&prefix))
+                .set_exclusive_start_key(start.take())
+                .send()
+                .await
+                .map_err(|e| table_error("Scan", &e))?;
+            for item in out.items() {
+                let lease = LeaseItem::from_item(item).map_err(LeaseError::Table)?;
+                // The prefix also matches a mapping whose name extends this one's with a ':'.
+                if lease.mapping == mapping {
+                    leases.push(lease);
+                }
+            }
+            match out.last_evaluated_key() {
+                Some(k) if !k.is_empty() => start = Some(k.clone()),
+                _ => return Ok(leases),
+            }
+        }
+    }
+
+    /// Takes `observed` (free, expired or stolen) for `me`: owner `me`, counter + 1, and one more
+    /// owner switch since the checkpoint when the owner changes.
+    pub async fn take(&self, observed: &LeaseItem, me: &str) -> Result<LeaseItem, LeaseError> {
+        let switched = observed.owner.as_deref() != Some(me);
+        let update = if switched {
+            "SET #owner = :me, #counter = :next, #switches = #switches + :one"
+        } else {
+            "SET #owner = :me, #counter = :next"
+        };
+        let mut values = vec![
+            (":me", s(me)),
+            (":next", n(observed.counter + 1)),
+            (":observed", n(observed.counter)),
+        ];
+        if switched {
+            values.push((":one", n(1)));
+        }
+        self.conditional(
+            observed,
+            update,
+            "#counter = :observed",
+            &[
+                ("#owner", attr::LEASE_OWNER),
+                ("#counter", attr::LEASE_COUNTER),
+                ("#switches", attr::OWNER_SWITCHES),
+            ][..if switched { 3 } else { 2 }],
+            values,
+            "take",
+        )
+        .await
+    }
+
+    /// Renews `observed`, held by `me`: counter + 1.
+    pub async fn renew(&self, observed: &LeaseItem, me: &str) -> Result<LeaseItem, LeaseError> {
+        self.conditional(
+            observed,
+            "SET #counter = :next",
+            "#counter = :observed AND #owner = :me",
+            &[
+                ("#owner", attr::LEASE_OWNER),
+                ("#counter", attr::LEASE_COUNTER),
+            ],
+            vec![
+                (":me", s(me)),
+                (":next", n(observed.counter + 1)),
+                (":observed", n(observed.counter)),
+            ],
+            "renew",
+        )
+        .await
+    }
+
+    /// Gives `observed`, held by `me`, up at once (graceful handoff): no owner, counter + 1, so
+    /// another replica may take it without waiting for it to expire.
+    pub async fn release(&self, observed: &LeaseItem, me: &str) -> Result<LeaseItem, LeaseError> {
+        self.conditional(
+            observed,
+            "REMOVE #owner SET #counter = :next",
+            "#counter = :observed AND #owner = :me",
+            &[
+                ("#owner", attr::LEASE_OWNER),
+                ("#counter", attr::LEASE_COUNTER),
+            ],
+            vec![
+                (":me", s(me)),
+                (":next", n(observed.counter + 1)),
+                (":observed", n(observed.counter)),
+            ],
+            "release",
+        )
+        .await
+    }
+
+    /// Moves the checkpoint of `observed`, held by `me` at its counter, to `to`; the owner switches
+    /// since the checkpoint go back to 0. The counter does not move, as in KCL.
+    pub async fn checkpoint(
+        &self,
+        observed: &LeaseItem,
+        me: &str,
+        to: &LeaseCheckpoint,
+    ) -> Result<LeaseItem, LeaseError> {
+        self.conditional(
+            observed,
+            "SET #checkpoint = :to, #switches = :zero",
+            "#counter = :observed AND #owner = :me",
+            &[
+                ("#owner", attr::LEASE_OWNER),
+                ("#counter", attr::LEASE_COUNTER),
+                ("#checkpoint", attr::CHECKPOINT),
+                ("#switches", attr::OWNER_SWITCHES),
+            ],
+            vec![
+                (":me", s(me)),
+                (":observed", n(observed.counter)),
+                (":to", s(to.as_str())),
+                (":zero", n(0)),
+            ],
+            "checkpoint",
+        )
+        .await
+    }
+
+    /// One conditional UpdateItem on the lease of `observed`; the item as it is after the write, or
+    /// a conflict with the item as it is now.
+    async fn conditional(
+        &self,
+        observed: &LeaseItem,
+        update: &str,
+        condition: &str,
+        names: &[(&str, &str)],
+        values: Vec<(&str, AttributeValue)>,
+        op: &str,
+    ) -> Result<LeaseItem, LeaseError> {
+        let mut req = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(key(&observed.mapping, &observed.shard)))
+            .update_expression(update)
+            // The item must exist: an update never creates a lease.
+            .condition_expression(format!("attribute_exists(#key) AND ({condition})"))
+            .expression_attribute_names("#key", attr::LEASE_KEY)
+            .return_values(ReturnValue::AllNew)
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld);
+        for (placeholder, name) in names {
+            req = req.expression_attribute_names(*placeholder, *name);
+        }
+        for (placeholder, value) in values {
+            req = req.expression_attribute_values(placeholder, value);
+        }
+        match req.send().await {
+            Ok(out) => out
+                .attributes()
+                .ok_or_else(|| LeaseError::Table(format!("{op}: UpdateItem returned no item")))
+                .and_then(|i| LeaseItem::from_item(i).map_err(LeaseError::Table)),
+            Err(e) => match e.as_service_error() {
+                Some(svc) if svc.is_conditional_check_failed_exception() => {
+                    let now = match svc {
+                        aws_sdk_dynamodb::operation::update_item::UpdateItemError::ConditionalCheckFailedException(c) => {
+                            c.item().and_then(|i| LeaseItem::from_item(i).ok())
+                        }
+                        _ => None,
+                    };
+                    Err(LeaseError::Conflict(now.map(Box::new)))
+                }
+                _ => Err(table_error(&format!("UpdateItem ({op})"), &e)),
+            },
+        }
+    }
+}
