@@ -248,30 +248,33 @@ impl LeaseTable {
 
     /// Renews `observed`, held by `me`: counter + 1.
     pub async fn renew(&self, observed: &LeaseItem, me: &str) -> Result<LeaseItem, LeaseError> {
-        self.conditional(
-            observed,
-            "SET #counter = :next",
-            "#counter = :observed AND #owner = :me",
-            &[
-                ("#owner", attr::LEASE_OWNER),
-                ("#counter", attr::LEASE_COUNTER),
-            ],
-            vec![
-                (":me", s(me)),
-                (":next", n(observed.counter + 1)),
-                (":observed", n(observed.counter)),
-            ],
-            "renew",
-        )
-        .await
+        self.advance_held(observed, me, "SET #counter = :next", "renew")
+            .await
     }
 
     /// Gives `observed`, held by `me`, up at once (graceful handoff): no owner, counter + 1, so
     /// another replica may take it without waiting for it to expire.
     pub async fn release(&self, observed: &LeaseItem, me: &str) -> Result<LeaseItem, LeaseError> {
+        self.advance_held(
+            observed,
+            me,
+            "REMOVE #owner SET #counter = :next",
+            "release",
+        )
+        .await
+    }
+
+    /// `update` (which sets `leaseCounter` to `:next`) on a lease `me` holds at the observed counter.
+    async fn advance_held(
+        &self,
+        observed: &LeaseItem,
+        me: &str,
+        update: &str,
+        op: &str,
+    ) -> Result<LeaseItem, LeaseError> {
         self.conditional(
             observed,
-            "REMOVE #owner SET #counter = :next",
+            update,
             "#counter = :observed AND #owner = :me",
             &[
                 ("#owner", attr::LEASE_OWNER),
@@ -282,7 +285,7 @@ impl LeaseTable {
                 (":next", n(observed.counter + 1)),
                 (":observed", n(observed.counter)),
             ],
-            "release",
+            op,
         )
         .await
     }
