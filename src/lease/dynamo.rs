@@ -18,7 +18,7 @@ use aws_sdk_dynamodb::Client;
 use std::collections::HashMap;
 use std::time::Duration;
 
-use super::item::{attr, lease_key, LeaseCheckpoint, LeaseItem};
+use super::item::{attr, lease_key, n, s, LeaseCheckpoint, LeaseItem};
 use crate::aws::error_text;
 
 /// A lease table operation that did not happen.
@@ -51,14 +51,6 @@ fn key(mapping: &str, shard: &str) -> HashMap<String, AttributeValue> {
         attr::LEASE_KEY.to_string(),
         AttributeValue::S(lease_key(mapping, shard)),
     )])
-}
-
-fn n(v: u64) -> AttributeValue {
-    AttributeValue::N(v.to_string())
-}
-
-fn s(v: &str) -> AttributeValue {
-    AttributeValue::S(v.to_string())
 }
 
 /// How long [`LeaseTable::ensure`] waits for a new table to become active.

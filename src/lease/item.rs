@@ -152,8 +152,6 @@ impl LeaseItem {
 
     /// The item as stored. Empty sets are left out (DynamoDB has no empty string set).
     pub fn to_item(&self) -> HashMap<String, AttributeValue> {
-        let s = |v: &str| AttributeValue::S(v.to_string());
-        let n = |v: u64| AttributeValue::N(v.to_string());
         let mut item = self.other.clone();
         item.insert(attr::LEASE_KEY.into(), s(&self.key()));
         if let Some(owner) = &self.owner {
@@ -235,6 +233,16 @@ impl LeaseItem {
     }
 }
 
+/// A string attribute.
+pub(super) fn s(v: &str) -> AttributeValue {
+    AttributeValue::S(v.to_string())
+}
+
+/// A number attribute.
+pub(super) fn n(v: u64) -> AttributeValue {
+    AttributeValue::N(v.to_string())
+}
+
 fn take_s(
     item: &mut HashMap<String, AttributeValue>,
     name: &str,
@@ -271,14 +279,6 @@ fn take_ss(item: &mut HashMap<String, AttributeValue>, name: &str) -> Result<Vec
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn s(v: &str) -> AttributeValue {
-        AttributeValue::S(v.into())
-    }
-
-    fn n(v: u64) -> AttributeValue {
-        AttributeValue::N(v.to_string())
-    }
 
     /// A multi-stream lease as KCL 2.x writes it (attribute names and types from its serializer).
     fn kcl_item() -> HashMap<String, AttributeValue> {

@@ -77,7 +77,6 @@ fn bytes_of(records: &[Record]) -> u64 {
 
 pub struct ShardWorker {
     ctx: Arc<MappingContext>,
-    shard: String,
     reader: Box<dyn PartitionReader>,
     batcher: Batcher,
     ended: bool,
@@ -102,7 +101,6 @@ impl ShardWorker {
         ShardWorker {
             telemetry: ctx.telemetry.partition(&shard),
             ctx,
-            shard,
             reader,
             batcher,
             ended: false,

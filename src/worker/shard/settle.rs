@@ -57,7 +57,7 @@ impl ShardWorker {
                     response,
                     BatchInfo {
                         key: self.batch_info_key,
-                        shard_id: self.shard.clone(),
+                        shard_id: self.telemetry.id().to_string(),
                         start_sequence_number: first.sequence.0.clone(),
                         end_sequence_number: end.0.clone(),
                         first_arrival_ms: first.arrival_ms,
