@@ -3,6 +3,7 @@
 //! Each mapping resolves its series once ([`Metrics::mapping`] → [`MappingMetrics`]), so the
 //! per-record and per-poll paths neither allocate label strings nor share a lock across mappings.
 //! The `*_events_total` counters are AWS's ESM event counters (esm-spec.md §10) under our names.
+//! The `sluice_lease*` families are registered here but live in [`super::lease_metrics`].
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -14,9 +15,11 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
+use super::lease_metrics::{LeaseFamilies, LeaseMetrics};
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct MappingLabel {
-    mapping: String,
+pub(super) struct MappingLabel {
+    pub(super) mapping: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -61,6 +64,8 @@ pub struct Metrics {
     concurrency: Family<MappingLabel, Gauge>,
     worker_panics: Family<MappingLabel, Counter>,
     in_flight_bytes: Gauge,
+    /// The `sluice_lease*` families ([`super::lease_metrics`]).
+    leases: LeaseFamilies,
     /// Each mapping's series, resolved once ([`Metrics::mapping`]).
     mappings: Mutex<HashMap<String, Arc<MappingMetrics>>>,
 }
@@ -100,6 +105,7 @@ impl Metrics {
             concurrency: Family::default(),
             worker_panics: Family::default(),
             in_flight_bytes: Gauge::default(),
+            leases: LeaseFamilies::default(),
             mappings: Mutex::new(HashMap::new()),
             registry: Registry::default(),
         };
@@ -191,6 +197,7 @@ impl Metrics {
             "Bytes of records held in memory, charged to max_in_flight_bytes",
             m.in_flight_bytes.clone(),
         );
+        m.leases.register(&mut registry);
         Metrics { registry, ..m }
     }
 
@@ -254,6 +261,11 @@ impl Metrics {
         });
         all.insert(mapping.to_string(), m.clone());
         m
+    }
+
+    /// One mapping's lease series (for its [`super::LeaseTelemetry`]).
+    pub(super) fn leases(&self, mapping: &str) -> LeaseMetrics {
+        self.leases.mapping(mapping)
     }
 
     /// Bytes charged to the process-wide in-flight budget.

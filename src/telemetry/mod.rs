@@ -1,13 +1,17 @@
 //! Telemetry: log setup ([`init_logging`]), the Prometheus registry with each mapping's series
 //! ([`Metrics`], [`MappingMetrics`]), the per-partition status board behind `/status` and
 //! `/readyz` ([`Status`]), and the handles workers record events through, one call per event
-//! ([`MappingTelemetry`], [`PartitionTelemetry`]).
+//! ([`MappingTelemetry`], [`PartitionTelemetry`]), and the lease coordinator's handle with its
+//! `sluice_lease*` series and `/status` lease view ([`LeaseTelemetry`]).
 
 mod events;
+mod lease_metrics;
+mod leases;
 mod metrics;
 mod status;
 
 pub use events::{MappingTelemetry, PartitionTelemetry};
+pub use leases::{LeaseTelemetry, LeaseView, LossReason};
 pub use metrics::{MappingMetrics, Metrics};
 pub use status::{Row, ShardState, ShardStatus, Status};
 

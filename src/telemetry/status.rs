@@ -2,11 +2,18 @@
 //! process is ready when every enabled mapping has made its first pass, no shard is down (a
 //! checkpoint that cannot be read, a worker that panicked and waits to restart) and it is not
 //! draining after SIGTERM.
+//!
+//! With coordination (several replicas sharing a lease table) it also shows this replica's
+//! `worker_id`, each running shard's lease `owner`, and every coordinated mapping's leases as last
+//! read from the table (`leases`, fed by [`super::LeaseTelemetry::table`]). In single-replica mode
+//! `worker_id` and `owner` are null and `leases` is empty.
 
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
+
+use super::leases::LeaseView;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -38,6 +45,8 @@ impl ShardState {
 #[derive(Debug, Clone, Serialize)]
 pub struct ShardStatus {
     pub state: ShardState,
+    /// The worker id holding the shard's lease; None in single-replica mode.
+    pub owner: Option<String>,
     /// The last checkpointed sequence number.
     pub checkpoint: Option<String>,
     /// Function errors of the records now being retried.
@@ -51,6 +60,7 @@ impl Default for ShardStatus {
     fn default() -> Self {
         ShardStatus {
             state: ShardState::Starting,
+            owner: None,
             checkpoint: None,
             retry_attempt: 0,
             last_error: None,
@@ -63,6 +73,14 @@ impl Default for ShardStatus {
 /// One partition's row: its worker holds it and writes it under its own lock.
 pub type Row = Arc<Mutex<ShardStatus>>;
 
+/// One lease of the `leases` view, keyed by its shard.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+struct LeaseRow {
+    owner: Option<String>,
+    counter: u64,
+    checkpoint: String,
+}
+
 /// Shared by the workers (writers) and the admin server (reader). The board's lock is taken for
 /// writing only when a row is added or removed; a worker updates its own [`Row`].
 #[derive(Default)]
@@ -73,6 +91,10 @@ pub struct Status {
     draining: AtomicBool,
     /// Bytes charged to the in-flight budget, as last reported.
     in_flight_bytes: AtomicU64,
+    /// This replica's worker id; None in single-replica mode.
+    worker_id: RwLock<Option<String>>,
+    /// Each coordinated mapping's leases as last read from the table, by shard.
+    leases: RwLock<BTreeMap<String, BTreeMap<String, LeaseRow>>>,
 }
 
 impl Status {
@@ -82,6 +104,8 @@ impl Status {
             pending_mappings: AtomicUsize::new(enabled_mappings),
             draining: AtomicBool::new(false),
             in_flight_bytes: AtomicU64::new(0),
+            worker_id: RwLock::default(),
+            leases: RwLock::default(),
         }
     }
 
@@ -125,6 +149,57 @@ impl Status {
         self.in_flight_bytes.store(bytes, Ordering::Relaxed);
     }
 
+    /// This replica's worker id (coordinated mode), shown as `worker_id`.
+    pub fn set_worker_id(&self, worker_id: &str) {
+        *self.worker_id.write().expect("status lock") = Some(worker_id.to_string());
+    }
+
+    /// The shard's worker runs under a lease held by `owner` (this replica's worker id).
+    pub fn set_owner(&self, mapping: &str, shard: &str, owner: &str) {
+        self.update(mapping, shard, |s| s.owner = Some(owner.to_string()));
+    }
+
+    /// Replaces `mapping`'s lease view (see [`super::LeaseTelemetry::table`]).
+    pub(super) fn set_leases(&self, mapping: &str, leases: Vec<LeaseView>) {
+        let rows = leases
+            .into_iter()
+            .map(|l| {
+                let row = LeaseRow {
+                    owner: l.owner,
+                    counter: l.counter,
+                    checkpoint: l.checkpoint,
+                };
+                (l.shard, row)
+            })
+            .collect();
+        self.leases
+            .write()
+            .expect("status lock")
+            .insert(mapping.to_string(), rows);
+    }
+
+    /// The checkpoint of `shard`'s lease as last read from the table, if it is in the view.
+    pub(super) fn lease_checkpoint(&self, mapping: &str, shard: &str) -> Option<String> {
+        let all = self.leases.read().expect("status lock");
+        Some(all.get(mapping)?.get(shard)?.checkpoint.clone())
+    }
+
+    /// Changes the row of `shard` if it has one (never creates it).
+    pub(super) fn update_existing(
+        &self,
+        mapping: &str,
+        shard: &str,
+        f: impl FnOnce(&mut ShardStatus),
+    ) {
+        let row = {
+            let all = self.shards.read().expect("status lock");
+            all.get(mapping).and_then(|m| m.get(shard)).cloned()
+        };
+        if let Some(row) = row {
+            f(&mut row.lock().expect("status row"));
+        }
+    }
+
     /// Forgets a shard (an ended shard whose children run).
     pub fn remove(&self, mapping: &str, shard: &str) {
         let mut all = self.shards.write().expect("status lock");
@@ -166,12 +241,18 @@ impl Status {
     }
 
     pub fn snapshot(&self) -> serde_json::Value {
-        let all = self.shards.read().expect("status lock");
+        // Before taking the board's lock: it takes it too (a read lock is not re-entrant).
         let reason = self.not_ready_because();
+        let worker_id = self.worker_id.read().expect("status lock").clone();
+        let leases = serde_json::to_value(&*self.leases.read().expect("status lock"))
+            .unwrap_or_else(|_| serde_json::json!({}));
+        let all = self.shards.read().expect("status lock");
         serde_json::json!({
             "ready": reason.is_none(),
             "not_ready_because": reason,
             "in_flight_bytes": self.in_flight_bytes.load(Ordering::Relaxed),
+            "worker_id": worker_id,
+            "leases": leases,
             "mappings": all
                 .iter()
                 .map(|(m, shards)| {
@@ -183,5 +264,37 @@ impl Status {
                 })
                 .collect::<BTreeMap<_, _>>(),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn single_replica_mode_shows_no_owner_worker_id_or_leases() {
+        let status = Status::new(0);
+        status.update("orders", "shardId-0", |s| s.state = ShardState::Reading);
+        let snap = status.snapshot();
+        assert_eq!(snap["worker_id"], serde_json::Value::Null);
+        assert_eq!(snap["leases"], serde_json::json!({}));
+        let row = &snap["mappings"]["orders"]["shardId-0"];
+        assert_eq!(row["state"], "reading");
+        assert!(row.as_object().expect("row").contains_key("owner"));
+        assert_eq!(row["owner"], serde_json::Value::Null);
+    }
+
+    #[test]
+    fn set_owner_makes_or_updates_the_row_and_update_existing_makes_none() {
+        let status = Status::new(0);
+        status.set_worker_id("w-1");
+        status.set_owner("orders", "shardId-0", "w-1");
+        assert_eq!(
+            status.get("orders", "shardId-0").and_then(|r| r.owner),
+            Some("w-1".to_string())
+        );
+        status.update_existing("orders", "shardId-7", |s| s.owner = None);
+        assert!(status.get("orders", "shardId-7").is_none());
+        assert_eq!(status.snapshot()["worker_id"], "w-1");
     }
 }
