@@ -6,7 +6,7 @@
 //! Every client carries timeouts, so that no call can hang on a half-open connection: a connect
 //! timeout ([`CONNECT_TIMEOUT`]) and an operation timeout ([`DEFAULT_OPERATION_TIMEOUT`]) on all,
 //! plus a read timeout ([`READ_TIMEOUT`]) on the clients whose calls are all short (Kinesis,
-//! DynamoDB Streams, SNS, S3). The Lambda and SQS clients have no read timeout so that a long call
+//! DynamoDB (the lease table), DynamoDB Streams, SNS, S3). The Lambda and SQS clients have no read timeout so that a long call
 //! (Invoke, a ReceiveMessage long poll) needs only a per-call operation timeout, see
 //! [`call_timeout`]. A timed-out call returns an `SdkError::TimeoutError`, never hangs.
 //!
@@ -27,7 +27,7 @@ use crate::config::{Config, Endpoints};
 /// Time to establish a TCP (and TLS) connection to an AWS endpoint.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 /// Time from a request sent to the first byte of its response, on the short-call clients (Kinesis,
-/// DynamoDB Streams, SNS, S3). Not set on the Lambda and SQS clients.
+/// DynamoDB, DynamoDB Streams, SNS, S3). Not set on the Lambda and SQS clients.
 pub const READ_TIMEOUT: Duration = Duration::from_secs(10);
 /// The whole of one call (credentials, connection, request, response) on every client, unless the
 /// call overrides it. Fits every call sluice makes except Lambda Invoke and SQS ReceiveMessage with
@@ -64,6 +64,8 @@ fn long_calls() -> TimeoutConfig {
 #[derive(Clone, Debug)]
 pub struct Clients {
     pub kinesis: aws_sdk_kinesis::Client,
+    /// DynamoDB itself: the lease table of `coordination` (`endpoints.dynamodb`).
+    pub dynamodb: aws_sdk_dynamodb::Client,
     pub dynamodbstreams: aws_sdk_dynamodbstreams::Client,
     pub lambda: aws_sdk_lambda::Client,
     pub sqs: aws_sdk_sqs::Client,
@@ -72,10 +74,11 @@ pub struct Clients {
     factory: Arc<Factory>,
 }
 
-/// The six clients without the factory (what the per-region cache holds).
+/// The seven clients without the factory (what the per-region cache holds).
 #[derive(Clone, Debug)]
 struct Set {
     kinesis: aws_sdk_kinesis::Client,
+    dynamodb: aws_sdk_dynamodb::Client,
     dynamodbstreams: aws_sdk_dynamodbstreams::Client,
     lambda: aws_sdk_lambda::Client,
     sqs: aws_sdk_sqs::Client,
@@ -126,6 +129,13 @@ impl Factory {
                 e.kinesis.as_ref(),
                 short_calls()
             ),
+            dynamodb: client!(
+                aws_sdk_dynamodb,
+                shared,
+                region,
+                e.dynamodb.as_ref(),
+                short_calls()
+            ),
             dynamodbstreams: client!(
                 aws_sdk_dynamodbstreams,
                 shared,
@@ -151,6 +161,7 @@ impl Clients {
     fn from_set(set: Set, factory: Arc<Factory>) -> Clients {
         Clients {
             kinesis: set.kinesis,
+            dynamodb: set.dynamodb,
             dynamodbstreams: set.dynamodbstreams,
             lambda: set.lambda,
             sqs: set.sqs,
@@ -285,6 +296,7 @@ mod tests {
         let eu = clients.for_region("eu-west-1");
         for region in [
             eu.kinesis.config().region(),
+            eu.dynamodb.config().region(),
             eu.dynamodbstreams.config().region(),
             eu.lambda.config().region(),
             eu.sqs.config().region(),
@@ -299,6 +311,28 @@ mod tests {
                 .timeout_config()
                 .and_then(|t| t.operation_timeout()),
             Some(DEFAULT_OPERATION_TIMEOUT)
+        );
+        let ddb = eu.dynamodb.config().timeout_config();
+        assert_eq!(
+            (
+                ddb.and_then(|t| t.connect_timeout()),
+                ddb.and_then(|t| t.read_timeout()),
+                ddb.and_then(|t| t.operation_timeout())
+            ),
+            (
+                Some(CONNECT_TIMEOUT),
+                Some(READ_TIMEOUT),
+                Some(DEFAULT_OPERATION_TIMEOUT)
+            ),
+            "the lease table's calls are all short"
+        );
+        assert_eq!(
+            eu.dynamodb
+                .config()
+                .retry_config()
+                .map(|r| r.max_attempts()),
+            Some(1),
+            "sluice's retry policy alone decides"
         );
         assert_eq!(
             eu.lambda

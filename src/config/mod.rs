@@ -8,9 +8,12 @@
 //! is hand-written over `serde_yaml_ng::Value` ([`obj`]) so that every message names its field path
 //! and AWS's rule: [`parse`] reads the process settings, [`mapping`] one mapping's common fields,
 //! [`target`] its target, [`settings`] what only streams or only queues take, [`names`] checks
-//! names across mappings.
+//! names across mappings, [`coordination`] the lease-table section for several replicas.
 
 mod arn;
+mod coordination;
+#[cfg(test)]
+mod coordination_tests;
 mod mapping;
 mod names;
 mod obj;
@@ -29,6 +32,7 @@ pub use crate::model::StartingPosition;
 pub use arn::{
     DestinationArn, DynamoDbStreamArn, KinesisStreamArn, QueueArn, ResourceArn, SourceArn,
 };
+pub use coordination::Coordination;
 pub use typed::{
     Batching, ErrorHandling, HttpTarget, Mapping, MappingSource, QueueSettings, StreamSettings,
     Target,
@@ -50,6 +54,9 @@ pub struct Config {
     /// `max_in_flight_bytes`: the process-wide budget for record bytes held in memory (read pages,
     /// gathering batches, in-flight invocations); stream readers and SQS pollers wait on it.
     pub max_in_flight_bytes: u64,
+    /// `coordination`: the lease table shared with other replicas. `None` (the key absent): a single
+    /// replica owns every shard and keeps its checkpoints in `checkpoint_dir`.
+    pub coordination: Option<Coordination>,
     pub mappings: Vec<Mapping>,
 }
 
@@ -58,6 +65,8 @@ pub struct Config {
 #[derive(Debug, Clone, Default)]
 pub struct Endpoints {
     pub kinesis: Option<String>,
+    /// DynamoDB itself: the lease table of `coordination`.
+    pub dynamodb: Option<String>,
     pub dynamodbstreams: Option<String>,
     pub lambda: Option<String>,
     pub sqs: Option<String>,

@@ -1,9 +1,10 @@
 //! The YAML reader behind [`super::parse_str`]: reads a `serde_yaml_ng::Value` field by field, applies
 //! AWS's defaults and ranges, rejects unknown fields, and collects *every* problem with its path
 //! (`mappings[0].BatchSize: 0 is out of range 1..=10000`) instead of stopping at the first. This file
-//! holds the process settings; each mapping is read by [`super::mapping`], names across mappings are
-//! checked by [`super::names`].
+//! holds the process settings; the `coordination` section is read by [`super::coordination`], each
+//! mapping by [`super::mapping`], and names across mappings are checked by [`super::names`].
 
+use super::coordination::coordination;
 use super::mapping::mapping;
 use super::names;
 use super::obj::Obj;
@@ -31,6 +32,7 @@ pub(super) fn parse_at(text: &str, now: SystemTime) -> Result<Config, ConfigErro
             .map(|mut e| {
                 let ep = Endpoints {
                     kinesis: e.url("kinesis"),
+                    dynamodb: e.url("dynamodb"),
                     dynamodbstreams: e.url("dynamodbstreams"),
                     lambda: e.url("lambda"),
                     sqs: e.url("sqs"),
@@ -52,6 +54,7 @@ pub(super) fn parse_at(text: &str, now: SystemTime) -> Result<Config, ConfigErro
         let invoke_identity_arn = top.string("invoke_identity_arn").unwrap_or_default();
         let (min, max, default) = MAX_IN_FLIGHT_BYTES;
         let max_in_flight_bytes = top.int("max_in_flight_bytes", min, max, None, default);
+        let coordination = coordination(&mut top);
         let mut parsed = Vec::new();
         match top.take("mappings") {
             None => top.err(
@@ -82,6 +85,7 @@ pub(super) fn parse_at(text: &str, now: SystemTime) -> Result<Config, ConfigErro
             shard_discovery_interval: Duration::from_secs(discovery as u64),
             invoke_identity_arn,
             max_in_flight_bytes: max_in_flight_bytes as u64,
+            coordination,
             mappings: names::resolve(parsed, &mut errs),
         }
     };
