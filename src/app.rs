@@ -20,16 +20,22 @@ use tracing::{error, info, warn};
 use crate::aws::Clients;
 use crate::budget::ByteBudget;
 use crate::checkpoint::{CheckpointStore, FileCheckpointStore};
-use crate::config::{Config, DestinationArn, Mapping, MappingSource, Target};
+use crate::config::{
+    Config, Coordination, DestinationArn, Mapping, MappingSource, StartingPosition, Target,
+};
 use crate::destination::{AwsDestination, Destination};
 use crate::dispatch::{Dispatcher, HttpDispatcher, LambdaDispatcher};
+use crate::lease::coordinator::{Coordinator, Membership};
+use crate::lease::dynamo::LeaseTable;
+use crate::lease::item::LeaseCheckpoint;
+use crate::lease::{Leases, SingleReplica};
 use crate::retry::RetryPolicy;
 use crate::server::{self, AdminState};
 use crate::source::dynamodb::DynamoDbSource;
 use crate::source::kinesis::{EventContext, KinesisSource};
 use crate::source::sqs;
 use crate::source::Source;
-use crate::telemetry::{MappingTelemetry, Metrics, Status};
+use crate::telemetry::{LeaseTelemetry, MappingTelemetry, Metrics, Status};
 use crate::worker::{queue, supervisor, MappingContext};
 
 /// Runs sluice until `shutdown` is cancelled.
@@ -37,20 +43,18 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> anyhow::Result<()>
     let metrics = Arc::new(Metrics::new());
     let enabled: Vec<_> = cfg.mappings.iter().filter(|m| m.enabled).cloned().collect();
     let status = Arc::new(Status::new(enabled.len()));
-    let checkpoints: Arc<dyn CheckpointStore> = Arc::new(
-        FileCheckpointStore::open(&cfg.checkpoint_dir)
-            .context("opening the checkpoint directory")?,
-    );
-
-    for mapping in &enabled {
-        if let Some(from) = checkpoints
-            .adopt(&mapping.name, &mapping.legacy_names)
-            .await
-            .context("carrying checkpoints over to a renamed mapping")?
-        {
-            info!(mapping = %mapping.name, from = %from, "took over the checkpoints written under an earlier name");
+    let clients = crate::aws::clients(&cfg).await;
+    let (checkpoints, coordinator) = match &cfg.coordination {
+        None => (single_replica_store(&cfg, &enabled).await?, None),
+        Some(c) => {
+            let coordinator = join_fleet(&cfg, c, &clients, &enabled, &shutdown).await?;
+            status.set_worker_id(coordinator.worker_id());
+            (
+                coordinator.clone() as Arc<dyn CheckpointStore>,
+                Some(coordinator),
+            )
         }
-    }
+    };
 
     let listener = tokio::net::TcpListener::bind(cfg.admin_listen)
         .await
@@ -72,8 +76,9 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> anyhow::Result<()>
         metrics,
         status: status.clone(),
         checkpoints,
+        coordinator: coordinator.clone(),
         budget: Arc::new(ByteBudget::new(cfg.max_in_flight_bytes)),
-        clients: crate::aws::clients(&cfg).await,
+        clients,
         tracker: TaskTracker::new(),
         shutdown: shutdown.clone(),
         shard_discovery_interval: cfg.shard_discovery_interval,
@@ -104,6 +109,10 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> anyhow::Result<()>
     } else {
         info!("all workers stopped; checkpoints written");
     }
+    if let Some(coordinator) = coordinator {
+        // Whatever is still held (shards waiting for parents, workers abandoned): free it now.
+        coordinator.stop().await;
+    }
     server_stop.cancel();
     // A scraper holding a connection open does not hold the exit.
     match tokio::time::timeout(Duration::from_secs(2), server).await {
@@ -115,12 +124,79 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> anyhow::Result<()>
     Ok(())
 }
 
+/// The embedded store (one replica), with progress carried over to renamed mappings.
+async fn single_replica_store(
+    cfg: &Config,
+    enabled: &[Mapping],
+) -> anyhow::Result<Arc<dyn CheckpointStore>> {
+    let store = FileCheckpointStore::open(&cfg.checkpoint_dir)
+        .context("opening the checkpoint directory")?;
+    for mapping in enabled {
+        if let Some(from) = store
+            .adopt(&mapping.name, &mapping.legacy_names)
+            .await
+            .context("carrying checkpoints over to a renamed mapping")?
+        {
+            info!(mapping = %mapping.name, from = %from, "took over the checkpoints written under an earlier name");
+        }
+    }
+    Ok(Arc::new(store))
+}
+
+/// Joins the fleet through the lease table (created if missing) and, the first time, imports the
+/// progress of an embedded store left in `checkpoint_dir` by a single-replica deployment.
+async fn join_fleet(
+    cfg: &Config,
+    c: &Coordination,
+    clients: &Clients,
+    enabled: &[Mapping],
+    shutdown: &CancellationToken,
+) -> anyhow::Result<Arc<Coordinator>> {
+    let table = LeaseTable::new(clients.dynamodb.clone(), &c.lease_table);
+    let member = Membership {
+        worker_id: c.worker_id.clone(),
+        lease_duration: c.lease_duration,
+        scan_interval: c.scan_interval,
+    };
+    let coordinator = Coordinator::start(table, member, shutdown.clone())
+        .await
+        .with_context(|| format!("opening the lease table {}", c.lease_table))?;
+    info!(lease_table = %c.lease_table, worker_id = %c.worker_id, lease_duration_s = c.lease_duration.as_secs(), "coordinating through the lease table");
+    let streams = enabled.iter().filter(|m| m.starting_position().is_some());
+    if cfg.checkpoint_dir.is_dir() {
+        let file = FileCheckpointStore::open(&cfg.checkpoint_dir)
+            .context("opening the checkpoint directory to import it")?;
+        for mapping in streams {
+            let created = coordinator
+                .import(&file, &mapping.name, &c.lease_table)
+                .await
+                .map_err(|e| {
+                    anyhow::anyhow!(
+                        "importing the embedded checkpoints of {}: {e}",
+                        mapping.name
+                    )
+                })?;
+            if created > 0 {
+                info!(mapping = %mapping.name, leases = created, "imported the embedded store's checkpoints into the lease table");
+            }
+        }
+    } else {
+        for mapping in streams.filter(|m| !m.legacy_names.is_empty()) {
+            warn!(mapping = %mapping.name, "renamed-mapping carry-over applies to the embedded store only; the lease table keeps leases under the current name");
+        }
+    }
+    Ok(coordinator)
+}
+
 /// What every mapping of the process shares; cloned once into each mapping's task.
 #[derive(Clone)]
 struct Process {
     metrics: Arc<Metrics>,
     status: Arc<Status>,
     checkpoints: Arc<dyn CheckpointStore>,
+    /// The fleet this replica belongs to (with `coordination`); `None`: this process holds every
+    /// shard.
+    coordinator: Option<Arc<Coordinator>>,
     /// The process-wide in-flight byte budget.
     budget: Arc<ByteBudget>,
     /// The clients of the process region; each mapping takes its source's region from them.
@@ -186,8 +262,19 @@ impl Process {
             let Some(ctx) = process.context(wiring).await else {
                 return;
             };
-            // One replica: it holds every shard (the lease table comes with issue 10).
-            let leases = Arc::new(crate::lease::SingleReplica::new());
+            let leases: Arc<dyn Leases> = match &process.coordinator {
+                Some(c) => c.mapping(
+                    ctx.name(),
+                    new_lease_start(&ctx.mapping),
+                    LeaseTelemetry::new(
+                        ctx.name(),
+                        c.worker_id(),
+                        &process.metrics,
+                        &process.status,
+                    ),
+                ),
+                None => Arc::new(SingleReplica::new()),
+            };
             supervisor::run_mapping(
                 ctx,
                 source,
@@ -240,6 +327,15 @@ impl Process {
     }
 }
 
+/// The `checkpoint` sentinel of a new lease: where the mapping starts reading.
+fn new_lease_start(mapping: &Mapping) -> LeaseCheckpoint {
+    match mapping.starting_position() {
+        Some(StartingPosition::Latest) => LeaseCheckpoint::Latest,
+        Some(StartingPosition::AtTimestamp(_)) => LeaseCheckpoint::AtTimestamp,
+        _ => LeaseCheckpoint::TrimHorizon,
+    }
+}
+
 /// The mapping's target: a Lambda function (invoked in its ARN's region, else the source's) or an
 /// HTTP endpoint.
 fn dispatcher(mapping: &Mapping, clients: &Clients) -> anyhow::Result<Arc<dyn Dispatcher>> {
@@ -281,6 +377,7 @@ mod tests {
             metrics: Arc::new(Metrics::new()),
             status: Arc::new(Status::new(cfg.mappings.len())),
             checkpoints: Arc::new(FileCheckpointStore::open(dir).unwrap()),
+            coordinator: None,
             budget: Arc::new(ByteBudget::unlimited()),
             clients: crate::aws::clients(cfg).await,
             tracker: TaskTracker::new(),

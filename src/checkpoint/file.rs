@@ -62,6 +62,56 @@ impl FileCheckpointStore {
             .join(format!("{}.json", escape(shard)))
     }
 
+    /// Every shard checkpoint stored for `mapping`, by shard id (for an import into the lease
+    /// table).
+    pub async fn list(&self, mapping: &str) -> Result<Vec<(String, Checkpoint)>, CheckpointError> {
+        let dir = self.root.join(escape(mapping));
+        let mut entries = match tokio::fs::read_dir(&dir).await {
+            Ok(e) => e,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(CheckpointError(format!("read {}: {e}", dir.display()))),
+        };
+        let mut found = Vec::new();
+        while let Some(entry) = entries
+            .next_entry()
+            .await
+            .map_err(|e| CheckpointError(format!("read {}: {e}", dir.display())))?
+        {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let Some(stem) = name.strip_suffix(".json") else {
+                continue;
+            };
+            if stem.starts_with('.') || stem.contains(".tmp-") {
+                continue; // the start marker, temporary files
+            }
+            let Some(shard) = unescape(stem) else {
+                continue;
+            };
+            if let Some(stored) = Self::read_checkpoint(&entry.path()).await? {
+                found.push((shard, stored.checkpoint));
+            }
+        }
+        found.sort();
+        Ok(found)
+    }
+
+    /// Whether `mapping`'s checkpoints were imported into a lease table already.
+    pub fn imported(&self, mapping: &str) -> bool {
+        self.imported_path(mapping).exists()
+    }
+
+    /// Marks `mapping`'s checkpoints as imported, so a later start does not import them again
+    /// (over leases the table has moved on, or cleaned up, since).
+    pub async fn mark_imported(&self, mapping: &str, table: &str) -> Result<(), CheckpointError> {
+        let bytes = serde_json::to_vec(&serde_json::json!({ "lease_table": table }))
+            .expect("markers serialize");
+        Self::write_json(self.imported_path(mapping), bytes).await
+    }
+
+    fn imported_path(&self, mapping: &str) -> PathBuf {
+        self.root.join(escape(mapping)).join(".imported")
+    }
+
     fn start_path(&self, mapping: &str) -> PathBuf {
         self.root.join(escape(mapping)).join(".start.json")
     }
@@ -175,6 +225,24 @@ fn lock_dir(root: &Path) -> Result<File, CheckpointError> {
 }
 
 /// Keeps file names portable and unambiguous: anything but `[A-Za-z0-9._-]` becomes `%XX`.
+/// The inverse of [`escape`]; `None` for a name it cannot have made.
+fn unescape(s: &str) -> Option<String> {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hex = s.get(i + 1..i + 3)?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
 fn escape(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for b in s.bytes() {

@@ -6,8 +6,8 @@
 //! item as it now is (`ReturnValuesOnConditionCheckFailure: ALL_OLD`), so the caller can tell a
 //! write that already landed (an SDK-level retry) from one that lost the race.
 //!
-//! This is the table client only; the `Leases` and `CheckpointStore` implementations on top of it
-//! (balancing, expiry as observed locally, fencing of commits) come next.
+//! This is the table client only; [`super::coordinator`] builds the `Leases` and `CheckpointStore`
+//! implementations on top of it (balancing, expiry as observed locally, fencing of commits).
 
 use aws_sdk_dynamodb::error::ProvideErrorMetadata;
 use aws_sdk_dynamodb::types::{
@@ -50,6 +50,16 @@ fn key(mapping: &str, shard: &str) -> HashMap<String, AttributeValue> {
     HashMap::from([(
         attr::LEASE_KEY.to_string(),
         AttributeValue::S(lease_key(mapping, shard)),
+    )])
+}
+
+/// The attribute of a mapping's first start, on its own item ([`LeaseTable::mapping_start`]).
+const MAPPING_START: &str = "mappingStartMillis";
+
+fn meta_key(mapping: &str) -> HashMap<String, AttributeValue> {
+    HashMap::from([(
+        attr::LEASE_KEY.to_string(),
+        AttributeValue::S(format!("sluice-mapping-start:{mapping}")),
     )])
 }
 
@@ -193,6 +203,9 @@ impl LeaseTable {
                 .await
                 .map_err(|e| table_error("Scan", &e))?;
             for item in out.items() {
+                if item.contains_key(MAPPING_START) {
+                    continue;
+                }
                 let lease = LeaseItem::from_item(item).map_err(LeaseError::Table)?;
                 // The prefix also matches a mapping whose name extends this one's with a ':'.
                 if lease.mapping == mapping {
@@ -282,8 +295,9 @@ impl LeaseTable {
         .await
     }
 
-    /// Moves the checkpoint of `observed`, held by `me` at its counter, to `to`; the owner switches
-    /// since the checkpoint go back to 0. The counter does not move, as in KCL.
+    /// Moves the checkpoint of `observed`, held by `me` at its counter and still at its checkpoint,
+    /// to `to`; the owner switches since the checkpoint go back to 0. The counter does not move, as
+    /// in KCL.
     pub async fn checkpoint(
         &self,
         observed: &LeaseItem,
@@ -293,7 +307,7 @@ impl LeaseTable {
         self.conditional(
             observed,
             "SET #checkpoint = :to, #switches = :zero",
-            "#counter = :observed AND #owner = :me",
+            "#counter = :observed AND #owner = :me AND #checkpoint = :from",
             &[
                 ("#owner", attr::LEASE_OWNER),
                 ("#counter", attr::LEASE_COUNTER),
@@ -303,12 +317,87 @@ impl LeaseTable {
             vec![
                 (":me", s(me)),
                 (":observed", n(observed.counter)),
+                (":from", s(observed.checkpoint.as_str())),
                 (":to", s(to.as_str())),
                 (":zero", n(0)),
             ],
             "checkpoint",
         )
         .await
+    }
+
+    /// Deletes the lease of an ended shard (`checkpoint` SHARD_END, whoever holds it); false if it
+    /// is gone already or not ended.
+    pub async fn delete_ended(&self, mapping: &str, shard: &str) -> Result<bool, LeaseError> {
+        let out = self
+            .client
+            .delete_item()
+            .table_name(&self.table)
+            .set_key(Some(key(mapping, shard)))
+            .condition_expression("#checkpoint = :end")
+            .expression_attribute_names("#checkpoint", attr::CHECKPOINT)
+            .expression_attribute_values(":end", s(LeaseCheckpoint::ShardEnd.as_str()))
+            .send()
+            .await;
+        match out {
+            Ok(_) => Ok(true),
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|s| s.is_conditional_check_failed_exception()) =>
+            {
+                Ok(false)
+            }
+            Err(e) => Err(table_error("DeleteItem", &e)),
+        }
+    }
+
+    /// When `mapping` first started reading (epoch milliseconds), if recorded: an item of its own
+    /// beside the leases, keyed `sluice-mapping-start:<mapping>` (never a lease key of the mapping).
+    pub async fn mapping_start(&self, mapping: &str) -> Result<Option<i64>, LeaseError> {
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .set_key(Some(meta_key(mapping)))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| table_error("GetItem", &e))?;
+        Ok(out
+            .item()
+            .and_then(|i| i.get(MAPPING_START))
+            .and_then(|v| v.as_n().ok())
+            .and_then(|v| v.parse().ok()))
+    }
+
+    /// Records `mapping`'s first start unless one is recorded; returns the one that stands.
+    pub async fn set_mapping_start(&self, mapping: &str, epoch_ms: i64) -> Result<i64, LeaseError> {
+        let mut item = meta_key(mapping);
+        item.insert(
+            MAPPING_START.into(),
+            AttributeValue::N(epoch_ms.to_string()),
+        );
+        let out = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(item))
+            .condition_expression("attribute_not_exists(#k)")
+            .expression_attribute_names("#k", attr::LEASE_KEY)
+            .send()
+            .await;
+        match out {
+            Ok(_) => Ok(epoch_ms),
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|s| s.is_conditional_check_failed_exception()) =>
+            {
+                self.mapping_start(mapping).await?.ok_or_else(|| {
+                    LeaseError::Table(format!("{MAPPING_START} of {mapping} vanished"))
+                })
+            }
+            Err(e) => Err(table_error("PutItem", &e)),
+        }
     }
 
     /// One conditional UpdateItem on the lease of `observed`; the item as it is after the write, or

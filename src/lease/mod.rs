@@ -11,11 +11,15 @@
 //! once.
 //!
 //! [`SingleReplica`] is the default: one process owns every partition, and its token never
-//! expires. The DynamoDB lease table (issue 10) is the other implementation to come; its items
-//! follow KCL's schema ([`item`]).
+//! expires. With a `coordination` section, the [`coordinator::Coordinator`] shares the shards of
+//! the stream mappings with the other replicas through a DynamoDB lease table ([`dynamo`]) whose
+//! items follow KCL's schema ([`item`]).
 
+mod balance;
+pub mod coordinator;
 pub mod dynamo;
 pub mod item;
+mod pass;
 mod single;
 #[cfg(test)]
 pub(crate) mod table;
@@ -26,6 +30,7 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use std::fmt;
 use tokio::sync::watch;
+use tokio::time::Instant;
 
 use crate::model::{Partition, PartitionId};
 
@@ -60,22 +65,43 @@ impl fmt::Display for LeaseToken {
     }
 }
 
-/// A partition's lease as this replica holds it: a live view of its token (`None` once lost). Cheap
+/// A grant as the lease implementation last confirmed it: the token, and until when it may be used
+/// without a further renewal (`None`: no limit, as for the single-replica lease). A lease table sets
+/// `until` short of the instant another replica could see the lease as expired, so a replica that
+/// cannot renew (cut off from the table, paused) stops using the lease on its own clock, before
+/// anyone else may take it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Held {
+    pub token: LeaseToken,
+    pub until: Option<Instant>,
+}
+
+impl From<LeaseToken> for Held {
+    fn from(token: LeaseToken) -> Self {
+        Held { token, until: None }
+    }
+}
+
+impl Held {
+    fn valid_at(&self, now: Instant) -> bool {
+        self.until.is_none_or(|until| now < until)
+    }
+}
+
+/// A partition's lease as this replica holds it: a live view of its grant (`None` once lost). Cheap
 /// to clone; every clone sees the same state. Once lost, a lease stays lost: taking the partition
-/// again is a new `Lease`, so a worker that saw its lease go never carries on under a later one.
+/// again is a new `Lease`, so a worker that saw its lease go never carries on under a later one. A
+/// grant whose `until` has passed counts as lost, whether or not its holder has noticed yet.
 #[derive(Debug, Clone)]
 pub struct Lease {
     partition: PartitionId,
-    state: watch::Receiver<Option<LeaseToken>>,
+    state: watch::Receiver<Option<Held>>,
 }
 
 impl Lease {
     /// A lease kept current by whoever holds `state`'s sender. When the sender is dropped the last
-    /// token stays: an implementation marks a lease lost by sending `None` first.
-    pub fn new(
-        partition: impl Into<PartitionId>,
-        state: watch::Receiver<Option<LeaseToken>>,
-    ) -> Self {
+    /// grant stays: an implementation marks a lease lost by sending `None` first.
+    pub fn new(partition: impl Into<PartitionId>, state: watch::Receiver<Option<Held>>) -> Self {
         Lease {
             partition: partition.into(),
             state,
@@ -84,7 +110,7 @@ impl Lease {
 
     /// A lease that is never renewed, advanced or lost (the single-replica lease).
     pub fn fixed(partition: impl Into<PartitionId>, token: LeaseToken) -> Self {
-        let (_, state) = watch::channel(Some(token));
+        let (_, state) = watch::channel(Some(Held::from(token)));
         Lease::new(partition, state)
     }
 
@@ -92,21 +118,48 @@ impl Lease {
         &self.partition
     }
 
-    /// The token to commit under now; `None` once the lease is lost.
+    /// The token to commit under now; `None` once the lease is lost or its grant ran out.
     pub fn token(&self) -> Option<LeaseToken> {
-        self.state.borrow().clone()
+        let now = Instant::now();
+        self.state
+            .borrow()
+            .as_ref()
+            .filter(|h| h.valid_at(now))
+            .map(|h| h.token.clone())
     }
 
     pub fn is_held(&self) -> bool {
-        self.state.borrow().is_some()
+        self.token().is_some()
     }
 
-    /// Resolves once the lease is lost (at once if it already is); never for a fixed lease.
+    /// Resolves once the lease is lost or its grant runs out without a renewal (at once if it
+    /// already has); never for a fixed lease.
     pub async fn lost(&self) {
         let mut state = self.state.clone();
-        if state.wait_for(Option::is_none).await.is_err() {
-            // The holder is gone with the lease still held: it stays held.
-            std::future::pending::<()>().await;
+        loop {
+            let until = match &*state.borrow_and_update() {
+                None => return,
+                Some(h) if !h.valid_at(Instant::now()) => return,
+                Some(h) => h.until,
+            };
+            let expiry = async {
+                match until {
+                    Some(at) => tokio::time::sleep_until(at).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                changed = state.changed() => {
+                    if changed.is_err() {
+                        // The holder is gone: the last grant stands until it runs out.
+                        match until {
+                            Some(at) => { tokio::time::sleep_until(at).await; return }
+                            None => std::future::pending::<()>().await,
+                        }
+                    }
+                }
+                _ = expiry => {}
+            }
         }
     }
 }
@@ -126,4 +179,10 @@ pub trait Leases: Send + Sync {
     /// Gives `partition`'s lease up once its worker stopped at shutdown with its last checkpoint
     /// written, so another replica takes it without waiting for it to expire.
     async fn release(&self, mapping: &str, partition: &str) -> Result<(), LeaseError>;
+
+    /// Resolves when the held set may have changed outside a supervisor pass (a lease gained or
+    /// lost, a parent ended elsewhere), so the supervisor plans again at once. Never, by default.
+    async fn changed(&self, _mapping: &str) {
+        std::future::pending::<()>().await
+    }
 }

@@ -6,10 +6,10 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use tokio::sync::watch;
 
-use super::{Lease, LeaseError, LeaseToken, Leases};
+use super::{Held, Lease, LeaseError, LeaseToken, Leases};
 use crate::model::Partition;
 
-type Grants = HashMap<String, watch::Sender<Option<LeaseToken>>>;
+type Grants = HashMap<String, watch::Sender<Option<Held>>>;
 
 pub(crate) struct FakeLeaseTable {
     owner: String,
@@ -28,7 +28,7 @@ impl FakeLeaseTable {
 
     /// This replica now holds `partition` at `counter`.
     pub fn grant(&self, partition: &str, counter: u64) {
-        let token = Some(LeaseToken::new(self.owner.clone(), counter));
+        let token = Some(Held::from(LeaseToken::new(self.owner.clone(), counter)));
         self.grants
             .lock()
             .unwrap()
@@ -39,8 +39,8 @@ impl FakeLeaseTable {
     pub fn renew(&self, partition: &str) {
         if let Some(tx) = self.grants.lock().unwrap().get(partition) {
             tx.send_modify(|t| {
-                if let Some(t) = t {
-                    t.counter += 1
+                if let Some(h) = t {
+                    h.token.counter += 1
                 }
             });
         }
@@ -58,7 +58,7 @@ impl FakeLeaseTable {
             .lock()
             .unwrap()
             .get(partition)
-            .and_then(|tx| tx.borrow().clone())
+            .and_then(|tx| tx.borrow().as_ref().map(|h| h.token.clone()))
     }
 
     pub fn released(&self) -> Vec<String> {

@@ -33,7 +33,7 @@ use super::shard::{Exit, ShardWorker};
 use super::{until_ok, MappingContext};
 use crate::checkpoint::{CheckpointError, Committer};
 use crate::config::StartingPosition;
-use crate::lease::{Lease, Leases};
+use crate::lease::{Lease, Leases, SingleReplica};
 use crate::source::lineage::{self, Finished, Plan};
 use crate::source::{Partition, Source};
 use crate::telemetry::ShardState;
@@ -139,6 +139,8 @@ pub async fn run_mapping(
         tokio::select! {
             _ = cancel.cancelled() => return,
             _ = tokio::time::sleep(wait) => {}
+            // A lease gained or lost, or a parent ended on another replica: plan again now.
+            _ = leases.changed(&name) => {}
             Some(first) = ended_rx.recv() => {
                 // Take any other endings too, then re-list at once: children may be free to start.
                 let mut ended = vec![first];
@@ -174,7 +176,8 @@ async fn resolve_start(
                 None => {
                     let now = ctx.clock.now_ms();
                     ctx.checkpoints.set_mapping_start(name, now).await?;
-                    Ok(now)
+                    // Another replica may have recorded its own first: the stored one stands.
+                    Ok(ctx.checkpoints.mapping_start(name).await?.unwrap_or(now))
                 }
             }
         },
@@ -380,6 +383,11 @@ fn start_worker(
     checkpoint: Option<crate::checkpoint::Checkpoint>,
 ) {
     let ctx = run.ctx;
+    if let Some(token) = lease.token().filter(|t| t.owner != SingleReplica::OWNER) {
+        ctx.telemetry
+            .status
+            .set_owner(ctx.name(), &shard.id, &token.owner);
+    }
     let committer = Committer::new(
         ctx.checkpoints.clone(),
         ctx.name(),

@@ -3,6 +3,7 @@
 //! and condition waits (no sleeps as synchronisation).
 #![allow(dead_code)]
 
+pub mod proxy;
 pub mod sink;
 pub mod sluice;
 
@@ -104,6 +105,26 @@ pub fn s3(tb: &TestBed) -> aws_sdk_s3::Client {
 
 pub fn dynamodb(tb: &TestBed) -> aws_sdk_dynamodb::Client {
     dynamodb_in(tb, REGION)
+}
+
+/// A DynamoDB client on moto through `endpoint` (a [`proxy::Proxy`] in front of it), with short
+/// call timeouts so a cut shows as failed calls, not hung ones.
+pub fn dynamodb_via(tb: &TestBed, endpoint: &str) -> aws_sdk_dynamodb::Client {
+    let via = TestBed {
+        moto: endpoint.to_string(),
+        ..tb.clone()
+    };
+    let client = dynamodb_in(&via, REGION);
+    let conf = client
+        .config()
+        .to_builder()
+        .timeout_config(
+            aws_smithy_types::timeout::TimeoutConfig::builder()
+                .operation_timeout(Duration::from_secs(1))
+                .build(),
+        )
+        .build();
+    aws_sdk_dynamodb::Client::from_conf(conf)
 }
 
 /// Serves `app` on 127.0.0.1 at a random port; returns `http://127.0.0.1:<port>`.
