@@ -92,7 +92,8 @@ async fn replicas_spread_the_shards_and_hand_them_over_at_once_on_a_graceful_sto
     let a_first = a.held(&listed).await;
 
     // b joins: it steals one lease per pass until the spread is 3/3, and uses a stolen lease only
-    // once a has stopped using it.
+    // once a has stopped using it. a's leases are still held here (as a busy worker would), so
+    // the handoff never comes and b waits out a's grant.
     let b = replica(dynamodb(&tb), &table, "replica-b").await;
     let started = Instant::now();
     let (held_a, held_b) = wait_for("a 3/3 spread", Duration::from_secs(30), || async {
@@ -180,6 +181,35 @@ async fn replicas_spread_the_shards_and_hand_them_over_at_once_on_a_graceful_sto
     );
     a.shutdown.cancel();
     a.co.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stolen_lease_is_handed_over_as_soon_as_its_holder_lets_go() {
+    let tb = testbed();
+    let table = unique("leases");
+    let listed = shards(4);
+    let a = replica(dynamodb(&tb), &table, "replica-a").await;
+    wait_for("a to hold every shard", Duration::from_secs(20), || async {
+        (a.held(&listed).await.len() == 4).then_some(())
+    })
+    .await;
+    // a runs no worker: nothing holds its leases, so a stolen one is handed over at once.
+    let b = replica(dynamodb(&tb), &table, "replica-b").await;
+    let joined = Instant::now();
+    wait_for("a 2/2 spread", Duration::from_secs(20), || async {
+        let (ha, hb) = (a.held(&listed).await, b.held(&listed).await);
+        (ha.len() == 2 && hb.len() == 2).then_some(())
+    })
+    .await;
+    assert!(
+        joined.elapsed() < LEASE,
+        "handed over without waiting a lease duration: {:?}",
+        joined.elapsed()
+    );
+    for r in [&a, &b] {
+        r.shutdown.cancel();
+        r.co.stop().await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

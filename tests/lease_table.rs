@@ -46,7 +46,7 @@ async fn leases_move_only_by_their_holder_at_the_observed_counter() {
     }
 
     // A renews and checkpoints at the counter it holds.
-    let a = table.renew(&a, "replica-a").await.unwrap();
+    let a = table.renew(&a, "replica-a", false).await.unwrap();
     assert_eq!(a.counter, 2);
     let seq =
         LeaseCheckpoint::Sequence(SequenceNumber("49590338271490256608559692538361571".into()));
@@ -65,7 +65,7 @@ async fn leases_move_only_by_their_holder_at_the_observed_counter() {
         Err(LeaseError::Conflict(Some(_)))
     ));
     assert!(matches!(
-        table.renew(&a, "replica-a").await,
+        table.renew(&a, "replica-a", false).await,
         Err(LeaseError::Conflict(Some(_)))
     ));
     // Nor can a replica that is not the holder, even at the right counter.
@@ -123,4 +123,49 @@ async fn a_mappings_leases_are_listed_and_no_other_mappings() {
         .collect();
     shards.sort();
     assert_eq!(shards, ["shardId-0", "shardId-1"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_steal_records_the_previous_holder_until_it_hands_over() {
+    let tb = testbed();
+    let table = LeaseTable::new(dynamodb(&tb), &unique("leases"));
+    table.ensure().await.unwrap();
+    let fresh = LeaseItem::new("orders", "shardId-0", vec![], LeaseCheckpoint::TrimHorizon);
+    assert!(table.create(&fresh).await.unwrap());
+    let a = table.take(&fresh, "replica-a").await.unwrap();
+    assert_eq!(a.checkpoint_owner, None);
+
+    // B steals: it owns the lease, A is recorded as the holder still finishing.
+    let b = table.steal(&a, "replica-b").await.unwrap();
+    assert_eq!(b.owner.as_deref(), Some("replica-b"));
+    assert_eq!(b.checkpoint_owner.as_deref(), Some("replica-a"));
+    assert_eq!(b.owner_switches_since_checkpoint, 2);
+    // Only A can finish its own handoff, and only once.
+    assert!(!table
+        .handoff_done("orders", "shardId-0", "replica-c")
+        .await
+        .unwrap());
+    assert!(table
+        .handoff_done("orders", "shardId-0", "replica-a")
+        .await
+        .unwrap());
+    assert!(!table
+        .handoff_done("orders", "shardId-0", "replica-a")
+        .await
+        .unwrap());
+    let now = table.get("orders", "shardId-0").await.unwrap().unwrap();
+    assert_eq!(now.checkpoint_owner, None);
+    assert_eq!(
+        (now.owner.as_deref(), now.counter),
+        (Some("replica-b"), b.counter)
+    );
+
+    // A handoff never finished is cleared by the new owner's renewal, or by the next take.
+    let c = table.steal(&now, "replica-c").await.unwrap();
+    assert_eq!(c.checkpoint_owner.as_deref(), Some("replica-b"));
+    let c = table.renew(&c, "replica-c", true).await.unwrap();
+    assert_eq!(c.checkpoint_owner, None);
+    let c = table.steal(&c, "replica-a").await.unwrap();
+    let taken = table.take(&c, "replica-b").await.unwrap();
+    assert_eq!(taken.checkpoint_owner, None);
 }

@@ -76,11 +76,16 @@ pub(super) struct Grant {
     /// The counter the lease was taken at: tokens below it belong to an earlier grant.
     pub taken_at: u64,
     pub state: watch::Sender<Option<Held>>,
-    /// Not handed to a worker before this instant (a stolen lease waits out its previous holder).
-    pub usable_from: Instant,
+    /// Not handed to a worker before this instant: a stolen lease waits for its previous holder
+    /// to hand it over, or for the most that holder may still use it.
+    pub usable_from: Mutex<Instant>,
 }
 
 impl Grant {
+    pub fn is_usable(&self, now: Instant) -> bool {
+        *lock(&self.usable_from) <= now
+    }
+
     pub fn is_lost(&self) -> bool {
         let now = Instant::now();
         self.state
@@ -195,6 +200,46 @@ impl Coordinator {
         })
     }
 
+    /// `grant` turned out taken (`now`: the item as it is) or gone. If it was stolen with a
+    /// handoff, this replica clears `checkpointOwner` once its worker has let the lease go (every
+    /// [`Lease`] of the grant dropped), so the new owner starts at once; a worker still busy after
+    /// a lease duration is left to the new owner's own limit.
+    pub(super) fn lose(
+        &self,
+        m: &MappingLeases,
+        shard: &str,
+        grant: &Arc<Grant>,
+        now: Option<&LeaseItem>,
+        why: &str,
+    ) {
+        let (reason, owner) = match now {
+            Some(now) => (LossReason::Taken, now.owner.as_deref()),
+            None => (LossReason::Gone, None),
+        };
+        m.lose(shard, grant, reason, owner, why);
+        let me = self.member.worker_id.clone();
+        if now.and_then(|n| n.checkpoint_owner.as_deref()) != Some(me.as_str()) {
+            return;
+        }
+        let (table, grant, limit) = (
+            self.table.clone(),
+            grant.clone(),
+            self.member.lease_duration,
+        );
+        let (mapping, shard) = (m.name.clone(), shard.to_string());
+        tokio::spawn(async move {
+            if tokio::time::timeout(limit, grant.state.closed())
+                .await
+                .is_err()
+            {
+                return;
+            }
+            if let Err(e) = table.handoff_done(&mapping, &shard, &me).await {
+                tracing::warn!(mapping, shard, error = %e, "cannot finish the handoff; the new owner starts once the lease duration is over");
+            }
+        });
+    }
+
     pub(super) fn of(&self, mapping: &str) -> Option<Arc<MappingLeases>> {
         lock(&self.mappings).get(mapping).cloned()
     }
@@ -292,7 +337,7 @@ impl Leases for MappingHandle {
         let now = Instant::now();
         let held = lock(&m.held)
             .iter()
-            .filter(|(shard, g)| ids.contains(shard.as_str()) && g.usable_from <= now)
+            .filter(|(shard, g)| ids.contains(shard.as_str()) && g.is_usable(now))
             .filter(|(_, g)| !g.is_lost())
             .map(|(shard, g)| Lease::new(shard.clone(), g.state.subscribe()))
             .collect();
@@ -390,18 +435,12 @@ impl CheckpointStore for Coordinator {
                 }
             }
             Err(TableError::Conflict(now)) => {
-                let owner = now.as_ref().and_then(|n| n.owner.clone());
-                let reason = if now.is_some() {
-                    LossReason::Taken
-                } else {
-                    LossReason::Gone
-                };
                 drop(item);
-                m.lose(
+                self.lose(
+                    &m,
                     shard,
                     &grant,
-                    reason,
-                    owner.as_deref(),
+                    now.as_deref(),
                     "found at a checkpoint write",
                 );
                 Err(match now {

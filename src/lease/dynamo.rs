@@ -33,6 +33,7 @@ pub enum LeaseError {
 }
 
 /// One lease table.
+#[derive(Clone)]
 pub struct LeaseTable {
     client: Client,
     table: String,
@@ -219,42 +220,106 @@ impl LeaseTable {
         }
     }
 
-    /// Takes `observed` (free, expired or stolen) for `me`: owner `me`, counter + 1, and one more
-    /// owner switch since the checkpoint when the owner changes.
+    /// Takes `observed` (free or expired) for `me`: owner `me`, counter + 1, one more owner
+    /// switch since the checkpoint when the owner changes, and no handoff in progress.
     pub async fn take(&self, observed: &LeaseItem, me: &str) -> Result<LeaseItem, LeaseError> {
-        let switched = observed.owner.as_deref() != Some(me);
-        let update = if switched {
-            "SET #owner = :me, #counter = :next, #switches = #switches + :one"
-        } else {
-            "SET #owner = :me, #counter = :next"
-        };
+        self.take_over(observed, me, false).await
+    }
+
+    /// Takes `observed` from its live owner for `me`, as [`LeaseTable::take`], and records the
+    /// previous owner as `checkpointOwner` (KCL 3's graceful handoff): it clears that once it has
+    /// stopped ([`LeaseTable::handoff_done`]), and `me` starts the shard only then.
+    pub async fn steal(&self, observed: &LeaseItem, me: &str) -> Result<LeaseItem, LeaseError> {
+        self.take_over(observed, me, true).await
+    }
+
+    async fn take_over(
+        &self,
+        observed: &LeaseItem,
+        me: &str,
+        handoff: bool,
+    ) -> Result<LeaseItem, LeaseError> {
+        let mut set = vec!["#owner = :me", "#counter = :next"];
+        let mut names = vec![
+            ("#owner", attr::LEASE_OWNER),
+            ("#counter", attr::LEASE_COUNTER),
+            ("#previous", attr::CHECKPOINT_OWNER),
+        ];
         let mut values = vec![
             (":me", s(me)),
             (":next", n(observed.counter + 1)),
             (":observed", n(observed.counter)),
         ];
-        if switched {
-            values.push((":one", n(1)));
+        if observed.owner.as_deref() != Some(me) {
+            set.push("#switches = if_not_exists(#switches, :zero) + :one");
+            names.push(("#switches", attr::OWNER_SWITCHES));
+            values.extend([(":zero", n(0)), (":one", n(1))]);
         }
+        let remove = match (&observed.owner, handoff) {
+            (Some(previous), true) => {
+                set.push("#previous = :previous");
+                values.push((":previous", s(previous)));
+                ""
+            }
+            _ => " REMOVE #previous",
+        };
+        let update = format!("SET {}{remove}", set.join(", "));
         self.conditional(
             observed,
-            update,
+            &update,
             "#counter = :observed",
-            &[
-                ("#owner", attr::LEASE_OWNER),
-                ("#counter", attr::LEASE_COUNTER),
-                ("#switches", attr::OWNER_SWITCHES),
-            ][..if switched { 3 } else { 2 }],
+            &names,
             values,
             "take",
         )
         .await
     }
 
-    /// Renews `observed`, held by `me`: counter + 1.
-    pub async fn renew(&self, observed: &LeaseItem, me: &str) -> Result<LeaseItem, LeaseError> {
-        self.advance_held(observed, me, "SET #counter = :next", "renew")
-            .await
+    /// Renews `observed`, held by `me`: counter + 1; `end_handoff` also clears a `checkpointOwner`
+    /// left by a previous holder that never finished its handoff.
+    pub async fn renew(
+        &self,
+        observed: &LeaseItem,
+        me: &str,
+        end_handoff: bool,
+    ) -> Result<LeaseItem, LeaseError> {
+        let update = if end_handoff {
+            "SET #counter = :next REMOVE #previous"
+        } else {
+            "SET #counter = :next"
+        };
+        self.advance_held(observed, me, update, "renew").await
+    }
+
+    /// The previous holder `me` of a stolen lease has stopped: clears `checkpointOwner` if it
+    /// still names `me`, so the new owner starts at once. False if it no longer did.
+    pub async fn handoff_done(
+        &self,
+        mapping: &str,
+        shard: &str,
+        me: &str,
+    ) -> Result<bool, LeaseError> {
+        let out = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(key(mapping, shard)))
+            .update_expression("REMOVE #previous")
+            .condition_expression("#previous = :me")
+            .expression_attribute_names("#previous", attr::CHECKPOINT_OWNER)
+            .expression_attribute_values(":me", s(me))
+            .send()
+            .await;
+        match out {
+            Ok(_) => Ok(true),
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|s| s.is_conditional_check_failed_exception()) =>
+            {
+                Ok(false)
+            }
+            Err(e) => Err(table_error("UpdateItem (handoff)", &e)),
+        }
     }
 
     /// Gives `observed`, held by `me`, up at once (graceful handoff): no owner, counter + 1, so
@@ -284,7 +349,8 @@ impl LeaseTable {
             &[
                 ("#owner", attr::LEASE_OWNER),
                 ("#counter", attr::LEASE_COUNTER),
-            ],
+                ("#previous", attr::CHECKPOINT_OWNER),
+            ][..if update.contains("#previous") { 3 } else { 2 }],
             vec![
                 (":me", s(me)),
                 (":next", n(observed.counter + 1)),

@@ -30,6 +30,9 @@ pub mod attr {
     pub const ENDING_HASH_KEY: &str = "endingHashKey";
     pub const STREAM_NAME: &str = "streamName";
     pub const SHARD_ID: &str = "shardId";
+    /// KCL 3's graceful handoff: the previous holder, still finishing, while `leaseOwner` names
+    /// the next.
+    pub const CHECKPOINT_OWNER: &str = "checkpointOwner";
 }
 
 /// A lease's `checkpoint`: a sequence number, or one of KCL's sentinels.
@@ -124,6 +127,8 @@ pub struct LeaseItem {
     pub parents: Vec<String>,
     pub children: Vec<String>,
     pub hash_range: Option<(String, String)>,
+    /// During a handoff, the previous holder that has not yet stopped (`checkpointOwner`).
+    pub checkpoint_owner: Option<String>,
     /// Attributes sluice does not interpret, kept as read.
     pub other: HashMap<String, AttributeValue>,
 }
@@ -142,6 +147,7 @@ impl LeaseItem {
             parents,
             children: Vec::new(),
             hash_range: None,
+            checkpoint_owner: None,
             other: HashMap::new(),
         }
     }
@@ -179,6 +185,9 @@ impl LeaseItem {
             item.insert(attr::STARTING_HASH_KEY.into(), s(start));
             item.insert(attr::ENDING_HASH_KEY.into(), s(end));
         }
+        if let Some(previous) = &self.checkpoint_owner {
+            item.insert(attr::CHECKPOINT_OWNER.into(), s(previous));
+        }
         item.insert(attr::STREAM_NAME.into(), s(&self.mapping));
         item.insert(attr::SHARD_ID.into(), s(&self.shard));
         item
@@ -214,6 +223,7 @@ impl LeaseItem {
             (Some(a), Some(b)) => Some((a, b)),
             _ => None,
         };
+        let checkpoint_owner = take_s(&mut rest, attr::CHECKPOINT_OWNER)?;
         // Derived from the key; never trusted over it.
         rest.remove(attr::STREAM_NAME);
         rest.remove(attr::SHARD_ID);
@@ -228,6 +238,7 @@ impl LeaseItem {
             parents,
             children,
             hash_range,
+            checkpoint_owner,
             other: rest,
         })
     }

@@ -66,7 +66,13 @@ async fn renew(co: Arc<Coordinator>, m: Arc<MappingLeases>, shard: String, grant
         return;
     }
     let sent = Instant::now();
-    let call = tokio::time::timeout(co.member.renew_interval(), co.table.renew(&item, me)).await;
+    // A handoff its previous holder never finished is over once the grant is usable.
+    let end_handoff = item.checkpoint_owner.is_some() && grant.is_usable(sent);
+    let call = tokio::time::timeout(
+        co.member.renew_interval(),
+        co.table.renew(&item, me, end_handoff),
+    )
+    .await;
     let failure = match call {
         Ok(Ok(renewed)) => {
             m.telemetry.renewed(sent.elapsed());
@@ -89,11 +95,7 @@ async fn renew(co: Arc<Coordinator>, m: Arc<MappingLeases>, shard: String, grant
         }
         Ok(Err(TableError::Conflict(now))) => {
             drop(item);
-            let (reason, owner) = match &now {
-                Some(now) => (LossReason::Taken, now.owner.as_deref()),
-                None => (LossReason::Gone, None),
-            };
-            m.lose(&shard, &grant, reason, owner, "found at renewal");
+            co.lose(&m, &shard, &grant, now.as_deref(), "found at renewal");
             return;
         }
         Ok(Err(e)) => e.to_string(),
@@ -144,11 +146,11 @@ async fn one_pass(co: &Coordinator, m: &Arc<MappingLeases>) -> Result<(), TableE
             .collect()
     });
     let expired = observe(co, m, &items, now);
-    check_held(m, &items, me);
+    check_held(co, m, &items, me);
+    let mut changed = handed_over(m, &items, me, now);
     release_ended(co, m).await;
     clean_up_parents(co, m, &listed, &items).await;
 
-    let mut changed = false;
     if !co.shutdown.is_cancelled() {
         changed |= balance_leases(co, m, &items, &expired, &listed).await;
     }
@@ -203,8 +205,25 @@ fn observe(
     expired
 }
 
+/// Stolen leases whose previous holder has handed them over become usable now; true if any did.
+fn handed_over(m: &MappingLeases, items: &[LeaseItem], me: &str, now: Instant) -> bool {
+    let held = lock(&m.held);
+    let mut any = false;
+    for item in items {
+        if item.owner.as_deref() != Some(me) || item.checkpoint_owner.is_some() {
+            continue;
+        }
+        if let Some(grant) = held.get(&item.shard).filter(|g| !g.is_usable(now)) {
+            *lock(&grant.usable_from) = now;
+            debug!(mapping = %m.name, shard = %item.shard, "handed over by its previous holder");
+            any = true;
+        }
+    }
+    any
+}
+
 /// A held lease the table shows with another owner at a later counter was taken from us.
-fn check_held(m: &MappingLeases, items: &[LeaseItem], me: &str) {
+fn check_held(co: &Coordinator, m: &MappingLeases, items: &[LeaseItem], me: &str) {
     let held: Vec<(String, Arc<Grant>)> = lock(&m.held)
         .iter()
         .map(|(s, g)| (s.clone(), g.clone()))
@@ -214,14 +233,7 @@ fn check_held(m: &MappingLeases, items: &[LeaseItem], me: &str) {
             continue; // created after the scan began, or about to be noticed by the renewer
         };
         if item.owner.as_deref() != Some(me) && item.counter > grant.taken_at {
-            let owner = item.owner.clone();
-            m.lose(
-                &shard,
-                &grant,
-                LossReason::Taken,
-                owner.as_deref(),
-                "seen in the lease table",
-            );
+            co.lose(m, &shard, &grant, Some(item), "seen in the lease table");
         }
     }
 }
@@ -322,7 +334,12 @@ async fn balance_leases(
             continue;
         };
         let sent = Instant::now();
-        match co.table.take(observed, me).await {
+        let taken = if stolen {
+            co.table.steal(observed, me).await
+        } else {
+            co.table.take(observed, me).await
+        };
+        match taken {
             Ok(taken) => {
                 match &mv {
                     Move::Take { from, expired, .. } => {
@@ -330,7 +347,8 @@ async fn balance_leases(
                     }
                     Move::Steal { from, .. } => m.telemetry.stolen(shard, from),
                 }
-                // A stolen lease waits out the most its previous holder may still use it.
+                // A stolen lease waits for its previous holder's handoff, at most for as long
+                // as that holder may still use it.
                 let usable_from = if stolen {
                     sent + co.member.lease_duration
                 } else {
@@ -344,7 +362,7 @@ async fn balance_leases(
                     taken_at: taken.counter,
                     item: tokio::sync::Mutex::new(taken),
                     state,
-                    usable_from,
+                    usable_from: std::sync::Mutex::new(usable_from),
                 });
                 let count = {
                     let mut held = lock(&m.held);
