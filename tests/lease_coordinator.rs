@@ -6,7 +6,7 @@
 
 mod common;
 
-use ::sluice::checkpoint::{Checkpoint, CheckpointStore, Commit, CommitError};
+use ::sluice::checkpoint::{Checkpoint, CheckpointStore, Commit, CommitError, FileCheckpointStore};
 use ::sluice::lease::coordinator::{Coordinator, Membership};
 use ::sluice::lease::dynamo::LeaseTable;
 use ::sluice::lease::item::LeaseCheckpoint;
@@ -303,4 +303,155 @@ async fn a_replica_cut_off_from_the_table_stops_before_its_leases_can_be_taken()
         r.shutdown.cancel();
     }
     b.co.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_ended_parent_is_cleaned_up_after_its_children_commit_and_never_comes_back() {
+    let tb = testbed();
+    let table = unique("leases");
+    let parent = Partition {
+        id: "shardId-000000000000".into(),
+        parents: vec![],
+        closed: true,
+    };
+    let child = Partition {
+        id: "shardId-000000000001".into(),
+        parents: vec![parent.id.clone()],
+        closed: false,
+    };
+    let listed = vec![parent.clone(), child.clone()];
+    let a = replica(dynamodb(&tb), &table, "replica-a").await;
+    let held = wait_for("a to hold both shards", Duration::from_secs(20), || async {
+        let held = a.held(&listed).await;
+        (held.len() == 2).then_some(held)
+    })
+    .await;
+    let commit = |shard: &str, from: Option<Checkpoint>, to: Checkpoint| {
+        let token = held[shard].token().unwrap();
+        let (co, shard) = (a.co.clone(), shard.to_string());
+        async move {
+            CheckpointStore::commit(
+                co.as_ref(),
+                MAPPING,
+                &shard,
+                Commit {
+                    from: from.as_ref(),
+                    to: &to,
+                    lease: &token,
+                },
+            )
+            .await
+        }
+    };
+    commit(&parent.id, None, Checkpoint::ShardEnd)
+        .await
+        .unwrap();
+    // The ended parent is released (nothing left to read) but kept while its child has no progress.
+    let raw = LeaseTable::new(dynamodb(&tb), &table);
+    wait_for(
+        "the ended parent released",
+        Duration::from_secs(10),
+        || async {
+            let item = raw.get(MAPPING, &parent.id).await.unwrap()?;
+            (item.owner.is_none()).then_some(())
+        },
+    )
+    .await;
+    commit(&child.id, None, seq("5")).await.unwrap();
+    wait_for(
+        "the parent's lease deleted",
+        Duration::from_secs(10),
+        || async {
+            raw.get(MAPPING, &parent.id)
+                .await
+                .unwrap()
+                .is_none()
+                .then_some(())
+        },
+    )
+    .await;
+    // Still listed (within retention), the parent is not created again on later passes.
+    let passes = Instant::now();
+    while passes.elapsed() < Duration::from_secs(1) {
+        a.held(&listed).await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(raw.get(MAPPING, &parent.id).await.unwrap().is_none());
+    assert_eq!(
+        CheckpointStore::get(a.co.as_ref(), MAPPING, &child.id)
+            .await
+            .unwrap(),
+        Some(seq("5"))
+    );
+    a.shutdown.cancel();
+    a.co.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_embedded_store_is_imported_once_into_the_lease_table() {
+    let tb = testbed();
+    let table = unique("leases");
+    let dir = tempfile::tempdir().unwrap();
+    let single = ::sluice::lease::SingleReplica::token();
+    {
+        let file = FileCheckpointStore::open(dir.path()).unwrap();
+        for (shard, cp) in [
+            ("shardId-000000000000", seq("41")),
+            ("shardId-000000000001", Checkpoint::ShardEnd),
+        ] {
+            file.commit(
+                MAPPING,
+                shard,
+                Commit {
+                    from: None,
+                    to: &cp,
+                    lease: &single,
+                },
+            )
+            .await
+            .unwrap();
+        }
+        file.set_mapping_start(MAPPING, 1_700_000_000_000)
+            .await
+            .unwrap();
+    }
+    let file = FileCheckpointStore::open(dir.path()).unwrap();
+    let a = replica(dynamodb(&tb), &table, "replica-a").await;
+    assert_eq!(a.co.import(&file, MAPPING, &table).await.unwrap(), 2);
+    let raw = LeaseTable::new(dynamodb(&tb), &table);
+    let first = raw
+        .get(MAPPING, "shardId-000000000000")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        first.checkpoint,
+        LeaseCheckpoint::Sequence(SequenceNumber("41".into()))
+    );
+    assert_eq!(first.owner, None, "imported leases are free to take");
+    let ended = raw
+        .get(MAPPING, "shardId-000000000001")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(ended.checkpoint, LeaseCheckpoint::ShardEnd);
+    assert_eq!(
+        CheckpointStore::mapping_start(a.co.as_ref(), MAPPING)
+            .await
+            .unwrap(),
+        Some(1_700_000_000_000)
+    );
+    // A later start imports nothing again, even after the table moved on.
+    assert!(raw
+        .delete_ended(MAPPING, "shardId-000000000001")
+        .await
+        .unwrap());
+    assert_eq!(a.co.import(&file, MAPPING, &table).await.unwrap(), 0);
+    assert!(raw
+        .get(MAPPING, "shardId-000000000001")
+        .await
+        .unwrap()
+        .is_none());
+    a.shutdown.cancel();
+    a.co.stop().await;
 }

@@ -310,3 +310,57 @@ async fn commits_are_chained_and_fenced_across_a_restart() {
     store.commit("m", "shardId-0", ok).await.unwrap();
     assert_eq!(store.get("m", "shardId-0").await.unwrap(), Some(at("6")));
 }
+
+#[test]
+fn escaped_names_read_back_as_they_were() {
+    for name in ["shardId-000000000001", "a/b:c", ".hidden", "ünï code%", ""] {
+        assert_eq!(unescape(&escape(name)).as_deref(), Some(name));
+    }
+    assert_eq!(unescape("%G1"), None);
+    assert_eq!(unescape("%4"), None);
+}
+
+#[tokio::test]
+async fn list_returns_every_shard_checkpoint_of_a_mapping_and_nothing_else() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = FileCheckpointStore::open(dir.path()).unwrap();
+    let token = crate::lease::SingleReplica::token();
+    for (shard, cp) in [
+        ("shardId-2", Checkpoint::ShardEnd),
+        ("odd:id", Checkpoint::Sequence(SequenceNumber("7".into()))),
+    ] {
+        store
+            .commit(
+                "m",
+                shard,
+                Commit {
+                    from: None,
+                    to: &cp,
+                    lease: &token,
+                },
+            )
+            .await
+            .unwrap();
+    }
+    store.set_mapping_start("m", 5).await.unwrap();
+    let listed = store.list("m").await.unwrap();
+    assert_eq!(
+        listed,
+        vec![
+            (
+                "odd:id".to_string(),
+                Checkpoint::Sequence(SequenceNumber("7".into()))
+            ),
+            ("shardId-2".to_string(), Checkpoint::ShardEnd),
+        ]
+    );
+    assert!(store.list("other").await.unwrap().is_empty());
+    assert!(!store.imported("m"));
+    store.mark_imported("m", "leases").await.unwrap();
+    assert!(store.imported("m"));
+    assert_eq!(
+        store.list("m").await.unwrap().len(),
+        2,
+        "the marker is no checkpoint"
+    );
+}
