@@ -75,6 +75,17 @@ impl Replica {
     }
 }
 
+/// Moves `shard`'s checkpoint `from` → `to` through `co`, under `lease`.
+async fn commit(
+    co: &Coordinator,
+    shard: &str,
+    from: Option<&Checkpoint>,
+    to: &Checkpoint,
+    lease: &::sluice::lease::LeaseToken,
+) -> Result<(), CommitError> {
+    CheckpointStore::commit(co, MAPPING, shard, Commit { from, to, lease }).await
+}
+
 fn seq(s: &str) -> Checkpoint {
     Checkpoint::Sequence(SequenceNumber(s.into()))
 }
@@ -123,33 +134,14 @@ async fn replicas_spread_the_shards_and_hand_them_over_at_once_on_a_graceful_sto
     assert_eq!(stale, None, "a's lease on {moved} is gone");
     let b_token = b_lease.token().unwrap();
     let a_token = ::sluice::lease::LeaseToken::new("replica-a", b_token.counter - 1);
-    let refused = CheckpointStore::commit(
-        a.co.as_ref(),
-        MAPPING,
-        moved,
-        Commit {
-            from: None,
-            to: &seq("100"),
-            lease: &a_token,
-        },
-    )
-    .await;
+    let refused = commit(a.co.as_ref(), moved, None, &seq("100"), &a_token).await;
     assert!(
         matches!(refused, Err(CommitError::LeaseLost)),
         "{refused:?}"
     );
-    CheckpointStore::commit(
-        b.co.as_ref(),
-        MAPPING,
-        moved,
-        Commit {
-            from: None,
-            to: &seq("100"),
-            lease: &b_token,
-        },
-    )
-    .await
-    .expect("the holder moves the checkpoint");
+    commit(b.co.as_ref(), moved, None, &seq("100"), &b_token)
+        .await
+        .expect("the holder moves the checkpoint");
     assert_eq!(
         CheckpointStore::get(b.co.as_ref(), MAPPING, moved)
             .await
@@ -227,18 +219,9 @@ async fn a_replica_cut_off_from_the_table_stops_before_its_leases_can_be_taken()
     .await;
     let shard = listed[0].id.clone();
     let token = held_a[&shard].token().unwrap();
-    CheckpointStore::commit(
-        a.co.as_ref(),
-        MAPPING,
-        &shard,
-        Commit {
-            from: None,
-            to: &seq("7"),
-            lease: &token,
-        },
-    )
-    .await
-    .unwrap();
+    commit(a.co.as_ref(), &shard, None, &seq("7"), &token)
+        .await
+        .unwrap();
 
     let b = replica(dynamodb(&tb), &table, "replica-b").await;
     b.held(&listed).await;
@@ -274,31 +257,12 @@ async fn a_replica_cut_off_from_the_table_stops_before_its_leases_can_be_taken()
 
     // Healed, a is a zombie: it can move no checkpoint, whatever token it presents.
     proxy.heal();
-    let zombie = CheckpointStore::commit(
-        a.co.as_ref(),
-        MAPPING,
-        &shard,
-        Commit {
-            from: Some(&seq("7")),
-            to: &seq("9"),
-            lease: &token,
-        },
-    )
-    .await;
+    let zombie = commit(a.co.as_ref(), &shard, Some(&seq("7")), &seq("9"), &token).await;
     assert!(zombie.is_err_and(|e| e.is_refusal()));
     let b_token = held_b[&shard].token().unwrap();
-    CheckpointStore::commit(
-        b.co.as_ref(),
-        MAPPING,
-        &shard,
-        Commit {
-            from: Some(&seq("7")),
-            to: &seq("8"),
-            lease: &b_token,
-        },
-    )
-    .await
-    .unwrap();
+    commit(b.co.as_ref(), &shard, Some(&seq("7")), &seq("8"), &b_token)
+        .await
+        .unwrap();
     for r in [&a, &b] {
         r.shutdown.cancel();
     }
@@ -326,26 +290,16 @@ async fn an_ended_parent_is_cleaned_up_after_its_children_commit_and_never_comes
         (held.len() == 2).then_some(held)
     })
     .await;
-    let commit = |shard: &str, from: Option<Checkpoint>, to: Checkpoint| {
-        let token = held[shard].token().unwrap();
-        let (co, shard) = (a.co.clone(), shard.to_string());
-        async move {
-            CheckpointStore::commit(
-                co.as_ref(),
-                MAPPING,
-                &shard,
-                Commit {
-                    from: from.as_ref(),
-                    to: &to,
-                    lease: &token,
-                },
-            )
-            .await
-        }
-    };
-    commit(&parent.id, None, Checkpoint::ShardEnd)
-        .await
-        .unwrap();
+    let token = |shard: &str| held[shard].token().unwrap();
+    commit(
+        &a.co,
+        &parent.id,
+        None,
+        &Checkpoint::ShardEnd,
+        &token(&parent.id),
+    )
+    .await
+    .unwrap();
     // The ended parent is released (nothing left to read) but kept while its child has no progress.
     let raw = LeaseTable::new(dynamodb(&tb), &table);
     wait_for(
@@ -357,7 +311,9 @@ async fn an_ended_parent_is_cleaned_up_after_its_children_commit_and_never_comes
         },
     )
     .await;
-    commit(&child.id, None, seq("5")).await.unwrap();
+    commit(&a.co, &child.id, None, &seq("5"), &token(&child.id))
+        .await
+        .unwrap();
     wait_for(
         "the parent's lease deleted",
         Duration::from_secs(10),

@@ -47,6 +47,22 @@ where
     LeaseError::Table(format!("{op}: {}", error_text(e)))
 }
 
+/// A conditional write's outcome: true if it was applied, false if its condition failed.
+fn applied<T, E, R>(
+    out: Result<T, aws_sdk_dynamodb::error::SdkError<E, R>>,
+    op: &str,
+) -> Result<bool, LeaseError>
+where
+    E: ProvideErrorMetadata + std::error::Error + 'static,
+    R: std::fmt::Debug,
+{
+    match out {
+        Ok(_) => Ok(true),
+        Err(e) if e.code() == Some("ConditionalCheckFailedException") => Ok(false),
+        Err(e) => Err(table_error(op, &e)),
+    }
+}
+
 fn key(mapping: &str, shard: &str) -> HashMap<String, AttributeValue> {
     HashMap::from([(
         attr::LEASE_KEY.to_string(),
@@ -148,25 +164,21 @@ impl LeaseTable {
 
     /// Creates `item` unless a lease with its key exists; false if one does.
     pub async fn create(&self, item: &LeaseItem) -> Result<bool, LeaseError> {
+        self.put_new(item.to_item()).await
+    }
+
+    /// Puts `item` unless an item with its key exists; false if one does.
+    async fn put_new(&self, item: HashMap<String, AttributeValue>) -> Result<bool, LeaseError> {
         let out = self
             .client
             .put_item()
             .table_name(&self.table)
-            .set_item(Some(item.to_item()))
+            .set_item(Some(item))
             .condition_expression("attribute_not_exists(#k)")
             .expression_attribute_names("#k", attr::LEASE_KEY)
             .send()
             .await;
-        match out {
-            Ok(_) => Ok(true),
-            Err(e)
-                if e.as_service_error()
-                    .is_some_and(|s| s.is_conditional_check_failed_exception()) =>
-            {
-                Ok(false)
-            }
-            Err(e) => Err(table_error("PutItem", &e)),
-        }
+        applied(out, "PutItem")
     }
 
     /// The lease of `shard` of `mapping`, read consistently.
@@ -310,16 +322,7 @@ impl LeaseTable {
             .expression_attribute_values(":me", s(me))
             .send()
             .await;
-        match out {
-            Ok(_) => Ok(true),
-            Err(e)
-                if e.as_service_error()
-                    .is_some_and(|s| s.is_conditional_check_failed_exception()) =>
-            {
-                Ok(false)
-            }
-            Err(e) => Err(table_error("UpdateItem (handoff)", &e)),
-        }
+        applied(out, "UpdateItem (handoff)")
     }
 
     /// Gives `observed`, held by `me`, up at once (graceful handoff): no owner, counter + 1, so
@@ -405,16 +408,7 @@ impl LeaseTable {
             .expression_attribute_values(":end", s(LeaseCheckpoint::ShardEnd.as_str()))
             .send()
             .await;
-        match out {
-            Ok(_) => Ok(true),
-            Err(e)
-                if e.as_service_error()
-                    .is_some_and(|s| s.is_conditional_check_failed_exception()) =>
-            {
-                Ok(false)
-            }
-            Err(e) => Err(table_error("DeleteItem", &e)),
-        }
+        applied(out, "DeleteItem")
     }
 
     /// When `mapping` first started reading (epoch milliseconds), if recorded: an item of its own
@@ -443,27 +437,12 @@ impl LeaseTable {
             MAPPING_START.into(),
             AttributeValue::N(epoch_ms.to_string()),
         );
-        let out = self
-            .client
-            .put_item()
-            .table_name(&self.table)
-            .set_item(Some(item))
-            .condition_expression("attribute_not_exists(#k)")
-            .expression_attribute_names("#k", attr::LEASE_KEY)
-            .send()
-            .await;
-        match out {
-            Ok(_) => Ok(epoch_ms),
-            Err(e)
-                if e.as_service_error()
-                    .is_some_and(|s| s.is_conditional_check_failed_exception()) =>
-            {
-                self.mapping_start(mapping).await?.ok_or_else(|| {
-                    LeaseError::Table(format!("{MAPPING_START} of {mapping} vanished"))
-                })
-            }
-            Err(e) => Err(table_error("PutItem", &e)),
+        if self.put_new(item).await? {
+            return Ok(epoch_ms);
         }
+        self.mapping_start(mapping)
+            .await?
+            .ok_or_else(|| LeaseError::Table(format!("{MAPPING_START} of {mapping} vanished")))
     }
 
     /// One conditional UpdateItem on the lease of `observed`; the item as it is after the write, or
