@@ -1,0 +1,157 @@
+//! The mapping's one Kafka consumer and its poll thread. The consumer joins the mapping's consumer
+//! group on its topic with automatic commits and offset stores off (offsets move only by
+//! [`super::group::KafkaCheckpoints`], after a batch is done). A dedicated thread polls it: the
+//! group's rebalance callbacks run there (a revocation may wait for workers to stop without holding
+//! up the async runtime), and each fetched record goes to its partition's buffer, pausing the
+//! partition at the broker when the buffer is full so a partition that is retrying holds back no
+//! other. Blocking client calls (seek, offsets, watermarks) are made through [`blocking`].
+
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::{Message, Offset, TopicPartitionList};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tracing::{debug, warn};
+
+use super::group::{Group, GroupContext};
+
+pub type KafkaConsumer = BaseConsumer<GroupContext>;
+
+/// What the consumer is built from.
+#[derive(Debug, Clone)]
+pub struct ClientSettings {
+    /// `host:port,host:port`
+    pub bootstrap_servers: String,
+    pub group_id: String,
+    pub topic: String,
+    /// Further librdkafka properties (security, SASL, TLS), already resolved. Never logged: they
+    /// may hold secrets.
+    pub properties: Vec<(String, String)>,
+}
+
+/// Builds the consumer and subscribes it to the topic. Nothing is fetched until it is polled.
+pub fn connect(settings: &ClientSettings, group: Arc<Group>) -> Result<Arc<KafkaConsumer>, String> {
+    let mut config = ClientConfig::new();
+    config
+        .set("bootstrap.servers", &settings.bootstrap_servers)
+        .set("group.id", &settings.group_id)
+        .set("client.id", "sluice")
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false")
+        // Where a partition without committed offsets starts is decided by the reader; this only
+        // covers the moment before it seeks.
+        .set("auto.offset.reset", "earliest")
+        .set("session.timeout.ms", "10000")
+        .set("heartbeat.interval.ms", "3000")
+        .set("max.poll.interval.ms", "300000");
+    for (k, v) in &settings.properties {
+        config.set(k, v);
+    }
+    let consumer: KafkaConsumer = config
+        .create_with_context(GroupContext { group })
+        .map_err(|e| format!("creating the Kafka consumer: {e}"))?;
+    consumer
+        .subscribe(&[&settings.topic])
+        .map_err(|e| format!("subscribing to {}: {e}", settings.topic))?;
+    Ok(Arc::new(consumer))
+}
+
+/// Polls `consumer` on a thread of its own until `stop` is set, routing records to their
+/// partitions' buffers; `on_error` hears every consumer error (a broker down, a bad address, an
+/// authentication failure), at most once per `quiet` for the same text. At stop the consumer leaves
+/// the group, so its partitions move to the other members at once.
+pub fn poll_thread(
+    consumer: Arc<KafkaConsumer>,
+    group: Arc<Group>,
+    stop: Arc<AtomicBool>,
+    on_error: impl Fn(&str) + Send + 'static,
+) -> std::thread::JoinHandle<()> {
+    std::thread::Builder::new()
+        .name(format!("kafka-{}", group.topic))
+        .spawn(move || {
+            let quiet = Duration::from_secs(30);
+            let mut last: Option<(String, Instant)> = None;
+            while !stop.load(Ordering::SeqCst) {
+                match consumer.poll(Duration::from_millis(100)) {
+                    None => {}
+                    Some(Ok(m)) => {
+                        let partition = m.partition();
+                        match group.buffer(partition) {
+                            Some(buffer) => {
+                                if buffer.push(m.detach()) {
+                                    pause(&consumer, &group.topic, partition, true);
+                                }
+                            }
+                            // Fetched just before a revocation: not ours to deliver, and not
+                            // committed, so its next owner reads it.
+                            None => debug!(topic = %group.topic, partition, "record of an unassigned partition dropped"),
+                        }
+                    }
+                    Some(Err(e)) => {
+                        let text = e.to_string();
+                        let repeat = last
+                            .as_ref()
+                            .is_some_and(|(t, at)| *t == text && at.elapsed() < quiet);
+                        if !repeat {
+                            on_error(&text);
+                            last = Some((text, Instant::now()));
+                        }
+                    }
+                }
+            }
+            consumer.unsubscribe();
+            // Serve the revocation that leaving causes.
+            let _ = consumer.poll(Duration::from_millis(100));
+        })
+        .expect("spawning the Kafka poll thread")
+}
+
+/// Pauses or resumes one partition's fetching.
+pub(super) fn pause(consumer: &KafkaConsumer, topic: &str, partition: i32, pause: bool) {
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition(topic, partition);
+    let done = if pause {
+        consumer.pause(&tpl)
+    } else {
+        consumer.resume(&tpl)
+    };
+    if let Err(e) = done {
+        warn!(topic, partition, pause, error = %e, "cannot pause or resume the partition");
+    }
+}
+
+/// Runs a blocking client call off the async runtime.
+pub(super) async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, String> + Send + 'static,
+) -> Result<T, String> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| format!("client task failed: {e}"))?
+}
+
+/// Moves `partition`'s fetch position to `offset`, retrying while the partition is still being
+/// set up after its assignment.
+pub(super) async fn seek(
+    consumer: &Arc<KafkaConsumer>,
+    topic: &str,
+    partition: i32,
+    offset: Offset,
+) -> Result<(), String> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let (c, t) = (consumer.clone(), topic.to_string());
+        let done = blocking(move || {
+            c.seek(&t, partition, offset, Duration::from_secs(5))
+                .map_err(|e| e.to_string())
+        })
+        .await;
+        match done {
+            Ok(()) => return Ok(()),
+            Err(e) if tokio::time::Instant::now() >= deadline => {
+                return Err(format!("seeking {topic}-{partition} to {offset:?}: {e}"))
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    }
+}

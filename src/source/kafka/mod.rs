@@ -1,0 +1,145 @@
+//! Kafka (self-managed, or Amazon MSK) as a source. A mapping has one consumer in its consumer
+//! group ([`consumer`]); the partitions the group assigns to it are its partitions and its leases,
+//! and the group's committed offsets its checkpoints ([`group`]); each assigned partition is read in
+//! order by its own worker through a [`reader::KafkaReader`] over the partition's buffer. So the
+//! stream supervisor runs Kafka unchanged: listed = assigned = leased, no lineage, and a rebalance
+//! wakes it. Several sluice replicas (or any other consumers) in one group share the partitions.
+
+pub mod buffer;
+pub mod consumer;
+pub mod group;
+pub mod reader;
+
+use async_trait::async_trait;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::model::{EventFormat, Partition, Position};
+use crate::source::{PartitionReader, Source, SourceError};
+pub use consumer::{ClientSettings, KafkaConsumer};
+pub use group::{partition_id, partition_number, Group, KafkaCheckpoints, KafkaLeases};
+pub use reader::Encode;
+
+/// How long a revocation waits for a partition's in-flight batch before giving it up.
+pub const REVOKE_WAIT: Duration = Duration::from_secs(30);
+/// Per-partition fetch buffer bound.
+pub const BUFFER_BYTES: usize = 4 << 20;
+
+/// One Kafka mapping's topic as a [`Source`].
+pub struct KafkaSource {
+    consumer: Arc<KafkaConsumer>,
+    group: Arc<Group>,
+    checkpoints: Arc<KafkaCheckpoints>,
+    encode: Encode,
+    format: EventFormat,
+    max_page: usize,
+    retention: Duration,
+    stop: Arc<AtomicBool>,
+}
+
+/// A connected Kafka mapping: its source, leases and checkpoints.
+pub struct Connected {
+    pub source: Arc<KafkaSource>,
+    pub leases: Arc<KafkaLeases>,
+    pub checkpoints: Arc<KafkaCheckpoints>,
+}
+
+impl KafkaSource {
+    /// Joins the group and starts polling. `on_error` hears consumer errors (rate-limited).
+    pub fn connect(
+        settings: &ClientSettings,
+        encode: Encode,
+        format: EventFormat,
+        max_page: usize,
+        retention: Duration,
+        on_error: impl Fn(&str) + Send + 'static,
+    ) -> Result<Connected, String> {
+        let group = Arc::new(Group::new(
+            &settings.topic,
+            &settings.group_id,
+            REVOKE_WAIT,
+            BUFFER_BYTES,
+        ));
+        let consumer = consumer::connect(settings, group.clone())?;
+        let stop = Arc::new(AtomicBool::new(false));
+        consumer::poll_thread(consumer.clone(), group.clone(), stop.clone(), on_error);
+        let checkpoints = Arc::new(KafkaCheckpoints {
+            consumer: consumer.clone(),
+            group: group.clone(),
+        });
+        Ok(Connected {
+            leases: Arc::new(KafkaLeases {
+                group: group.clone(),
+            }),
+            checkpoints: checkpoints.clone(),
+            source: Arc::new(KafkaSource {
+                consumer,
+                group,
+                checkpoints,
+                encode,
+                format,
+                max_page,
+                retention,
+                stop,
+            }),
+        })
+    }
+
+    /// Stops polling and leaves the group (its partitions move to the other members).
+    pub fn close(&self) {
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+impl Drop for KafkaSource {
+    fn drop(&mut self) {
+        self.close();
+    }
+}
+
+#[async_trait]
+impl Source for KafkaSource {
+    /// The partitions assigned to this consumer now.
+    async fn list_partitions(&self) -> Result<Vec<Partition>, SourceError> {
+        Ok(self
+            .group
+            .partitions()
+            .into_iter()
+            .map(|p| Partition {
+                id: partition_id(&self.group.topic, p),
+                parents: Vec::new(),
+                closed: false,
+            })
+            .collect())
+    }
+
+    fn open(&self, partition: &Partition, from: Position) -> Box<dyn PartitionReader> {
+        let number = partition_number(&self.group.topic, &partition.id).unwrap_or(-1);
+        let skip_through = match &from {
+            Position::After(s) => s.0.parse().ok(),
+            _ => None,
+        };
+        Box::new(reader::KafkaReader {
+            consumer: self.consumer.clone(),
+            group: self.group.clone(),
+            checkpoints: self.checkpoints.clone(),
+            partition: number,
+            from: Some(from),
+            skip_through,
+            encode: self.encode.clone(),
+            max_page: self.max_page,
+        })
+    }
+
+    fn format(&self) -> EventFormat {
+        self.format
+    }
+
+    async fn retention(&self) -> Result<Duration, SourceError> {
+        Ok(self.retention)
+    }
+}
+
+/// Kafka's default when the topic's `retention.ms` cannot be read: 7 days.
+pub const DEFAULT_RETENTION: Duration = Duration::from_secs(7 * 24 * 3600);
