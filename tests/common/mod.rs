@@ -1,8 +1,9 @@
 //! Shared test-bed helpers: emulator endpoints (from `testbed/testbed.sh start`), Kinesis stream
-//! set-up with unique names, an HTTP function run by the test, the sluice binary as a child process,
-//! and condition waits (no sleeps as synchronisation).
+//! set-up with unique names, Kafka topics and records (`kafka`), an HTTP function run by the test,
+//! the sluice binary as a child process, and condition waits (no sleeps as synchronisation).
 #![allow(dead_code)]
 
+pub mod kafka;
 pub mod proxy;
 pub mod sink;
 pub mod sluice;
@@ -23,6 +24,9 @@ pub struct TestBed {
     /// Lambda through the fault proxy (AWS-shaped function errors, injectable throttles).
     pub lambda: String,
     pub moto: String,
+    /// The Kafka broker's bootstrap address (`host:port`); empty when the test bed was started
+    /// before it had one (the helpers in [`kafka`] then panic saying so).
+    pub kafka: String,
     pub recorder_dir: PathBuf,
     pub faults_dir: PathBuf,
 }
@@ -46,6 +50,10 @@ pub fn testbed() -> TestBed {
         kinesis_faults: get("SLUICE_TEST_KINESIS_FAULT_ENDPOINT"),
         lambda: get("SLUICE_TEST_LAMBDA_ENDPOINT"),
         moto: get("SLUICE_TEST_MOTO_ENDPOINT"),
+        kafka: std::env::var("SLUICE_TEST_KAFKA_BOOTSTRAP")
+            .ok()
+            .or_else(|| file.get("SLUICE_TEST_KAFKA_BOOTSTRAP").cloned())
+            .unwrap_or_default(),
         recorder_dir: get("SLUICE_TEST_RECORDER_DIR").into(),
         faults_dir: get("SLUICE_TEST_FAULTS_DIR").into(),
     }
