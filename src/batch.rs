@@ -1,41 +1,59 @@
 //! The batcher: holds read records in order and cuts batches by `BatchSize` and by Lambda's 6 MB
-//! synchronous payload limit, measured on the serialized event (`{"Records":[...]}`). Pure: the
-//! batching *window* is the worker's, since it is about time.
+//! synchronous payload limit, measured on the serialized event: the entries inside their
+//! [`Envelope`] (`{"Records":[...]}`, or a Kafka partition's `{…,"records":{"<topic>-<n>":[...]}}`).
+//! Pure: the batching *window* is the worker's, since it is about time.
 
 use bytes::Bytes;
 use std::collections::VecDeque;
 
+use crate::model::Envelope;
 use crate::source::Record;
 
 /// Lambda's synchronous invocation payload limit (6 MB), which ESMs cannot change.
 pub const MAX_PAYLOAD_BYTES: usize = 6 * 1024 * 1024;
-const ENVELOPE: &[u8] = br#"{"Records":["#;
-const ENVELOPE_END: &[u8] = b"]}";
 
-/// Size of the event holding records whose entries total `entry_bytes`.
+/// Size of the `{"Records":[...]}` event holding records whose entries total `entry_bytes`.
 pub fn payload_size(records: usize, entry_bytes: usize) -> usize {
-    ENVELOPE.len() + ENVELOPE_END.len() + entry_bytes + records.saturating_sub(1)
+    payload_size_in(&Envelope::Records, records, entry_bytes)
 }
 
-/// The event JSON for `records`, assembled from their pre-serialized entries.
+/// Size of the event in `envelope` holding records whose entries total `entry_bytes`.
+pub fn payload_size_in(envelope: &Envelope, records: usize, entry_bytes: usize) -> usize {
+    envelope.prefix().len() + envelope.suffix().len() + entry_bytes + records.saturating_sub(1)
+}
+
+/// The `{"Records":[...]}` event JSON for `records`, assembled from their pre-serialized entries.
 pub fn encode(records: &[Record]) -> Bytes {
-    encode_entries(records.iter().map(|r| r.event.as_slice()))
+    encode_in(&Envelope::Records, records)
+}
+
+/// The event JSON in `envelope` for `records`, assembled from their pre-serialized entries.
+pub fn encode_in(envelope: &Envelope, records: &[Record]) -> Bytes {
+    encode_entries_in(envelope, records.iter().map(|r| r.event.as_slice()))
 }
 
 /// The event JSON `{"Records":[...]}` around pre-serialized entries (any source's).
 pub fn encode_entries<'a>(entries: impl Iterator<Item = &'a [u8]> + Clone) -> Bytes {
+    encode_entries_in(&Envelope::Records, entries)
+}
+
+/// The event JSON in `envelope` around pre-serialized entries.
+pub fn encode_entries_in<'a>(
+    envelope: &Envelope,
+    entries: impl Iterator<Item = &'a [u8]> + Clone,
+) -> Bytes {
     let (count, bytes) = entries
         .clone()
         .fold((0, 0), |(n, b), e| (n + 1, b + e.len()));
-    let mut out = Vec::with_capacity(payload_size(count, bytes));
-    out.extend_from_slice(ENVELOPE);
+    let mut out = Vec::with_capacity(payload_size_in(envelope, count, bytes));
+    out.extend_from_slice(envelope.prefix());
     for (i, e) in entries.enumerate() {
         if i > 0 {
             out.push(b',');
         }
         out.extend_from_slice(e);
     }
-    out.extend_from_slice(ENVELOPE_END);
+    out.extend_from_slice(envelope.suffix());
     Bytes::from(out)
 }
 
@@ -69,16 +87,33 @@ pub struct Batcher {
     entry_bytes: usize,
     max_records: usize,
     max_bytes: usize,
+    envelope: Envelope,
 }
 
 impl Batcher {
+    /// A batcher for `{"Records":[...]}` events.
     pub fn new(max_records: usize, max_bytes: usize) -> Self {
+        Self::with_envelope(Envelope::Records, max_records, max_bytes)
+    }
+
+    /// A batcher whose batches' events are sized in `envelope` (a Kafka partition's).
+    pub fn with_envelope(envelope: Envelope, max_records: usize, max_bytes: usize) -> Self {
         Batcher {
             records: VecDeque::new(),
             entry_bytes: 0,
             max_records: max_records.max(1),
             max_bytes,
+            envelope,
         }
+    }
+
+    /// The envelope the batches' events are sized (and should be encoded) in.
+    pub fn envelope(&self) -> &Envelope {
+        &self.envelope
+    }
+
+    fn size(&self, records: usize, entry_bytes: usize) -> usize {
+        payload_size_in(&self.envelope, records, entry_bytes)
     }
 
     pub fn push(&mut self, records: Vec<Record>) {
@@ -99,7 +134,7 @@ impl Batcher {
     /// True when a full batch is waiting (by count or by payload size).
     pub fn is_full(&self) -> bool {
         self.records.len() >= self.max_records
-            || payload_size(self.records.len(), self.entry_bytes) >= self.max_bytes
+            || self.size(self.records.len(), self.entry_bytes) >= self.max_bytes
     }
 
     /// Takes the longest prefix within both limits; at least one record if any are waiting.
@@ -108,7 +143,7 @@ impl Batcher {
         let mut bytes = 0;
         while let Some(next) = self.records.front() {
             let fits = out.len() < self.max_records
-                && payload_size(out.len() + 1, bytes + next.event.len()) <= self.max_bytes;
+                && self.size(out.len() + 1, bytes + next.event.len()) <= self.max_bytes;
             if !fits && !out.is_empty() {
                 break;
             }

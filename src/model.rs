@@ -8,11 +8,13 @@
 //! - a [`Position`] is where a partition is: a start sentinel (TRIM_HORIZON, LATEST, AT_TIMESTAMP),
 //!   just after a record ([`SequenceNumber`]: a stream sequence number or a Kafka offset), or the end
 //!   of a closed partition;
-//! - an [`EventFormat`] says how a source's records are wrapped into the event and which key its
-//!   batches carry in an on-failure record.
+//! - an [`EventFormat`] says how a source's records are wrapped into the event (its [`Envelope`]:
+//!   `{"Records":[…]}`, or a Kafka topic-partition's `{"eventSource":…,"records":{"<topic>-<n>":[…]}}`)
+//!   and which key its batches carry in an on-failure record.
 
 use std::cmp::Ordering;
 use std::fmt;
+use std::sync::Arc;
 use std::time::SystemTime;
 
 /// A partition's id as its source names it (see the module docs).
@@ -50,11 +52,13 @@ impl fmt::Display for SequenceNumber {
 /// One record, read and encoded.
 #[derive(Debug, Clone)]
 pub struct Record {
-    /// Its place in the partition; also its `itemIdentifier` in a partial batch response.
+    /// Its place in the partition; also its `itemIdentifier` in a partial batch response (for
+    /// Kafka, the `offset` of the `{partition, offset}` identifier).
     pub sequence: SequenceNumber,
     /// Approximate arrival in the source, epoch milliseconds (record age is measured from it).
     pub arrival_ms: i64,
-    /// This record's entry in the event (an element of `Records`), serialized JSON.
+    /// This record's entry in the event (an element of `Records`, or of a Kafka partition's list
+    /// under `records`), serialized JSON.
     pub event: Vec<u8>,
 }
 
@@ -88,21 +92,111 @@ pub enum Position {
     End,
 }
 
-/// How a source's records become the function's event and its failure records.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// How a source's records become the function's event and its failure records. Kinesis and
+/// DynamoDB Streams have one per source; Kafka has one per topic-partition (its envelope names the
+/// partition), made with [`EventFormat::kafka`]. Cheap to clone.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EventFormat {
     pub envelope: Envelope,
     /// The key of the batch-info object in on-failure records (`KinesisBatchInfo`,
-    /// `DDBStreamBatchInfo`). SQS mappings never give up on a message (the queue's redrive policy
-    /// does), so they have no failure records.
+    /// `DDBStreamBatchInfo`, `KafkaBatchInfo`). SQS mappings never give up on a message (the
+    /// queue's redrive policy does), so they have no failure records.
     pub batch_info_key: &'static str,
 }
 
-/// The event's outer shape.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// The event's outer shape: the bytes before the first entry and after the last one, entries being
+/// separated by commas.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Envelope {
     /// `{"Records":[entry, …]}`: Kinesis, DynamoDB Streams, SQS.
     Records,
+    /// `{"eventSource":…,"bootstrapServers":…,"records":{"<topic>-<partition>":[entry, …]}}`:
+    /// one Kafka topic-partition's batch (sluice batches per partition, so one key per event).
+    Kafka(Arc<KafkaEnvelope>),
+}
+
+/// Where a Kafka mapping's records come from, as its events name it (esm-spec.md §8).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KafkaCluster {
+    /// The MSK cluster's ARN (`eventSource` `aws:kafka`, and `eventSourceArn` in the event and in
+    /// `KafkaBatchInfo`); `None` for self-managed Kafka (`SelfManagedKafka`, no ARN).
+    pub msk_arn: Option<String>,
+    /// The brokers, comma-separated (`bootstrapServers`): `a:9092,b:9092`.
+    pub bootstrap_servers: String,
+}
+
+impl KafkaCluster {
+    /// A self-managed cluster reached through `servers` (`host:port` each).
+    pub fn self_managed<S: AsRef<str>>(servers: &[S]) -> Self {
+        KafkaCluster {
+            msk_arn: None,
+            bootstrap_servers: join(servers),
+        }
+    }
+
+    /// An MSK cluster, `arn`, reached through `servers`.
+    pub fn msk<S: AsRef<str>>(arn: impl Into<String>, servers: &[S]) -> Self {
+        KafkaCluster {
+            msk_arn: Some(arn.into()),
+            bootstrap_servers: join(servers),
+        }
+    }
+
+    /// The event's `eventSource`.
+    pub fn event_source(&self) -> &'static str {
+        match self.msk_arn {
+            Some(_) => "aws:kafka",
+            None => "SelfManagedKafka",
+        }
+    }
+}
+
+fn join<S: AsRef<str>>(servers: &[S]) -> String {
+    let parts: Vec<&str> = servers.iter().map(AsRef::as_ref).collect();
+    parts.join(",")
+}
+
+/// A Kafka topic-partition's envelope: the cluster, the partition's key, and the event's prefix
+/// built once.
+#[derive(Debug, PartialEq, Eq)]
+pub struct KafkaEnvelope {
+    pub cluster: KafkaCluster,
+    /// `<topic>-<partition>`: the key under `records`, `partition` in Kafka's `itemIdentifier`, and
+    /// the key under `recordsInfo` in `KafkaBatchInfo`.
+    pub partition: PartitionId,
+    prefix: Box<[u8]>,
+}
+
+/// The partition id of a Kafka topic-partition: `<topic>-<partition>`, as AWS keys its event.
+pub fn kafka_partition_id(topic: &str, partition: i32) -> PartitionId {
+    format!("{topic}-{partition}")
+}
+
+const RECORDS_PREFIX: &[u8] = br#"{"Records":["#;
+const RECORDS_SUFFIX: &[u8] = b"]}";
+const KAFKA_SUFFIX: &[u8] = b"]}}";
+
+impl Envelope {
+    /// The bytes before the first entry.
+    pub fn prefix(&self) -> &[u8] {
+        match self {
+            Envelope::Records => RECORDS_PREFIX,
+            Envelope::Kafka(k) => &k.prefix,
+        }
+    }
+
+    /// The bytes after the last entry.
+    pub fn suffix(&self) -> &'static [u8] {
+        match self {
+            Envelope::Records => RECORDS_SUFFIX,
+            Envelope::Kafka(_) => KAFKA_SUFFIX,
+        }
+    }
+}
+
+fn json_string(s: &str) -> String {
+    // Serializing a string cannot fail.
+    serde_json::to_string(s).unwrap_or_else(|_| "\"\"".into())
 }
 
 impl EventFormat {
@@ -114,6 +208,42 @@ impl EventFormat {
         envelope: Envelope::Records,
         batch_info_key: "DDBStreamBatchInfo",
     };
+
+    /// The format of one Kafka topic-partition's batches: the event
+    /// `{"eventSource":"SelfManagedKafka"|"aws:kafka",("eventSourceArn":"<MSK ARN>",)
+    /// "bootstrapServers":"a:9092,b:9092","records":{"<topic>-<partition>":[…]}}` (AWS's key order)
+    /// and `KafkaBatchInfo` in failure records.
+    pub fn kafka(cluster: &KafkaCluster, topic: &str, partition: i32) -> EventFormat {
+        let id = kafka_partition_id(topic, partition);
+        let mut prefix = String::with_capacity(96 + cluster.bootstrap_servers.len() + id.len());
+        prefix.push_str(r#"{"eventSource":"#);
+        prefix.push_str(&json_string(cluster.event_source()));
+        if let Some(arn) = &cluster.msk_arn {
+            prefix.push_str(r#","eventSourceArn":"#);
+            prefix.push_str(&json_string(arn));
+        }
+        prefix.push_str(r#","bootstrapServers":"#);
+        prefix.push_str(&json_string(&cluster.bootstrap_servers));
+        prefix.push_str(r#","records":{"#);
+        prefix.push_str(&json_string(&id));
+        prefix.push_str(":[");
+        EventFormat {
+            envelope: Envelope::Kafka(Arc::new(KafkaEnvelope {
+                cluster: cluster.clone(),
+                partition: id,
+                prefix: prefix.into_bytes().into_boxed_slice(),
+            })),
+            batch_info_key: "KafkaBatchInfo",
+        }
+    }
+
+    /// The Kafka partition's envelope, for a Kafka format.
+    pub fn kafka_envelope(&self) -> Option<&KafkaEnvelope> {
+        match &self.envelope {
+            Envelope::Kafka(k) => Some(k),
+            Envelope::Records => None,
+        }
+    }
 }
 
 #[cfg(test)]

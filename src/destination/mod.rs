@@ -6,7 +6,7 @@
 mod record;
 mod send;
 
-pub use record::{BatchInfo, FailureRecord, ResponseContext};
+pub use record::{BatchInfo, FailureInfo, FailureRecord, KafkaBatchInfo, ResponseContext};
 pub use send::AwsDestination;
 
 use async_trait::async_trait;

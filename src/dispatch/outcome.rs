@@ -3,7 +3,7 @@
 //! (esm-spec.md §4, DESIGN.md invariant 6). The workers decide what to do next; this only says
 //! what happened, without I/O.
 
-use super::response::{self, ItemFailures};
+use super::response::{self, IdentifierKind, ItemFailures};
 use super::{DispatchError, Invoked};
 
 /// What one invocation did to its batch.
@@ -57,12 +57,28 @@ pub fn classify<'a>(
     report_item_failures: bool,
     identifiers: impl IntoIterator<Item = &'a str>,
 ) -> Outcome {
+    classify_as(
+        result,
+        report_item_failures,
+        IdentifierKind::Strings,
+        identifiers,
+    )
+}
+
+/// [`classify`], with the response's identifiers named as `kind` says (Kafka's
+/// `{partition, offset}` objects: `IdentifierKind::of(&format)`).
+pub fn classify_as<'a>(
+    result: &Result<Invoked, DispatchError>,
+    report_item_failures: bool,
+    kind: IdentifierKind<'_>,
+    identifiers: impl IntoIterator<Item = &'a str>,
+) -> Outcome {
     match result {
         Ok(inv) if inv.function_error.is_none() => {
             if !report_item_failures {
                 return Outcome::Success;
             }
-            match response::parse(&inv.body, identifiers) {
+            match response::parse_as(&inv.body, kind, identifiers) {
                 ItemFailures::None => Outcome::Success,
                 ItemFailures::Failed(failed) => Outcome::PartialFailure(failed),
                 ItemFailures::All(why) => Outcome::FunctionError {
@@ -177,5 +193,25 @@ mod tests {
             }
             o => panic!("{o:?}"),
         }
+    }
+
+    #[test]
+    fn kafka_responses_are_read_as_partition_and_offset_objects() {
+        let kind = IdentifierKind::Kafka { partition: "t-0" };
+        let offsets = ["7", "8"];
+        let object = r#"{"batchItemFailures":[{"itemIdentifier":{"partition":"t-0","offset":8}}]}"#;
+        assert_eq!(
+            classify_as(&ran(object, None), true, kind, offsets),
+            Outcome::PartialFailure(vec![1])
+        );
+        assert_eq!(
+            classify_as(&ran(object, None), false, kind, offsets),
+            Outcome::Success
+        );
+        let string = r#"{"batchItemFailures":[{"itemIdentifier":"8"}]}"#;
+        assert!(matches!(
+            classify_as(&ran(string, None), true, kind, offsets),
+            Outcome::FunctionError { partial: true, .. }
+        ));
     }
 }

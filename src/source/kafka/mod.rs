@@ -7,6 +7,7 @@
 
 pub mod buffer;
 pub mod consumer;
+pub mod event;
 pub mod group;
 pub mod reader;
 
