@@ -65,8 +65,9 @@ pub trait Source: Send + Sync {
     async fn list_partitions(&self) -> Result<Vec<Partition>, SourceError>;
     /// A reader for `partition` starting at `from` (a start sentinel or just after a record).
     fn open(&self, partition: &Partition, from: Position) -> Box<dyn PartitionReader>;
-    /// How this source's records become the event and its failure records.
-    fn format(&self) -> EventFormat;
+    /// How `partition`'s records become the event and its failure records (a Kafka event names
+    /// its partition in its envelope; a stream's format is the same for every shard).
+    fn format(&self, partition: &Partition) -> EventFormat;
     /// How long the stream keeps a record: a record older than this is gone from the stream.
     /// Kinesis: the stream's `RetentionPeriodHours`; DynamoDB Streams: 24 hours.
     async fn retention(&self) -> Result<std::time::Duration, SourceError>;

@@ -98,7 +98,7 @@ impl Source for FakeStream {
             done: false,
         })
     }
-    fn format(&self) -> crate::model::EventFormat {
+    fn format(&self, _: &crate::model::Partition) -> crate::model::EventFormat {
         crate::model::EventFormat::DYNAMODB
     }
     async fn retention(&self) -> Result<std::time::Duration, SourceError> {

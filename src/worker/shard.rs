@@ -24,7 +24,9 @@ use settle::response_context;
 use super::{pause_or_cancelled, Cancelled, MappingContext};
 use crate::batch::{self, Batcher, MAX_PAYLOAD_BYTES};
 use crate::checkpoint::{Checkpoint, Committer};
-use crate::dispatch::classify;
+use crate::dispatch::outcome::classify_as;
+use crate::dispatch::response::IdentifierKind;
+use crate::source::EventFormat;
 use crate::source::{Page, PartitionReader, Record, SourceError};
 use crate::telemetry::{PartitionTelemetry, ShardState};
 
@@ -82,7 +84,8 @@ pub struct ShardWorker {
     ended: bool,
     /// Logs, metrics and the /status row of this shard, one call per event.
     telemetry: PartitionTelemetry,
-    batch_info_key: &'static str,
+    /// How the partition's records become the event and its failure records.
+    format: EventFormat,
     /// Bytes charged to the budget for the records this worker holds.
     held: u64,
     /// Where the partition's checkpoint is, and the lease it is moved under.
@@ -94,17 +97,21 @@ impl ShardWorker {
         ctx: Arc<MappingContext>,
         shard: String,
         reader: Box<dyn PartitionReader>,
-        batch_info_key: &'static str,
+        format: EventFormat,
         committer: Committer,
     ) -> Self {
-        let batcher = Batcher::new(ctx.mapping.batching.batch_size, MAX_PAYLOAD_BYTES);
+        let batcher = Batcher::with_envelope(
+            format.envelope.clone(),
+            ctx.mapping.batching.batch_size,
+            MAX_PAYLOAD_BYTES,
+        );
         ShardWorker {
             telemetry: ctx.telemetry.partition(&shard),
             ctx,
             reader,
             batcher,
             ended: false,
-            batch_info_key,
+            format,
             held: 0,
             committer,
         }
@@ -274,14 +281,15 @@ impl ShardWorker {
         self.set_state(ShardState::Dispatching);
         let records = call.records();
         let n = records.len();
-        let payload = batch::encode(records);
+        let payload = batch::encode_in(&self.format.envelope, records);
         let started = Instant::now();
         let result = ctx.dispatcher.invoke(payload).await;
         let took = started.elapsed();
         let last_arrival = records.last().map(|r| r.arrival_ms).unwrap_or(now);
-        let outcome = classify(
+        let outcome = classify_as(
             &result,
             ctx.mapping.report_batch_item_failures(),
+            IdentifierKind::of(&self.format),
             records.iter().map(|r| r.sequence.0.as_str()),
         );
         let label = outcome.label();

@@ -398,7 +398,7 @@ fn start_worker(
         ctx.clone(),
         shard.id.clone(),
         reader,
-        run.source.format().batch_info_key,
+        run.source.format(shard),
         committer,
     );
     let (tx, id, shutdown) = (run.ended_tx.clone(), shard.id.clone(), run.cancel.clone());

@@ -16,7 +16,7 @@ use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::model::{EventFormat, Partition, Position};
+use crate::model::{EventFormat, KafkaCluster, Partition, Position};
 use crate::source::{PartitionReader, Source, SourceError};
 pub use consumer::{ClientSettings, KafkaConsumer};
 pub use group::{partition_id, partition_number, Group, KafkaCheckpoints, KafkaLeases};
@@ -33,7 +33,7 @@ pub struct KafkaSource {
     group: Arc<Group>,
     checkpoints: Arc<KafkaCheckpoints>,
     encode: Encode,
-    format: EventFormat,
+    cluster: KafkaCluster,
     max_page: usize,
     retention: Duration,
     stop: Arc<AtomicBool>,
@@ -51,7 +51,7 @@ impl KafkaSource {
     pub fn connect(
         settings: &ClientSettings,
         encode: Encode,
-        format: EventFormat,
+        cluster: KafkaCluster,
         max_page: usize,
         retention: Duration,
         on_error: impl Fn(&str) + Send + 'static,
@@ -79,7 +79,7 @@ impl KafkaSource {
                 group,
                 checkpoints,
                 encode,
-                format,
+                cluster,
                 max_page,
                 retention,
                 stop,
@@ -133,8 +133,9 @@ impl Source for KafkaSource {
         })
     }
 
-    fn format(&self) -> EventFormat {
-        self.format
+    fn format(&self, partition: &Partition) -> EventFormat {
+        let number = partition_number(&self.group.topic, &partition.id).unwrap_or(-1);
+        EventFormat::kafka(&self.cluster, &self.group.topic, number)
     }
 
     async fn retention(&self) -> Result<Duration, SourceError> {

@@ -150,7 +150,7 @@ impl<A: ShardApi> Source for ShardSource<A> {
         ))
     }
 
-    fn format(&self) -> EventFormat {
+    fn format(&self, _partition: &Partition) -> EventFormat {
         self.api.format()
     }
 

@@ -492,7 +492,12 @@ async fn a_shard_source_delegates_to_its_api() {
     let api = Fake::new(TEST_LIMITS);
     let fake = Arc::try_unwrap(api).ok().unwrap();
     let source = ShardSource::from_api(fake);
-    assert_eq!(source.format(), EventFormat::DYNAMODB);
+    let shard = Partition {
+        id: "shardId-0".into(),
+        parents: vec![],
+        closed: false,
+    };
+    assert_eq!(source.format(&shard), EventFormat::DYNAMODB);
     assert_eq!(source.retention().await.unwrap(), Duration::from_secs(7));
     assert_eq!(source.list_partitions().await.unwrap(), []);
     let closed = Partition {

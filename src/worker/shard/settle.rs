@@ -14,7 +14,7 @@ use super::pieces::GiveUp;
 use super::{ShardWorker, Stop};
 use crate::batch;
 use crate::checkpoint::{Checkpoint, CommitError};
-use crate::destination::{BatchInfo, FailureRecord, ResponseContext};
+use crate::destination::{FailureInfo, FailureRecord, ResponseContext};
 use crate::dispatch::Invoked;
 
 impl ShardWorker {
@@ -55,17 +55,14 @@ impl ShardWorker {
                     condition.as_str(),
                     invokes,
                     response,
-                    BatchInfo {
-                        key: self.batch_info_key,
-                        shard_id: self.telemetry.id().to_string(),
-                        start_sequence_number: first.sequence.0.clone(),
-                        end_sequence_number: end.0.clone(),
-                        first_arrival_ms: first.arrival_ms,
-                        last_arrival_ms: last_rec.arrival_ms,
-                        batch_size: records.len(),
-                        stream_arn: ctx.mapping.source.arn().to_string(),
-                    },
-                    batch::encode(&records),
+                    FailureInfo::of(
+                        &self.format,
+                        self.telemetry.id(),
+                        &records,
+                        ctx.mapping.source.arn(),
+                    )
+                    .expect("a batch given up is not empty"),
+                    batch::encode_in(&self.format.envelope, &records),
                     OffsetDateTime::now_utc(),
                 );
                 // The destination is retried until the records leave the stream (their retention);

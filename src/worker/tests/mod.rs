@@ -282,7 +282,7 @@ async fn run_reading(
         ctx,
         "shardId-000000000000".into(),
         reader,
-        "KinesisBatchInfo",
+        crate::source::EventFormat::KINESIS,
         committer,
     );
     let exit = tokio::time::timeout(
