@@ -1,4 +1,6 @@
-//! ARN parsing for the resources a mapping names: its event source and its on-failure destination.
+//! ARN parsing for the resources a mapping names: its event source (a Kinesis stream, DynamoDB
+//! stream, SQS queue or Amazon MSK cluster) and its on-failure destination (an SQS queue, SNS topic,
+//! S3 bucket, or, for Kafka mappings only, a Kafka topic written `kafka://<topic>`).
 
 use std::fmt;
 
@@ -31,6 +33,18 @@ pub struct QueueArn {
     pub account: String,
     pub queue: String,
     pub fifo: bool,
+}
+
+/// An Amazon MSK cluster: `arn:<partition>:kafka:<region>:<account>:cluster/<name>/<uuid>`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MskClusterArn {
+    pub arn: String,
+    pub region: String,
+    pub account: String,
+    /// The cluster's name.
+    pub cluster: String,
+    /// The cluster's UUID suffix (`6357e0b2-0e6a-4b86-a0b4-70df934c2e31-5`).
+    pub uuid: String,
 }
 
 /// What every event source ARN tells, whatever its service: the accessors [`SourceArn`] and
@@ -83,6 +97,21 @@ impl ResourceArn for DynamoDbStreamArn {
     }
 }
 
+impl ResourceArn for MskClusterArn {
+    fn arn(&self) -> &str {
+        &self.arn
+    }
+    fn region(&self) -> &str {
+        &self.region
+    }
+    fn account(&self) -> &str {
+        &self.account
+    }
+    fn resource_name(&self) -> &str {
+        &self.cluster
+    }
+}
+
 impl ResourceArn for QueueArn {
     fn arn(&self) -> &str {
         &self.arn
@@ -104,6 +133,8 @@ pub enum SourceArn {
     Kinesis(KinesisStreamArn),
     DynamoDb(DynamoDbStreamArn),
     Sqs(QueueArn),
+    /// An Amazon MSK cluster: a Kafka source (its topic is in `Topics`).
+    Msk(MskClusterArn),
 }
 
 impl SourceArn {
@@ -155,8 +186,25 @@ impl SourceArn {
                     fifo: parts.resource.ends_with(".fifo"),
                 }))
             }
+            "kafka" => {
+                let (cluster, uuid) = parts
+                    .resource
+                    .strip_prefix("cluster/")
+                    .and_then(|r| r.split_once('/'))
+                    .filter(|(c, u)| !c.is_empty() && !u.is_empty() && !u.contains('/'))
+                    .ok_or_else(|| {
+                        format!("{s:?} is not an MSK cluster ARN (expected ...:cluster/<name>/<uuid>)")
+                    })?;
+                Ok(SourceArn::Msk(MskClusterArn {
+                    arn: s.to_string(),
+                    region: parts.region.to_string(),
+                    account: parts.account.to_string(),
+                    cluster: cluster.to_string(),
+                    uuid: uuid.to_string(),
+                }))
+            }
             other => Err(format!(
-                "{s:?}: source service {other:?} is not supported (supported: kinesis, dynamodb, sqs)"
+                "{s:?}: source service {other:?} is not supported (supported: kinesis, dynamodb, sqs, kafka)"
             )),
         }
     }
@@ -167,6 +215,7 @@ impl SourceArn {
             SourceArn::Kinesis(a) => a,
             SourceArn::DynamoDb(a) => a,
             SourceArn::Sqs(a) => a,
+            SourceArn::Msk(a) => a,
         }
     }
 
@@ -202,7 +251,11 @@ impl SourceArn {
     }
 }
 
-/// An on-failure destination: an SQS queue, an SNS topic or an S3 bucket.
+/// The scheme of a Kafka topic on-failure destination (`kafka://<topic>`), as AWS writes it.
+pub const KAFKA_DESTINATION_SCHEME: &str = "kafka://";
+
+/// An on-failure destination: an SQS queue, an SNS topic, an S3 bucket, or (Kafka mappings only) a
+/// topic of the source's cluster.
 #[derive(Debug, Clone, PartialEq)]
 pub enum DestinationArn {
     Sqs {
@@ -217,10 +270,28 @@ pub enum DestinationArn {
         arn: String,
         bucket: String,
     },
+    /// `kafka://<topic>`: a topic of the source's own cluster (Kafka mappings only; the mapping
+    /// parser refuses it elsewhere).
+    Kafka {
+        /// As written: `kafka://<topic>`.
+        uri: String,
+        topic: String,
+    },
 }
 
 impl DestinationArn {
+    /// An SQS, SNS or S3 ARN, or `kafka://<topic>` (a Kafka topic name: 1 to 249 characters of
+    /// `a-z A-Z 0-9 . _ -`, not `.` or `..`).
     pub fn parse(s: &str) -> Result<Self, String> {
+        if let Some(topic) = s.strip_prefix(KAFKA_DESTINATION_SCHEME) {
+            return match topic_problem(topic) {
+                None => Ok(DestinationArn::Kafka {
+                    uri: s.to_string(),
+                    topic: topic.to_string(),
+                }),
+                Some(why) => Err(format!("{s:?}: the topic {why}")),
+            };
+        }
         let parts = split(s)?;
         match parts.service {
             "sqs" if !parts.resource.is_empty() => Ok(DestinationArn::Sqs {
@@ -236,7 +307,7 @@ impl DestinationArn {
                 })
             }
             _ => Err(format!(
-                "{s:?} is not an SQS queue, SNS topic or S3 bucket ARN"
+                "{s:?} is not an SQS queue, SNS topic or S3 bucket ARN (or, for Kafka sources, kafka://<topic>)"
             )),
         }
     }
@@ -250,8 +321,26 @@ impl DestinationArn {
         match self {
             DestinationArn::Sqs { arn, .. }
             | DestinationArn::Sns { arn }
-            | DestinationArn::S3 { arn, .. } => arn,
+            | DestinationArn::S3 { arn, .. }
+            | DestinationArn::Kafka { uri: arn, .. } => arn,
         }
+    }
+}
+
+/// Kafka's topic-name rules, as a problem to append to the name: `None` when `topic` is 1 to 249
+/// characters of `a-z A-Z 0-9 . _ -` and not `.` or `..`.
+pub(super) fn topic_problem(topic: &str) -> Option<&'static str> {
+    if topic.is_empty() || topic.len() > 249 {
+        Some("must be 1..=249 characters long")
+    } else if !topic
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+    {
+        Some("may hold only a-z, A-Z, 0-9, '.', '_' and '-'")
+    } else if topic == "." || topic == ".." {
+        Some("must not be '.' or '..'")
+    } else {
+        None
     }
 }
 
@@ -259,6 +348,18 @@ impl fmt::Display for DestinationArn {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.arn())
     }
+}
+
+/// A Secrets Manager secret ARN: `arn:<partition>:secretsmanager:<region>:<account>:secret:<name>`.
+pub(super) fn is_secret_arn(s: &str) -> bool {
+    split(s).is_ok_and(|p| {
+        p.service == "secretsmanager"
+            && !p.region.is_empty()
+            && !p.account.is_empty()
+            && p.resource
+                .strip_prefix("secret:")
+                .is_some_and(|n| !n.is_empty())
+    })
 }
 
 struct Parts<'a> {
@@ -321,6 +422,64 @@ mod tests {
         assert_eq!(d.account(), "111122223333");
         assert!(SourceArn::parse("arn:aws:dynamodb:us-west-2:1:table/T").is_err());
         assert!(SourceArn::parse("orders").is_err());
+    }
+
+    #[test]
+    fn msk_cluster_arn() {
+        let arn = "arn:aws:kafka:us-east-1:123456789012:cluster/demo-cluster-1/6357e0b2-0e6a-4b86-a0b4-70df934c2e31-5";
+        let SourceArn::Msk(m) = SourceArn::parse(arn).unwrap() else {
+            panic!("an MSK cluster")
+        };
+        assert_eq!(
+            (m.region.as_str(), m.account.as_str(), m.cluster.as_str()),
+            ("us-east-1", "123456789012", "demo-cluster-1")
+        );
+        assert_eq!(m.uuid, "6357e0b2-0e6a-4b86-a0b4-70df934c2e31-5");
+        assert_eq!(SourceArn::Msk(m).resource_name(), "demo-cluster-1");
+        for bad in [
+            "arn:aws:kafka:us-east-1:1:cluster/demo",
+            "arn:aws:kafka:us-east-1:1:cluster//u",
+            "arn:aws:kafka:us-east-1:1:cluster/c/",
+            "arn:aws:kafka:us-east-1:1:topic/c/u/t",
+        ] {
+            assert_eq!(
+                SourceArn::parse(bad),
+                Err(format!(
+                    "{bad:?} is not an MSK cluster ARN (expected ...:cluster/<name>/<uuid>)"
+                ))
+            );
+        }
+    }
+
+    #[test]
+    fn kafka_topic_destinations() {
+        assert_eq!(
+            DestinationArn::parse("kafka://failed.orders_v-2"),
+            Ok(DestinationArn::Kafka {
+                uri: "kafka://failed.orders_v-2".into(),
+                topic: "failed.orders_v-2".into()
+            })
+        );
+        assert_eq!(
+            DestinationArn::parse("kafka://failed").unwrap().arn(),
+            "kafka://failed"
+        );
+        let long = "t".repeat(250);
+        for (uri, why) in [
+            ("kafka://".to_string(), "must be 1..=249 characters long"),
+            (format!("kafka://{long}"), "must be 1..=249 characters long"),
+            (
+                "kafka://a/b".to_string(),
+                "may hold only a-z, A-Z, 0-9, '.', '_' and '-'",
+            ),
+            ("kafka://..".to_string(), "must not be '.' or '..'"),
+        ] {
+            assert_eq!(
+                DestinationArn::parse(&uri),
+                Err(format!("{uri:?}: the topic {why}"))
+            );
+        }
+        assert!(DestinationArn::parse(&format!("kafka://{}", "t".repeat(249))).is_ok());
     }
 
     #[test]

@@ -1,13 +1,15 @@
 //! One `mappings[i]` entry: AWS's `CreateEventSourceMapping` fields with their defaults and ranges
 //! (esm-spec.md §2). This file reads the fields every source kind has (`Name`, `PreviousNames`,
 //! `EventSourceArn`, batching, `Enabled`) and assembles the typed [`Mapping`]; the target is read by
-//! [`super::target`], what only streams or only queues take by [`super::settings`]. Names across
-//! mappings are checked afterwards, in [`super::names`].
+//! [`super::target`], what only streams or only queues take by [`super::settings`]. A Kafka mapping
+//! (`SelfManagedEventSource`, or an MSK `EventSourceArn`) is handed to [`super::kafka_parse`] once
+//! its source is known. Names across mappings are checked afterwards, in [`super::names`].
 //!
 //! Fields are read in one fixed order whatever the source, so problems are listed in the same
 //! order as they always were.
 
-use super::names::Parsed;
+use super::kafka_parse::{self, KAFKA_ONLY};
+use super::names::{Parsed, SourceId};
 use super::obj::{show, Obj};
 use super::settings::{
     refuse_stream_fields, response_types, scaling, stream_errors, stream_starting_position,
@@ -20,22 +22,37 @@ use serde_yaml_ng::Value;
 pub(super) const FUTURE_SKEW_SECS: u64 = 60;
 
 /// Reads `mappings[index]`; `None` when a problem leaves nothing to run (the problem is recorded).
-/// `now` bounds `StartingPositionTimestamp`.
-pub(super) fn mapping(m: &mut Obj<'_, '_>, index: usize, now: SystemTime) -> Option<Parsed> {
+/// `now` bounds `StartingPositionTimestamp`; `self_managed_region` is the region of a self-managed
+/// Kafka cluster ([`super::kafka::KafkaSettings::region`]).
+pub(super) fn mapping(
+    m: &mut Obj<'_, '_>,
+    index: usize,
+    now: SystemTime,
+    self_managed_region: &str,
+) -> Option<Parsed> {
     let name = m.string("Name");
     if name.as_deref() == Some("") {
         m.err("Name", "must not be empty".into());
     }
     let previous = previous_names(m);
-    let arn = m
-        .required_string("EventSourceArn")
-        .and_then(|s| match SourceArn::parse(&s) {
-            Ok(a) => Some(a),
-            Err(e) => {
-                m.err("EventSourceArn", e);
-                None
-            }
-        });
+    let self_managed = m.has("SelfManagedEventSource");
+    let arn = source_arn(m, self_managed);
+    if self_managed || matches!(arn, Some(SourceArn::Msk(_))) {
+        let msk = match arn {
+            Some(SourceArn::Msk(a)) if !self_managed => Some(a),
+            _ => None,
+        };
+        let head = kafka_parse::Head {
+            index,
+            name,
+            previous,
+            region: self_managed_region,
+        };
+        return kafka_parse::mapping(m, head, msk, now);
+    }
+    if arn.is_some() {
+        refuse_kafka_fields(m);
+    }
     let target = target(m);
     // A source that does not parse is read as a stream: its stream fields are still checked.
     let queue = arn.as_ref().is_some_and(SourceArn::is_queue);
@@ -45,7 +62,7 @@ pub(super) fn mapping(m: &mut Obj<'_, '_>, index: usize, now: SystemTime) -> Opt
         refuse_stream_fields(m);
         None
     } else {
-        stream_starting_position(m, arn.as_ref(), now)
+        stream_starting_position(m, arn.as_ref(), now, "stream sources")
     };
     let enabled = m.bool("Enabled").unwrap_or(true);
     let settings = if queue {
@@ -53,13 +70,14 @@ pub(super) fn mapping(m: &mut Obj<'_, '_>, index: usize, now: SystemTime) -> Opt
             report_batch_item_failures: response_types(m),
         }
     } else {
-        Settings::Stream(stream_errors(m))
+        Settings::Stream(stream_errors(m, false))
     };
     let (arn, target) = (arn?, target?);
     // The default name of earlier releases, under which an unnamed mapping's checkpoints were written.
     let old_default = format!("{}-{}", arn.resource_name(), target.label());
     let explicit_name = name.is_some();
     let name = name.unwrap_or_else(|| arn.default_mapping_name());
+    let source_id = SourceId::arn(arn.arn());
     let source = match (arn, settings) {
         (SourceArn::Kinesis(stream), Settings::Stream(errors)) => {
             MappingSource::Kinesis(StreamSettings {
@@ -85,14 +103,16 @@ pub(super) fn mapping(m: &mut Obj<'_, '_>, index: usize, now: SystemTime) -> Opt
             max_concurrency,
             report_batch_item_failures,
         }),
-        // `settings` follows the ARN's kind (`queue` above).
+        // `settings` follows the ARN's kind (`queue` above); MSK went to `kafka_parse`.
         _ => return None,
     };
     Some(Parsed {
         index,
         explicit_name,
         previous,
-        old_default,
+        old_default: Some(old_default),
+        source: source_id,
+        explicit_group: false,
         mapping: Mapping {
             name,
             legacy_names: Vec::new(),
@@ -102,6 +122,48 @@ pub(super) fn mapping(m: &mut Obj<'_, '_>, index: usize, now: SystemTime) -> Opt
             source,
         },
     })
+}
+
+/// `EventSourceArn`, parsed; with `SelfManagedEventSource` it must be absent (a self-managed
+/// cluster has no ARN) and `None` is returned.
+fn source_arn(m: &mut Obj<'_, '_>, self_managed: bool) -> Option<SourceArn> {
+    if self_managed {
+        if m.has("EventSourceArn") {
+            m.take("EventSourceArn");
+            m.err(
+                "EventSourceArn",
+                "and SelfManagedEventSource are mutually exclusive: EventSourceArn names an Amazon MSK cluster, SelfManagedEventSource a self-managed Kafka cluster's bootstrap servers".into(),
+            );
+        }
+        return None;
+    }
+    let arn = m.string("EventSourceArn");
+    if arn.is_none() && !m.has_error_for("EventSourceArn") {
+        m.err(
+            "EventSourceArn",
+            "is required (or SelfManagedEventSource for a self-managed Kafka cluster)".into(),
+        );
+    }
+    arn.and_then(|s| match SourceArn::parse(&s) {
+        Ok(a) => Some(a),
+        Err(e) => {
+            m.err("EventSourceArn", e);
+            None
+        }
+    })
+}
+
+/// Reports each Kafka-only field a Kinesis, DynamoDB or SQS mapping was given.
+fn refuse_kafka_fields(m: &mut Obj<'_, '_>) {
+    for field in KAFKA_ONLY {
+        if m.has(field) {
+            m.take(field);
+            m.err(
+                field,
+                "is only supported for Kafka sources (SelfManagedEventSource, or an Amazon MSK EventSourceArn)".into(),
+            );
+        }
+    }
 }
 
 /// The settings read for the source's kind, before they meet its ARN.

@@ -4,16 +4,23 @@
 //! returns every problem at once ([`ConfigErrors`]); validation is pure and does no AWS I/O.
 //!
 //! The typed result ([`typed`]) is per source kind: a [`Mapping`]'s [`MappingSource`] is a Kinesis
-//! or DynamoDB stream with [`StreamSettings`], or an SQS queue with [`QueueSettings`]. The parser
-//! is hand-written over `serde_yaml_ng::Value` ([`obj`]) so that every message names its field path
-//! and AWS's rule: [`parse`] reads the process settings, [`mapping`] one mapping's common fields,
-//! [`target`] its target, [`settings`] what only streams or only queues take, [`names`] checks
-//! names across mappings, [`coordination`] the lease-table section for several replicas.
+//! or DynamoDB stream with [`StreamSettings`], an SQS queue with [`QueueSettings`], or a Kafka
+//! topic with [`KafkaSettings`] ([`kafka`]). The parser is hand-written over `serde_yaml_ng::Value`
+//! ([`obj`]) so that every message names its field path and AWS's rule: [`parse`] reads the process
+//! settings, [`mapping`] one mapping's common fields, [`target`] its target, [`settings`] what only
+//! streams or only queues take, [`kafka_parse`] a Kafka mapping, [`names`] checks names across
+//! mappings, [`coordination`] the lease-table section for several replicas.
 
 mod arn;
 mod coordination;
 #[cfg(test)]
 mod coordination_tests;
+mod kafka;
+#[cfg(test)]
+mod kafka_access_tests;
+mod kafka_parse;
+#[cfg(test)]
+mod kafka_tests;
 mod mapping;
 mod names;
 mod obj;
@@ -30,9 +37,15 @@ use std::time::{Duration, SystemTime};
 
 pub use crate::model::StartingPosition;
 pub use arn::{
-    DestinationArn, DynamoDbStreamArn, KinesisStreamArn, QueueArn, ResourceArn, SourceArn,
+    DestinationArn, DynamoDbStreamArn, KinesisStreamArn, MskClusterArn, QueueArn, ResourceArn,
+    SourceArn, KAFKA_DESTINATION_SCHEME,
 };
 pub use coordination::Coordination;
+pub use kafka::{
+    default_consumer_group, KafkaAccess, KafkaCluster, KafkaSasl, KafkaSettings, SaslMechanism,
+    SecretRef, KAFKA_RETRY_CAP_WITH_DESTINATION, SELF_MANAGED_ACCOUNT,
+    SELF_MANAGED_FALLBACK_REGION,
+};
 pub use typed::{
     Batching, ErrorHandling, HttpTarget, Mapping, MappingSource, QueueSettings, StreamSettings,
     Target,

@@ -2,6 +2,7 @@
 //! unique and must not change when the target does: the default comes from the source alone, two
 //! mappings on one source must each be named, and `PreviousNames` plus the default name of earlier releases
 //! (`<resource>-<target>`) become [`Mapping::legacy_names`], under which earlier progress is found.
+//! A Kafka mapping's name keys its default consumer group instead; it has no legacy names.
 
 use super::*;
 use std::collections::HashMap;
@@ -14,10 +15,38 @@ pub(super) struct Parsed {
     pub explicit_name: bool,
     /// `PreviousNames`, each with its position in that list.
     pub previous: Vec<(usize, String)>,
-    /// The default name earlier releases gave it.
-    pub old_default: String,
+    /// The default name earlier releases gave it; `None` for a kind they did not have (Kafka).
+    pub old_default: Option<String>,
+    /// Which source it reads, for "two mappings read one source".
+    pub source: SourceId,
+    /// A Kafka mapping's `ConsumerGroupId` is given, not the default.
+    pub explicit_group: bool,
     /// `legacy_names` is left empty; [`resolve`] fills it.
     pub mapping: Mapping,
+}
+
+/// A mapping's source as the name checks see it.
+pub(super) struct SourceId {
+    /// Equal for two mappings that read one source.
+    pub key: String,
+    /// How messages name the source (`EventSourceArn "arn:..."`).
+    pub shown: String,
+    /// What the name keys for this kind of source.
+    pub name_keys: &'static str,
+    /// Where the default name comes from.
+    pub default_from: &'static str,
+}
+
+impl SourceId {
+    /// A source named by its `EventSourceArn` alone (Kinesis, DynamoDB Streams, SQS).
+    pub fn arn(arn: &str) -> SourceId {
+        SourceId {
+            key: arn.to_string(),
+            shown: format!("EventSourceArn {arn:?}"),
+            name_keys: "their checkpoints",
+            default_from: "EventSourceArn",
+        }
+    }
 }
 
 /// Checks names across mappings (recording each problem in `errs`) and fills `legacy_names`.
@@ -28,15 +57,15 @@ pub(super) fn resolve(parsed: Vec<Parsed>, errs: &mut Vec<String>) -> Vec<Mappin
         if a.explicit_name {
             continue;
         }
-        let arn = a.mapping.source_arn();
+        let source = &a.source;
         if let Some(b) = parsed
             .iter()
-            .find(|b| b.index != a.index && b.mapping.source_arn() == arn)
+            .find(|b| b.index != a.index && b.source.key == source.key)
         {
             let (lo, hi) = (a.index.min(b.index), a.index.max(b.index));
             errs.push(format!(
-                "mappings[{}].Name: is required: mappings[{lo}] and mappings[{hi}] read the same EventSourceArn {arn:?}; give each of them a distinct Name (it keys their checkpoints)",
-                a.index
+                "mappings[{}].Name: is required: mappings[{lo}] and mappings[{hi}] read the same {}; give each of them a distinct Name (it keys {})",
+                a.index, source.shown, source.name_keys
             ));
             reported[p] = true;
         }
@@ -57,7 +86,7 @@ pub(super) fn resolve(parsed: Vec<Parsed>, errs: &mut Vec<String>) -> Vec<Mappin
             if x.explicit_name {
                 String::new()
             } else {
-                " (the default name, from EventSourceArn)".to_string()
+                format!(" (the default name, from {})", x.source.default_from)
             }
         };
         errs.push(format!(
@@ -96,16 +125,22 @@ pub(super) fn resolve(parsed: Vec<Parsed>, errs: &mut Vec<String>) -> Vec<Mappin
             }
         }
     }
+    // Kafka consumer groups: one mapping each per cluster.
+    super::kafka_parse::check_groups(&parsed, errs);
     // Earlier releases' default names, where they are unambiguous.
     let mut old_defaults: HashMap<&str, usize> = HashMap::new();
     for x in parsed.iter().filter(|x| !x.explicit_name) {
-        *old_defaults.entry(x.old_default.as_str()).or_default() += 1;
+        if let Some(old) = &x.old_default {
+            *old_defaults.entry(old.as_str()).or_default() += 1;
+        }
     }
     let keep_old = |x: &Parsed| {
-        !x.explicit_name
-            && old_defaults.get(x.old_default.as_str()) == Some(&1)
-            && !current.contains_key(x.old_default.as_str())
-            && !claimed.contains_key(x.old_default.as_str())
+        x.old_default.as_deref().is_some_and(|old| {
+            !x.explicit_name
+                && old_defaults.get(old) == Some(&1)
+                && !current.contains_key(old)
+                && !claimed.contains_key(old)
+        })
     };
     let keep: Vec<bool> = parsed.iter().map(keep_old).collect();
     parsed
@@ -118,8 +153,8 @@ pub(super) fn resolve(parsed: Vec<Parsed>, errs: &mut Vec<String>) -> Vec<Mappin
                     m.legacy_names.push(prev);
                 }
             }
-            if keep {
-                m.legacy_names.push(x.old_default);
+            if let (true, Some(old)) = (keep, x.old_default) {
+                m.legacy_names.push(old);
             }
             m
         })

@@ -5,6 +5,7 @@
 //! mapping by [`super::mapping`], and names across mappings are checked by [`super::names`].
 
 use super::coordination::coordination;
+use super::kafka;
 use super::mapping::mapping;
 use super::names;
 use super::obj::Obj;
@@ -27,6 +28,12 @@ pub(super) fn parse_at(text: &str, now: SystemTime) -> Result<Config, ConfigErro
     let cfg = {
         let mut top = Obj::new("", &root, &mut errs);
         let region = top.string("region");
+        // Self-managed Kafka mappings' region: `region`, else AWS_REGION / AWS_DEFAULT_REGION.
+        let self_managed_region = kafka::self_managed_region(
+            region.as_deref(),
+            std::env::var("AWS_REGION").ok(),
+            std::env::var("AWS_DEFAULT_REGION").ok(),
+        );
         let endpoints = top
             .object("endpoints")
             .map(|mut e| {
@@ -67,7 +74,7 @@ pub(super) fn parse_at(text: &str, now: SystemTime) -> Result<Config, ConfigErro
                 }
                 for (i, item) in items.iter().enumerate() {
                     let mut m = Obj::new(&format!("mappings[{i}]"), item, top.errs);
-                    if let Some(p) = mapping(&mut m, i, now) {
+                    if let Some(p) = mapping(&mut m, i, now, &self_managed_region) {
                         parsed.push(p);
                     }
                     m.finish();

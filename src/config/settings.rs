@@ -1,7 +1,8 @@
-//! The fields only one kind of source takes. Streams: `StartingPosition` (+ its timestamp) and AWS's
-//! stream error handling (`MaximumRetryAttempts`, `MaximumRecordAgeInSeconds`,
-//! `BisectBatchOnFunctionError`, `DestinationConfig`). Queues: `ScalingConfig`. Both:
-//! `FunctionResponseTypes`. A field given to the wrong kind is a problem naming AWS's rule.
+//! The fields only one kind of source takes. Streams and Kafka: `StartingPosition` (+ its timestamp)
+//! and AWS's stream error handling (`MaximumRetryAttempts`, `MaximumRecordAgeInSeconds`,
+//! `BisectBatchOnFunctionError`, `DestinationConfig`; a `kafka://<topic>` destination for Kafka
+//! only). Queues: `ScalingConfig`. All: `FunctionResponseTypes`. A field given to the wrong kind is
+//! a problem naming AWS's rule; what only Kafka takes is read in [`super::kafka_parse`].
 
 use super::mapping::FUTURE_SKEW_SECS;
 use super::obj::{show, Obj};
@@ -45,11 +46,13 @@ pub(super) fn refuse_stream_fields(m: &mut Obj<'_, '_>) {
     }
 }
 
-/// StartingPosition (+ StartingPositionTimestamp) for a stream source.
+/// StartingPosition (+ StartingPositionTimestamp) for a stream or Kafka source; `sources` names
+/// the kind in the "is required" message ("stream sources", "Kafka sources").
 pub(super) fn stream_starting_position(
     m: &mut Obj<'_, '_>,
     source: Option<&SourceArn>,
     now: SystemTime,
+    sources: &str,
 ) -> Option<StartingPosition> {
     let timestamp = m.take("StartingPositionTimestamp").filter(|v| !v.is_null());
     let given = m.string("StartingPosition");
@@ -58,7 +61,7 @@ pub(super) fn stream_starting_position(
             if !m.has_error_for("StartingPosition") {
                 m.err(
                     "StartingPosition",
-                    "is required for stream sources (TRIM_HORIZON | LATEST | AT_TIMESTAMP)".into(),
+                    format!("is required for {sources} (TRIM_HORIZON | LATEST | AT_TIMESTAMP)"),
                 );
             }
             None
@@ -134,8 +137,11 @@ fn starting_timestamp(m: &mut Obj<'_, '_>, v: &Value, now: SystemTime) -> Option
     at
 }
 
-/// AWS's stream error handling fields.
-pub(super) fn stream_errors(m: &mut Obj<'_, '_>) -> ErrorHandling {
+/// AWS's stream error handling fields, for a stream or (`kafka`) a Kafka source. Only a Kafka
+/// source takes a `kafka://<topic>` destination; the Kafka rules that need the source topic and the
+/// retry cap are applied by [`super::kafka_parse`].
+pub(super) fn stream_errors(m: &mut Obj<'_, '_>, kafka: bool) -> ErrorHandling {
+    let kind = if kafka { "Kafka" } else { "stream" };
     let attempts = m.int("MaximumRetryAttempts", 0, 10_000, Some(-1), -1);
     let age = m.int("MaximumRecordAgeInSeconds", 60, 604_800, Some(-1), -1);
     let bisect = m.bool("BisectBatchOnFunctionError").unwrap_or(false);
@@ -149,7 +155,14 @@ pub(super) fn stream_errors(m: &mut Obj<'_, '_>) -> ErrorHandling {
                         Ok(a) if a.is_fifo_queue() => {
                             o.err(
                                 "Destination",
-                                format!("{s:?} is a FIFO queue: on-failure destinations of stream mappings must be standard queues (as in AWS)"),
+                                format!("{s:?} is a FIFO queue: on-failure destinations of {kind} mappings must be standard queues (as in AWS)"),
+                            );
+                            None
+                        }
+                        Ok(DestinationArn::Kafka { .. }) if !kafka => {
+                            o.err(
+                                "Destination",
+                                format!("{s:?} is a Kafka topic: only Kafka sources take kafka://<topic> destinations (as in AWS)"),
                             );
                             None
                         }

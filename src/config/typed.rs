@@ -1,13 +1,14 @@
-//! The typed form of one event source mapping. What only a stream or only a queue has lives in
-//! that kind's settings ([`MappingSource`]), so an invalid combination cannot be built: an SQS
-//! mapping has no starting position, retry budget or on-failure destination, and a stream mapping
-//! has no `MaximumConcurrency`. The few values many call sites need whatever the kind have
-//! accessors on [`Mapping`].
+//! The typed form of one event source mapping. What only a stream, a queue or a Kafka topic has
+//! lives in that kind's settings ([`MappingSource`]), so an invalid combination cannot be built: an
+//! SQS mapping has no starting position, retry budget or on-failure destination, and a stream
+//! mapping has no `MaximumConcurrency`. The few values many call sites need whatever the kind have
+//! accessors on [`Mapping`]. Kafka's settings are in [`super::kafka`].
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
 use super::arn::{DestinationArn, DynamoDbStreamArn, KinesisStreamArn, QueueArn, ResourceArn};
+use super::kafka::KafkaSettings;
 use crate::model::StartingPosition;
 
 /// One event source mapping.
@@ -38,12 +39,14 @@ pub struct Batching {
     pub window: Duration,
 }
 
-/// The event source and what only its kind has. (Kafka comes next: its own variant and settings.)
+/// The event source and what only its kind has.
 #[derive(Debug, Clone)]
 pub enum MappingSource {
     Kinesis(StreamSettings<KinesisStreamArn>),
     DynamoDbStream(StreamSettings<DynamoDbStreamArn>),
     Sqs(QueueSettings),
+    /// One topic of a self-managed Kafka or Amazon MSK cluster, read through a consumer group.
+    Kafka(KafkaSettings),
 }
 
 /// A stream source (Kinesis, DynamoDB Streams): sharded, read in order from a starting position,
@@ -67,7 +70,7 @@ pub struct QueueSettings {
     pub report_batch_item_failures: bool,
 }
 
-/// AWS's stream error handling settings (esm-spec.md §2, §4).
+/// AWS's stream error handling settings (esm-spec.md §2, §4), for streams and Kafka.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct ErrorHandling {
     /// `MaximumRetryAttempts`; `None` is AWS's -1 (retry until the record expires).
@@ -78,7 +81,7 @@ pub struct ErrorHandling {
     pub bisect_on_function_error: bool,
     /// `FunctionResponseTypes: [ReportBatchItemFailures]`.
     pub report_batch_item_failures: bool,
-    /// `DestinationConfig.OnFailure.Destination`.
+    /// `DestinationConfig.OnFailure.Destination` (a `kafka://<topic>` only on Kafka mappings).
     pub on_failure: Option<DestinationArn>,
 }
 
@@ -114,70 +117,98 @@ impl Target {
 }
 
 impl MappingSource {
-    /// The parts every source's ARN has.
+    /// The parts every source's ARN has (a Kafka source: see [`KafkaSettings`]'s [`ResourceArn`]).
     pub fn resource(&self) -> &dyn ResourceArn {
         match self {
             MappingSource::Kinesis(s) => &s.stream,
             MappingSource::DynamoDbStream(s) => &s.stream,
             MappingSource::Sqs(q) => &q.queue,
+            MappingSource::Kafka(k) => k,
         }
     }
 
-    /// The `EventSourceArn`.
+    /// The `EventSourceArn`; empty for a self-managed Kafka cluster, which has none.
     pub fn arn(&self) -> &str {
         self.resource().arn()
     }
 
-    /// The region that serves the mapping.
+    /// The region that serves the mapping (a self-managed Kafka cluster: [`KafkaSettings::region`]).
     pub fn region(&self) -> &str {
         self.resource().region()
     }
 
+    /// The source's account (a self-managed Kafka cluster: `000000000000`).
     pub fn account(&self) -> &str {
         self.resource().account()
     }
 
-    /// The stream, table or queue name.
+    /// The stream, table, queue or topic name.
     pub fn resource_name(&self) -> &str {
         self.resource().resource_name()
     }
 
-    /// SQS sources are queues; the others are streams with shards.
+    /// SQS sources are queues; the others are streams with shards or Kafka topics.
     pub fn is_queue(&self) -> bool {
         matches!(self, MappingSource::Sqs(_))
+    }
+
+    /// A Kafka topic (self-managed or MSK).
+    pub fn is_kafka(&self) -> bool {
+        matches!(self, MappingSource::Kafka(_))
+    }
+
+    /// A Kinesis or DynamoDB stream: read by shards under the supervisor, with checkpoints in the
+    /// checkpoint store or the lease table. Not a queue, not a Kafka topic.
+    pub fn has_shards(&self) -> bool {
+        matches!(
+            self,
+            MappingSource::Kinesis(_) | MappingSource::DynamoDbStream(_)
+        )
     }
 }
 
 impl Mapping {
-    /// The `EventSourceArn`.
+    /// The `EventSourceArn`; empty for a self-managed Kafka cluster, which has none.
     pub fn source_arn(&self) -> &str {
         self.source.arn()
     }
 
-    /// `FunctionResponseTypes: [ReportBatchItemFailures]`, for streams and queues alike.
+    /// `FunctionResponseTypes: [ReportBatchItemFailures]`, for every kind of source.
     pub fn report_batch_item_failures(&self) -> bool {
         match &self.source {
             MappingSource::Kinesis(s) => s.errors.report_batch_item_failures,
             MappingSource::DynamoDbStream(s) => s.errors.report_batch_item_failures,
             MappingSource::Sqs(q) => q.report_batch_item_failures,
+            MappingSource::Kafka(k) => k.errors.report_batch_item_failures,
         }
     }
 
-    /// A stream mapping's starting position; `None` for a queue, which has none.
+    /// A stream or Kafka mapping's starting position; `None` for a queue, which has none. Having
+    /// one does not make a mapping a shard stream: see [`MappingSource::has_shards`].
     pub fn starting_position(&self) -> Option<StartingPosition> {
         match &self.source {
             MappingSource::Kinesis(s) => Some(s.starting_position),
             MappingSource::DynamoDbStream(s) => Some(s.starting_position),
             MappingSource::Sqs(_) => None,
+            MappingSource::Kafka(k) => Some(k.starting_position),
         }
     }
 
-    /// A stream mapping's error handling; `None` for a queue (failed messages return to it).
+    /// A stream or Kafka mapping's error handling; `None` for a queue (failed messages return to it).
     pub fn stream_errors(&self) -> Option<&ErrorHandling> {
         match &self.source {
             MappingSource::Kinesis(s) => Some(&s.errors),
             MappingSource::DynamoDbStream(s) => Some(&s.errors),
             MappingSource::Sqs(_) => None,
+            MappingSource::Kafka(k) => Some(&k.errors),
+        }
+    }
+
+    /// A Kafka mapping's settings; `None` for the other sources.
+    pub fn kafka(&self) -> Option<&KafkaSettings> {
+        match &self.source {
+            MappingSource::Kafka(k) => Some(k),
+            _ => None,
         }
     }
 
@@ -247,6 +278,31 @@ impl Mapping {
                 stream,
                 starting_position,
                 errors: ErrorHandling::default(),
+            }),
+        )
+    }
+
+    /// On the topic `t` of the self-managed cluster `localhost:9092` (region us-east-1, account
+    /// 000000000000), group `sluice-m`, from TRIM_HORIZON; Kafka's batching defaults (100, 500 ms),
+    /// default error handling, no authentication.
+    pub(crate) fn kafka_for_tests() -> Mapping {
+        use super::kafka::{KafkaAccess, KafkaCluster};
+        Mapping::for_tests(
+            Batching {
+                batch_size: 100,
+                window: Duration::from_millis(500),
+            },
+            MappingSource::Kafka(KafkaSettings {
+                cluster: KafkaCluster::SelfManaged {
+                    bootstrap_servers: vec!["localhost:9092".into()],
+                },
+                topic: "t".into(),
+                consumer_group_id: "sluice-m".into(),
+                starting_position: StartingPosition::TrimHorizon,
+                errors: ErrorHandling::default(),
+                access: KafkaAccess::default(),
+                region: "us-east-1".into(),
+                account: "000000000000".into(),
             }),
         )
     }

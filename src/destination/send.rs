@@ -54,6 +54,11 @@ impl AwsDestination {
                 client: clients.s3.clone(),
                 bucket: bucket.clone(),
             },
+            DestinationArn::Kafka { uri, .. } => {
+                return Err(format!(
+                    "{uri}: Kafka on-failure destinations are not wired yet"
+                ))
+            }
         })
     }
 }
