@@ -3,6 +3,7 @@
 //! and condition waits (no sleeps as synchronisation).
 #![allow(dead_code)]
 
+pub mod fleet;
 pub mod proxy;
 pub mod sink;
 pub mod sluice;
