@@ -70,7 +70,13 @@ fn assert_complete_and_ordered(label: &str, fleet: &Fleet, written: &[Written]) 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_replicas_share_an_8_shard_stream() {
     let fleet = three_replicas("replicas-spread", 8, Sink::ok().await).await;
+    let started = Instant::now();
     let owners = fleet.wait_spread(Duration::from_secs(60)).await;
+    eprintln!(
+        "spread: settled {:?} after every replica was ready: {:?}",
+        started.elapsed(),
+        fleet.by_owner(&owners)
+    );
     let spread = fleet.by_owner(&owners);
     assert_eq!(owners.len(), 8);
     for (id, shards) in &spread {
@@ -97,9 +103,15 @@ async fn three_replicas_share_an_8_shard_stream() {
         written.extend(put_keyed(&fleet.kinesis, &fleet.stream, keys, chunk.to_vec()).await);
     }
     assert_eq!(by_shard(&written).len(), 8, "records on every shard");
+    let writing = Instant::now();
     fleet
         .wait_delivered(&written, Duration::from_secs(90))
         .await;
+    eprintln!(
+        "spread: {} records delivered {:?} after the first was written",
+        written.len(),
+        writing.elapsed()
+    );
     let accepted = fleet.sink.accepted.lock().unwrap().clone();
     let counts = delivery_counts(&accepted);
     let dupes: Vec<_> = counts.iter().filter(|(_, n)| **n > 1).collect();
@@ -201,6 +213,11 @@ async fn kill_9_moves_shards_within_twice_the_lease_duration() {
         foreign.len(),
         foreign.iter().take(5).collect::<Vec<_>>()
     );
+    let not_ready = fleet.not_ready().await;
+    assert!(
+        not_ready.is_empty(),
+        "after the takeover, surviving replicas not ready: {not_ready:#?}"
+    );
     fleet.delete_stream().await;
 }
 
@@ -276,6 +293,8 @@ async fn rolling_restart_leaves_no_shard_idle_over_2_s() {
     .collect();
     moves.sort_by_key(|l: &String| l.split_once(": ").map(|(_, rest)| rest.to_string()));
     assert_eq!(gaps.len(), 8, "every shard had deliveries: {report:?}");
+    let not_ready = fleet.not_ready().await;
+    eprintln!("rolling restart: replicas not ready at the end: {not_ready:?}");
     assert_complete_and_ordered("rolling restart", &fleet, &written);
     let idle: Vec<&String> = gaps
         .iter()
@@ -288,6 +307,10 @@ async fn rolling_restart_leaves_no_shard_idle_over_2_s() {
         report.join("\n  "),
         timeline.join("\n  "),
         moves.join("\n  ")
+    );
+    assert!(
+        not_ready.is_empty(),
+        "after the rolling restart, replicas not ready: {not_ready:#?}"
     );
     fleet.delete_stream().await;
 }
@@ -435,6 +458,67 @@ async fn a_replica_cut_off_from_dynamodb_stops_before_its_leases_are_taken() {
         Duration::from_secs(2 * LEASE_SECONDS),
         LEASE_SECONDS * 800,
         fleet.log_tails(30)
+    );
+    fleet.delete_stream().await;
+}
+
+/// A table that answers late for a moment (moto under load does: 1–1.5 s stalls) makes a replica's
+/// renewals time out until its grants run out, though the renewals still land. Whatever it does
+/// then — use its leases again or let them go — its shards must be read again soon after the
+/// table answers promptly: a lease must never stay held (renewed) with no worker on it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_whose_renewals_stall_past_its_grant_lets_its_shards_run_again() {
+    let mut fleet = Fleet::new("replicas-stall", 8, Sink::ok().await).await;
+    let slow = "replica-a";
+    fleet.start_behind_stall(slow).await;
+    fleet.start("replica-b").await;
+    fleet.start("replica-c").await;
+    fleet.wait_ready().await;
+    let owners = fleet.wait_spread(Duration::from_secs(60)).await;
+    let shards: Vec<String> = owners.keys().cloned().collect();
+    let writer = Writer::start(
+        &fleet.kinesis,
+        &fleet.stream,
+        "t",
+        32,
+        16,
+        Duration::from_millis(50),
+    );
+    wait_flowing(&fleet, &shards, Instant::now()).await;
+
+    // 3 s of 1.5 s answers: renewals (1 s timeout) fail until the grants (2.4 s) run out.
+    let a_shards = fleet.by_owner(&owners)[slow].clone();
+    let stall = fleet.replica(slow).stall.as_ref().unwrap();
+    stall.set_stall(Duration::from_millis(1500));
+    tokio::time::sleep(Duration::from_secs(3)).await; // the stall's length, not a wait for a condition
+    stall.set_stall(Duration::ZERO);
+    let healed_at = Instant::now();
+    // Once the delayed calls drained (1.5 s), every shard of the slow replica reads again.
+    let resumed = wait_resumed(
+        &fleet,
+        &a_shards,
+        healed_at + Duration::from_millis(1500),
+        None,
+        Duration::from_secs(30),
+    )
+    .await;
+    eprintln!("stalled {slow}: its shards {a_shards:?} read again after {resumed:?}");
+    for (shard, (after, by)) in &resumed {
+        assert!(
+            *after <= takeover_bound(),
+            "shard {shard} of the stalled replica was read again (by {by}) only {after:?} after the table recovered, over {:?}",
+            takeover_bound()
+        );
+    }
+    let written = writer.stop().await;
+    fleet
+        .wait_delivered(&written, Duration::from_secs(90))
+        .await;
+    assert_complete_and_ordered("stall", &fleet, &written);
+    let not_ready = fleet.not_ready().await;
+    assert!(
+        not_ready.is_empty(),
+        "after the stall, replicas not ready: {not_ready:#?}"
     );
     fleet.delete_stream().await;
 }

@@ -7,17 +7,42 @@
 //! per partition key (a parent's records before its children's), nothing lost, and the largest
 //! idle gap per shard.
 
-use aws_sdk_kinesis::primitives::Blob;
-use aws_sdk_kinesis::types::PutRecordsRequestEntry;
-use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::sync::{Arc, Mutex};
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tokio_util::sync::CancellationToken;
+
+mod checks;
+mod stall;
+mod writer;
+
+#[allow(unused_imports)]
+pub use checks::*;
+#[allow(unused_imports)]
+pub use stall::StallProxy;
+#[allow(unused_imports)]
+pub use writer::*;
 
 use super::proxy::Proxy;
-use super::sink::{Request, Sink};
+use super::sink::Sink;
 use super::sluice::{coordinated_config, free_port, Coordination, Sluice};
 use super::{create_stream, kinesis, unique, wait_for, TestBed, Written};
+
+/// How many fleets run at once in a test binary (`SLUICE_TEST_FLEETS`, default 2): each is three
+/// sluice processes with their reads, renewals and scans, and the tests measure takeover times and
+/// silences of a few seconds, which a loaded 2-core machine stretches (a moto answer slower than a
+/// renewal's 1 s timeout alone loses leases).
+fn fleet_slots() -> Arc<tokio::sync::Semaphore> {
+    static SLOTS: std::sync::OnceLock<Arc<tokio::sync::Semaphore>> = std::sync::OnceLock::new();
+    SLOTS
+        .get_or_init(|| {
+            let n = std::env::var("SLUICE_TEST_FLEETS")
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(2);
+            Arc::new(tokio::sync::Semaphore::new(n))
+        })
+        .clone()
+}
 
 /// The mapping every replica runs.
 pub const MAPPING: &str = "fleet";
@@ -32,6 +57,8 @@ pub struct Replica {
     pub sluice: Sluice,
     /// The proxy in front of moto this replica's lease-table calls go through, if any.
     pub proxy: Option<Proxy>,
+    /// The slowing proxy in front of moto this replica's lease-table calls go through, if any.
+    pub stall: Option<StallProxy>,
 }
 
 /// A stream, a lease table, a sink, and the replicas sharing them (see the module docs).
@@ -50,11 +77,14 @@ pub struct Fleet {
     /// Stopped or killed replicas, kept for their logs.
     pub gone: Vec<Replica>,
     dir: tempfile::TempDir,
+    /// One of the [`fleet_slots`], held while the fleet lives.
+    _slot: tokio::sync::OwnedSemaphorePermit,
 }
 
 impl Fleet {
     /// A new stream of `shards` shards and a fresh lease table name, both starting with `prefix`.
     pub async fn new(prefix: &str, shards: i32, sink: Sink) -> Fleet {
+        let slot = fleet_slots().acquire_owned().await.expect("fleet slots");
         let tb = super::testbed();
         let kinesis = kinesis(&tb).await;
         let stream = unique(prefix);
@@ -71,23 +101,38 @@ impl Fleet {
             replicas: BTreeMap::new(),
             gone: Vec::new(),
             dir: tempfile::tempdir().unwrap(),
+            _slot: slot,
         }
     }
 
     /// Starts replica `id` on moto directly.
     pub async fn start(&mut self, id: &str) {
         let moto = self.tb.moto.clone();
-        self.start_on(id, &moto, None).await
+        self.start_on(id, &moto, None, None).await
     }
 
     /// Starts replica `id` with its lease-table calls going through a proxy in front of moto.
     pub async fn start_behind_proxy(&mut self, id: &str) {
         let proxy = Proxy::start(&self.tb.moto).await;
         let url = proxy.url.clone();
-        self.start_on(id, &url, Some(proxy)).await
+        self.start_on(id, &url, Some(proxy), None).await
     }
 
-    async fn start_on(&mut self, id: &str, dynamodb: &str, proxy: Option<Proxy>) {
+    /// Starts replica `id` with its lease-table calls going through a proxy that can make moto
+    /// slow ([`StallProxy`]).
+    pub async fn start_behind_stall(&mut self, id: &str) {
+        let stall = StallProxy::start(&self.tb.moto).await;
+        let url = stall.url.clone();
+        self.start_on(id, &url, None, Some(stall)).await
+    }
+
+    async fn start_on(
+        &mut self,
+        id: &str,
+        dynamodb: &str,
+        proxy: Option<Proxy>,
+        stall: Option<StallProxy>,
+    ) {
         let mapping = format!(
             "  - Name: {MAPPING}\n    EventSourceArn: {}\n    StartingPosition: TRIM_HORIZON\n    BatchSize: {}\n    Http:\n      Url: {}\n      Headers: {{ X-Run: \"{id}\" }}\n",
             self.arn, self.batch_size, self.sink.url
@@ -119,6 +164,7 @@ impl Fleet {
                 id: id.to_string(),
                 sluice,
                 proxy,
+                stall,
             },
         );
     }
@@ -277,6 +323,32 @@ impl Fleet {
         }
     }
 
+    /// The running replicas whose `/readyz` does not answer 200, with its answer and the rows of
+    /// their `/status` that are not running normally (`failed`).
+    pub async fn not_ready(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        for (id, r) in &self.replicas {
+            let ready = r.sluice.get("/readyz").await;
+            if matches!(ready, Some((200, _))) {
+                continue;
+            }
+            let failed: Vec<String> = match r.sluice.status().await {
+                Some(s) => s["mappings"][MAPPING]
+                    .as_object()
+                    .map(|rows| {
+                        rows.iter()
+                            .filter(|(_, v)| v["state"] == "failed")
+                            .map(|(k, v)| format!("{k}: {v}"))
+                            .collect()
+                    })
+                    .unwrap_or_default(),
+                None => vec![],
+            };
+            out.push(format!("{id}: /readyz {ready:?}; failed rows {failed:?}"));
+        }
+        out
+    }
+
     /// One line per running replica: the shards it runs and its view of the lease table.
     pub async fn status_summary(&self) -> String {
         let mut out = String::new();
@@ -402,302 +474,6 @@ impl Drop for Fleet {
     }
 }
 
-/// `(shard, sequence number)`: a record's identity.
-pub fn key(w: &Written) -> (String, String) {
-    (w.shard.clone(), w.seq.clone())
-}
-
-/// The hash key that routes partition key number `k` of `keys`: the middle of its `1/keys` slice
-/// of the hash key space, so `keys` a multiple of the shard count spreads them evenly over
-/// uniformly split shards.
-pub fn hash_key(k: usize, keys: usize) -> String {
-    let slice = u128::MAX / keys as u128;
-    (slice * k as u128 + slice / 2).to_string()
-}
-
-/// Puts records in the background: every `every`, `per_put` records over `keys` partition keys in
-/// turn (`key-<k>`, routed by [`hash_key`]), with data `"<tag>-<i>"`, `i` counting up.
-pub struct Writer {
-    stop: CancellationToken,
-    written: Arc<Mutex<Vec<Written>>>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl Writer {
-    pub fn start(
-        client: &aws_sdk_kinesis::Client,
-        stream: &str,
-        tag: &str,
-        keys: usize,
-        per_put: usize,
-        every: Duration,
-    ) -> Writer {
-        let stop = CancellationToken::new();
-        let written = Arc::new(Mutex::new(Vec::new()));
-        let (client, stream, tag) = (client.clone(), stream.to_string(), tag.to_string());
-        let (s, w) = (stop.clone(), written.clone());
-        let task = tokio::spawn(async move {
-            let mut next = 0usize;
-            let mut tick = tokio::time::interval(every);
-            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            loop {
-                tokio::select! {
-                    _ = s.cancelled() => return,
-                    _ = tick.tick() => {}
-                }
-                let batch: Vec<(usize, String)> = (next..next + per_put)
-                    .map(|i| (i % keys, format!("{tag}-{i}")))
-                    .collect();
-                next += per_put;
-                let landed = put_keyed(&client, &stream, keys, batch).await;
-                w.lock().unwrap().extend(landed);
-            }
-        });
-        Writer {
-            stop,
-            written,
-            task,
-        }
-    }
-
-    /// What landed so far, in landing order.
-    pub fn written(&self) -> Vec<Written> {
-        self.written.lock().unwrap().clone()
-    }
-
-    pub fn count(&self) -> usize {
-        self.written.lock().unwrap().len()
-    }
-
-    /// Stops after the put under way; returns every record that landed, in landing order.
-    pub async fn stop(self) -> Vec<Written> {
-        self.stop.cancel();
-        self.task.await.expect("writer task");
-        let written = self.written.lock().unwrap().clone();
-        written
-    }
-}
-
-/// Puts `(key number, data)` pairs in one PutRecords call per try; entries that failed (or a call
-/// that failed, as during a reshard) are tried again after 50 ms. Returns where each landed, in
-/// landing order.
-pub async fn put_keyed(
-    client: &aws_sdk_kinesis::Client,
-    stream: &str,
-    keys: usize,
-    records: Vec<(usize, String)>,
-) -> Vec<Written> {
-    let mut written = Vec::with_capacity(records.len());
-    let mut pending = records;
-    while !pending.is_empty() {
-        let entries = pending
-            .iter()
-            .map(|(k, d)| {
-                PutRecordsRequestEntry::builder()
-                    .partition_key(format!("key-{k}"))
-                    .explicit_hash_key(hash_key(*k, keys))
-                    .data(Blob::new(d.as_bytes()))
-                    .build()
-                    .unwrap()
-            })
-            .collect::<Vec<_>>();
-        let out = match client
-            .put_records()
-            .stream_name(stream)
-            .set_records(Some(entries))
-            .send()
-            .await
-        {
-            Ok(out) => out,
-            Err(_) => {
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                continue;
-            }
-        };
-        let mut retry = Vec::new();
-        for (entry, (k, d)) in out.records().iter().zip(pending.drain(..)) {
-            match (entry.shard_id(), entry.sequence_number()) {
-                (Some(shard), Some(seq)) if entry.error_code().is_none() => written.push(Written {
-                    shard: shard.to_string(),
-                    seq: seq.to_string(),
-                    key: format!("key-{k}"),
-                    data: d,
-                }),
-                _ => retry.push((k, d)),
-            }
-        }
-        if !retry.is_empty() {
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        pending = retry;
-    }
-    written
-}
-
-/// Where a record's deliveries fall in the sink's arrival order: (request arrival, place in the
-/// batch), first and last.
-#[derive(Debug, Clone, Copy)]
-struct Deliveries {
-    first: (usize, usize),
-    last: (usize, usize),
-}
-
-/// The accepted deliveries of each record, by the sink's arrival order.
-fn deliveries(accepted: &[Request]) -> HashMap<(String, String), Deliveries> {
-    let mut out: HashMap<(String, String), Deliveries> = HashMap::new();
-    for req in accepted {
-        for (i, w) in req.records.iter().enumerate() {
-            let at = (req.arrival, i);
-            out.entry(key(w))
-                .and_modify(|d| {
-                    d.first = d.first.min(at);
-                    d.last = d.last.max(at);
-                })
-                .or_insert(Deliveries {
-                    first: at,
-                    last: at,
-                });
-        }
-    }
-    out
-}
-
-/// Per partition key, by the sink's arrival order of accepted requests: each record's first
-/// delivery comes after the first delivery of the key's record written before it, and when the
-/// key moved to another shard (a child after a reshard), after *every* delivery of the records
-/// written before it in other shards (a parent's records, redeliveries included, before any of
-/// its children's). Every written record must have been delivered.
-pub fn assert_key_order(label: &str, written: &[Written], accepted: &[Request]) {
-    let got = deliveries(accepted);
-    let mut by_key: BTreeMap<&str, Vec<&Written>> = BTreeMap::new();
-    for w in written {
-        by_key.entry(&w.key).or_default().push(w);
-    }
-    for (k, recs) in by_key {
-        let mut prev: Option<(&Written, Deliveries)> = None;
-        // The last delivery of any record of the key in a shard before the current one.
-        let mut barrier: Option<((usize, usize), &Written)> = None;
-        let mut latest: Option<((usize, usize), &Written)> = None;
-        for w in recs {
-            let d = *got
-                .get(&key(w))
-                .unwrap_or_else(|| panic!("{label}: {} ({}) never delivered", w.data, w.seq));
-            if let Some((p, pd)) = prev {
-                if p.shard != w.shard {
-                    barrier = latest;
-                }
-                assert!(
-                    pd.first < d.first,
-                    "{label}: key {k}: {} (shard {}) first delivered at {:?}, before {} (shard {}) written earlier, first delivered at {:?}",
-                    w.data, w.shard, d.first, p.data, p.shard, pd.first
-                );
-            }
-            if let Some((at, b)) = barrier {
-                assert!(
-                    at < d.first,
-                    "{label}: key {k}: {} of shard {} delivered at {:?}, before the last delivery ({at:?}) of {} of shard {} written earlier",
-                    w.data, w.shard, d.first, b.data, b.shard
-                );
-            }
-            if latest.is_none_or(|(at, _)| at < d.last) {
-                latest = Some((d.last, w));
-            }
-            prev = Some((w, d));
-        }
-    }
-}
-
-/// Asserts each replica's own deliveries are in sequence order per shard (redeliveries by
-/// another replica aside).
-pub fn assert_ordered_per_replica(label: &str, accepted: &[Request]) {
-    let mut runs: BTreeMap<&str, Vec<Written>> = BTreeMap::new();
-    for req in accepted {
-        runs.entry(&req.run)
-            .or_default()
-            .extend(req.records.iter().cloned());
-    }
-    for (run, delivered) in runs {
-        super::assert_ordered(&format!("{label}, replica {run}"), &delivered);
-    }
-}
-
-/// How many times each record was delivered (accepted).
-pub fn delivery_counts(accepted: &[Request]) -> HashMap<(String, String), usize> {
-    let mut out = HashMap::new();
-    for req in accepted {
-        for w in &req.records {
-            *out.entry(key(w)).or_insert(0) += 1;
-        }
-    }
-    out
-}
-
-/// The longest silence of a shard: between two consecutive requests for it (any replica).
-#[derive(Debug, Clone)]
-pub struct Gap {
-    pub length: Duration,
-    /// When the request before the silence arrived.
-    pub after: Instant,
-    /// The replicas that sent the requests either side of it.
-    pub from: String,
-    pub to: String,
-}
-
-/// Per shard, the longest time between consecutive requests' arrivals (any replica) among those
-/// around `[from, to]`: a pair counts when it ends at or after `from` and starts at or before `to`.
-pub fn largest_gaps(received: &[Request], from: Instant, to: Instant) -> BTreeMap<String, Gap> {
-    let mut by_shard: BTreeMap<String, Vec<&Request>> = BTreeMap::new();
-    for r in received.iter().filter(|r| !r.records.is_empty()) {
-        by_shard.entry(r.shard().to_string()).or_default().push(r);
-    }
-    by_shard
-        .into_iter()
-        .filter_map(|(shard, reqs)| {
-            let worst = reqs
-                .windows(2)
-                .filter(|p| p[1].arrived_at >= from && p[0].arrived_at <= to)
-                .map(|p| Gap {
-                    length: p[1].arrived_at - p[0].arrived_at,
-                    after: p[0].arrived_at,
-                    from: p[0].run.clone(),
-                    to: p[1].run.clone(),
-                })
-                .max_by_key(|g| g.length)?;
-            Some((shard, worst))
-        })
-        .collect()
-}
-
-/// Changes the stream's shard count (uniform scaling) and waits until it is ACTIVE with `target`
-/// open shards.
-pub async fn reshard(client: &aws_sdk_kinesis::Client, stream: &str, target: i32) {
-    client
-        .update_shard_count()
-        .stream_name(stream)
-        .target_shard_count(target)
-        .scaling_type(aws_sdk_kinesis::types::ScalingType::UniformScaling)
-        .send()
-        .await
-        .expect("UpdateShardCount");
-    wait_for(
-        "the stream to be ACTIVE after resharding",
-        Duration::from_secs(60),
-        || async {
-            let d = client
-                .describe_stream_summary()
-                .stream_name(stream)
-                .send()
-                .await
-                .ok()?;
-            let s = d.stream_description_summary()?;
-            (s.stream_status() == &aws_sdk_kinesis::types::StreamStatus::Active
-                && s.open_shard_count() == target)
-                .then_some(())
-        },
-    )
-    .await;
-}
-
 /// Waits until `id`'s `sluice_leases_held` for the mapping is `n`.
 pub async fn wait_leases_held(sluice: &Sluice, n: usize, timeout: Duration) {
     let labels = format!("mapping=\"{MAPPING}\"");
@@ -716,24 +492,6 @@ pub async fn wait_leases_held(sluice: &Sluice, n: usize, timeout: Duration) {
         },
     )
     .await
-}
-
-/// Per shard, the first request arriving at or after `since` from a replica other than `except`:
-/// when, and from whom.
-pub fn first_after(
-    received: &[Request],
-    since: Instant,
-    except: Option<&str>,
-) -> BTreeMap<String, (Instant, String)> {
-    let mut out: BTreeMap<String, (Instant, String)> = BTreeMap::new();
-    for r in received {
-        if r.records.is_empty() || r.arrived_at < since || Some(r.run.as_str()) == except {
-            continue;
-        }
-        out.entry(r.shard().to_string())
-            .or_insert_with(|| (r.arrived_at, r.run.clone()));
-    }
-    out
 }
 
 /// Waits until every one of `shards` got a request at or after `since` from a replica other than

@@ -1,0 +1,167 @@
+//! The checks of the fleet tests, pure functions over what the sink received: order per partition
+//! key by first delivery (a parent's records, every delivery of them, before its children's),
+//! delivery counts, the largest silence per shard, and the first request per shard after an
+//! instant.
+
+use std::collections::{BTreeMap, HashMap};
+use std::time::{Duration, Instant};
+
+use crate::common::sink::Request;
+use crate::common::Written;
+
+/// `(shard, sequence number)`: a record's identity.
+pub fn key(w: &Written) -> (String, String) {
+    (w.shard.clone(), w.seq.clone())
+}
+
+/// Where a record's deliveries fall in the sink's arrival order: (request arrival, place in the
+/// batch), first and last.
+#[derive(Debug, Clone, Copy)]
+struct Deliveries {
+    first: (usize, usize),
+    last: (usize, usize),
+}
+
+/// The accepted deliveries of each record, by the sink's arrival order.
+fn deliveries(accepted: &[Request]) -> HashMap<(String, String), Deliveries> {
+    let mut out: HashMap<(String, String), Deliveries> = HashMap::new();
+    for req in accepted {
+        for (i, w) in req.records.iter().enumerate() {
+            let at = (req.arrival, i);
+            out.entry(key(w))
+                .and_modify(|d| {
+                    d.first = d.first.min(at);
+                    d.last = d.last.max(at);
+                })
+                .or_insert(Deliveries {
+                    first: at,
+                    last: at,
+                });
+        }
+    }
+    out
+}
+
+/// Per partition key, by the sink's arrival order of accepted requests: each record's first
+/// delivery comes after the first delivery of the key's record written before it, and when the
+/// key moved to another shard (a child after a reshard), after *every* delivery of the records
+/// written before it in other shards (a parent's records, redeliveries included, before any of
+/// its children's). Every written record must have been delivered.
+pub fn assert_key_order(label: &str, written: &[Written], accepted: &[Request]) {
+    let got = deliveries(accepted);
+    let mut by_key: BTreeMap<&str, Vec<&Written>> = BTreeMap::new();
+    for w in written {
+        by_key.entry(&w.key).or_default().push(w);
+    }
+    for (k, recs) in by_key {
+        let mut prev: Option<(&Written, Deliveries)> = None;
+        // The last delivery of any record of the key in a shard before the current one.
+        let mut barrier: Option<((usize, usize), &Written)> = None;
+        let mut latest: Option<((usize, usize), &Written)> = None;
+        for w in recs {
+            let d = *got
+                .get(&key(w))
+                .unwrap_or_else(|| panic!("{label}: {} ({}) never delivered", w.data, w.seq));
+            if let Some((p, pd)) = prev {
+                if p.shard != w.shard {
+                    barrier = latest;
+                }
+                assert!(
+                    pd.first < d.first,
+                    "{label}: key {k}: {} (shard {}) first delivered at {:?}, before {} (shard {}) written earlier, first delivered at {:?}",
+                    w.data, w.shard, d.first, p.data, p.shard, pd.first
+                );
+            }
+            if let Some((at, b)) = barrier {
+                assert!(
+                    at < d.first,
+                    "{label}: key {k}: {} of shard {} delivered at {:?}, before the last delivery ({at:?}) of {} of shard {} written earlier",
+                    w.data, w.shard, d.first, b.data, b.shard
+                );
+            }
+            if latest.is_none_or(|(at, _)| at < d.last) {
+                latest = Some((d.last, w));
+            }
+            prev = Some((w, d));
+        }
+    }
+}
+
+/// Asserts each replica's own deliveries are in sequence order per shard (redeliveries by
+/// another replica aside).
+pub fn assert_ordered_per_replica(label: &str, accepted: &[Request]) {
+    let mut runs: BTreeMap<&str, Vec<Written>> = BTreeMap::new();
+    for req in accepted {
+        runs.entry(&req.run)
+            .or_default()
+            .extend(req.records.iter().cloned());
+    }
+    for (run, delivered) in runs {
+        crate::common::assert_ordered(&format!("{label}, replica {run}"), &delivered);
+    }
+}
+
+/// How many times each record was delivered (accepted).
+pub fn delivery_counts(accepted: &[Request]) -> HashMap<(String, String), usize> {
+    let mut out = HashMap::new();
+    for req in accepted {
+        for w in &req.records {
+            *out.entry(key(w)).or_insert(0) += 1;
+        }
+    }
+    out
+}
+
+/// The longest silence of a shard: between two consecutive requests for it (any replica).
+#[derive(Debug, Clone)]
+pub struct Gap {
+    pub length: Duration,
+    /// When the request before the silence arrived.
+    pub after: Instant,
+    /// The replicas that sent the requests either side of it.
+    pub from: String,
+    pub to: String,
+}
+
+/// Per shard, the longest time between consecutive requests' arrivals (any replica) among those
+/// around `[from, to]`: a pair counts when it ends at or after `from` and starts at or before `to`.
+pub fn largest_gaps(received: &[Request], from: Instant, to: Instant) -> BTreeMap<String, Gap> {
+    let mut by_shard: BTreeMap<String, Vec<&Request>> = BTreeMap::new();
+    for r in received.iter().filter(|r| !r.records.is_empty()) {
+        by_shard.entry(r.shard().to_string()).or_default().push(r);
+    }
+    by_shard
+        .into_iter()
+        .filter_map(|(shard, reqs)| {
+            let worst = reqs
+                .windows(2)
+                .filter(|p| p[1].arrived_at >= from && p[0].arrived_at <= to)
+                .map(|p| Gap {
+                    length: p[1].arrived_at - p[0].arrived_at,
+                    after: p[0].arrived_at,
+                    from: p[0].run.clone(),
+                    to: p[1].run.clone(),
+                })
+                .max_by_key(|g| g.length)?;
+            Some((shard, worst))
+        })
+        .collect()
+}
+
+/// Per shard, the first request arriving at or after `since` from a replica other than `except`:
+/// when, and from whom.
+pub fn first_after(
+    received: &[Request],
+    since: Instant,
+    except: Option<&str>,
+) -> BTreeMap<String, (Instant, String)> {
+    let mut out: BTreeMap<String, (Instant, String)> = BTreeMap::new();
+    for r in received {
+        if r.records.is_empty() || r.arrived_at < since || Some(r.run.as_str()) == except {
+            continue;
+        }
+        out.entry(r.shard().to_string())
+            .or_insert_with(|| (r.arrived_at, r.run.clone()));
+    }
+    out
+}
