@@ -463,9 +463,11 @@ async fn a_replica_cut_off_from_dynamodb_stops_before_its_leases_are_taken() {
 }
 
 /// A table that answers late for a moment (moto under load does: 1–1.5 s stalls) makes a replica's
-/// renewals time out until its grants run out, though the renewals still land. Whatever it does
-/// then — use its leases again or let them go — its shards must be read again soon after the
-/// table answers promptly: a lease must never stay held (renewed) with no worker on it.
+/// renewal time out, and the next one, sent into a shorter stall, succeed only after the grant it
+/// renews ran out (grants last 2.4 s from the send of the last renewal that succeeded; renewals
+/// go every 1 s with a 1 s timeout). Whatever the replica does then — use its leases again or let
+/// them go — its shards must be read again soon after: a lease must never stay held (renewed)
+/// with no worker on it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_replica_whose_renewals_stall_past_its_grant_lets_its_shards_run_again() {
     let mut fleet = Fleet::new("replicas-stall", 8, Sink::ok().await).await;
@@ -485,23 +487,34 @@ async fn a_replica_whose_renewals_stall_past_its_grant_lets_its_shards_run_again
         Duration::from_millis(50),
     );
     wait_flowing(&fleet, &shards, Instant::now()).await;
+    // Quiet before the stall, so no checkpoint write holds a lease item while its renewal is due
+    // (that would shift the renewals' timing).
+    let mut written = writer.stop().await;
+    fleet
+        .wait_delivered(&written, Duration::from_secs(60))
+        .await;
 
-    // 3 s of 1.5 s answers: renewals (1 s timeout) fail until the grants (2.4 s) run out.
+    // The renewal sent in the first second (r0 + 1, r0 being the last before the stall) times
+    // out; the one sent at r0 + 2 takes 0.7 s and lands after the grant (r0 + 2.4) ran out.
     let a_shards = fleet.by_owner(&owners)[slow].clone();
     let stall = fleet.replica(slow).stall.as_ref().unwrap();
-    stall.set_stall(Duration::from_millis(1500));
-    tokio::time::sleep(Duration::from_secs(3)).await; // the stall's length, not a wait for a condition
+    stall.set_stall(Duration::from_millis(1200));
+    // The stall's shape, not a wait for a condition.
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    stall.set_stall(Duration::from_millis(700));
+    tokio::time::sleep(Duration::from_millis(2000)).await;
     stall.set_stall(Duration::ZERO);
     let healed_at = Instant::now();
-    // Once the delayed calls drained (1.5 s), every shard of the slow replica reads again.
-    let resumed = wait_resumed(
-        &fleet,
-        &a_shards,
-        healed_at + Duration::from_millis(1500),
-        None,
-        Duration::from_secs(30),
-    )
-    .await;
+    let writer = Writer::start(
+        &fleet.kinesis,
+        &fleet.stream,
+        "u",
+        32,
+        16,
+        Duration::from_millis(50),
+    );
+    // Once the delayed calls drained, every shard of the slow replica reads again.
+    let resumed = wait_resumed(&fleet, &a_shards, healed_at, None, Duration::from_secs(30)).await;
     eprintln!("stalled {slow}: its shards {a_shards:?} read again after {resumed:?}");
     for (shard, (after, by)) in &resumed {
         assert!(
@@ -510,7 +523,7 @@ async fn a_replica_whose_renewals_stall_past_its_grant_lets_its_shards_run_again
             takeover_bound()
         );
     }
-    let written = writer.stop().await;
+    written.extend(writer.stop().await);
     fleet
         .wait_delivered(&written, Duration::from_secs(90))
         .await;

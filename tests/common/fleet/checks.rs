@@ -87,17 +87,39 @@ pub fn assert_key_order(label: &str, written: &[Written], accepted: &[Request]) 
     }
 }
 
-/// Asserts each replica's own deliveries are in sequence order per shard (redeliveries by
-/// another replica aside).
+/// Asserts each request's records are in sequence order, and each replica's deliveries per shard
+/// go forward, except where it starts over from an earlier point: a step back (a replica that lost
+/// a lease and took it again re-reads from the checkpoint) must land on records already delivered
+/// before, by any replica; never on one not delivered yet.
 pub fn assert_ordered_per_replica(label: &str, accepted: &[Request]) {
-    let mut runs: BTreeMap<&str, Vec<Written>> = BTreeMap::new();
+    let mut last: HashMap<(&str, &str), &str> = HashMap::new();
+    let mut delivered: std::collections::HashSet<(String, String)> = Default::default();
     for req in accepted {
-        runs.entry(&req.run)
-            .or_default()
-            .extend(req.records.iter().cloned());
-    }
-    for (run, delivered) in runs {
-        crate::common::assert_ordered(&format!("{label}, replica {run}"), &delivered);
+        for pair in req.records.windows(2) {
+            assert!(
+                crate::common::seq_key(&pair[0].seq) < crate::common::seq_key(&pair[1].seq),
+                "{label}: a request of {} has {} then {} on shard {}",
+                req.run,
+                pair[0].seq,
+                pair[1].seq,
+                pair[0].shard
+            );
+        }
+        for w in &req.records {
+            let at = (req.run.as_str(), w.shard.as_str());
+            if let Some(prev) = last.get(&at) {
+                let back = crate::common::seq_key(&w.seq) <= crate::common::seq_key(prev);
+                assert!(
+                    !back || delivered.contains(&key(w)),
+                    "{label}: replica {} went back on shard {} from {prev} to {}, a record not delivered before",
+                    req.run,
+                    w.shard,
+                    w.seq
+                );
+            }
+            last.insert(at, &w.seq);
+        }
+        delivered.extend(req.records.iter().map(key));
     }
 }
 
