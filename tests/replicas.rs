@@ -11,7 +11,7 @@ mod common;
 use common::fleet::*;
 use common::sink::Sink;
 use common::*;
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
 const ABC: [&str; 3] = ["replica-a", "replica-b", "replica-c"];
@@ -23,53 +23,9 @@ fn takeover_bound() -> Duration {
     Duration::from_secs(2 * LEASE_SECONDS) + TAKEOVER_SLACK
 }
 
-async fn three_replicas(prefix: &str, shards: i32, sink: Sink) -> Fleet {
-    let mut fleet = Fleet::new(prefix, shards, sink).await;
-    for id in ABC {
-        fleet.start(id).await;
-    }
-    fleet.wait_ready().await;
-    fleet
-}
-
-/// Waits until each of `shards` got an accepted request that arrived at or after `since`.
-async fn wait_flowing(fleet: &Fleet, shards: &[String], since: Instant) {
-    wait_for(
-        "records flowing on every shard",
-        Duration::from_secs(30),
-        || async {
-            let accepted = fleet.sink.accepted.lock().unwrap();
-            let seen: BTreeSet<&str> = accepted
-                .iter()
-                .filter(|r| r.arrived_at >= since)
-                .map(|r| r.shard())
-                .collect();
-            shards
-                .iter()
-                .all(|s| seen.contains(s.as_str()))
-                .then_some(())
-        },
-    )
-    .await
-}
-
-/// Nothing lost, order per partition key by first delivery (parents before children), each
-/// replica's own deliveries in order per shard.
-fn assert_complete_and_ordered(label: &str, fleet: &Fleet, written: &[Written]) {
-    let accepted = fleet.sink.accepted.lock().unwrap().clone();
-    let counts = delivery_counts(&accepted);
-    let lost: Vec<&Written> = written
-        .iter()
-        .filter(|w| !counts.contains_key(&key(w)))
-        .collect();
-    assert!(lost.is_empty(), "{label}: {} records lost", lost.len());
-    assert_key_order(label, written, &accepted);
-    assert_ordered_per_replica(label, &accepted);
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_replicas_share_an_8_shard_stream() {
-    let fleet = three_replicas("replicas-spread", 8, Sink::ok().await).await;
+    let fleet = Fleet::three("replicas-spread", 8, Sink::ok().await).await;
     let started = Instant::now();
     let owners = fleet.wait_spread(Duration::from_secs(60)).await;
     eprintln!(
@@ -141,7 +97,7 @@ async fn three_replicas_share_an_8_shard_stream() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_moves_shards_within_twice_the_lease_duration() {
-    let mut fleet = three_replicas("replicas-kill", 8, Sink::ok().await).await;
+    let mut fleet = Fleet::three("replicas-kill", 8, Sink::ok().await).await;
     let owners = fleet.wait_spread(Duration::from_secs(60)).await;
     let shards: Vec<String> = owners.keys().cloned().collect();
     let writer = Writer::start(
@@ -223,7 +179,7 @@ async fn kill_9_moves_shards_within_twice_the_lease_duration() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rolling_restart_leaves_no_shard_idle_over_2_s() {
-    let mut fleet = three_replicas("replicas-rolling", 8, Sink::ok().await).await;
+    let mut fleet = Fleet::three("replicas-rolling", 8, Sink::ok().await).await;
     let owners = fleet.wait_spread(Duration::from_secs(60)).await;
     let shards: Vec<String> = owners.keys().cloned().collect();
     let writer = Writer::start(
@@ -281,17 +237,7 @@ async fn rolling_restart_leaves_no_shard_idle_over_2_s() {
         timeline.join("\n  "),
         report.join("\n  ")
     );
-    let mut moves: Vec<String> = [
-        "lease stolen",
-        "lease taken",
-        "lease released",
-        "lease lost:",
-    ]
-    .iter()
-    .flat_map(|n| fleet.log_lines(n))
-    .map(|l| l.chars().take(260).collect())
-    .collect();
-    moves.sort_by_key(|l: &String| l.split_once(": ").map(|(_, rest)| rest.to_string()));
+    let moves = fleet.lease_moves();
     assert_eq!(gaps.len(), 8, "every shard had deliveries: {report:?}");
     let not_ready = fleet.not_ready().await;
     eprintln!("rolling restart: replicas not ready at the end: {not_ready:?}");
@@ -383,42 +329,23 @@ async fn a_replica_cut_off_from_dynamodb_stops_before_its_leases_are_taken() {
             - cut_at.saturating_duration_since(t).as_millis() as i128
     };
     // No two replicas' requests for one shard overlap in time.
-    let mut overlaps = Vec::new();
-    let mut per_shard: BTreeMap<&str, Vec<&sink::Request>> = BTreeMap::new();
-    for r in received.iter().filter(|r| !r.records.is_empty()) {
-        per_shard.entry(r.shard()).or_default().push(r);
-    }
-    for (shard, reqs) in &per_shard {
-        for (i, a) in reqs.iter().enumerate() {
-            for b in &reqs[i + 1..] {
-                if a.run == b.run {
-                    continue;
-                }
-                let (a_end, b_end) = (a.answered_at.unwrap(), b.answered_at.unwrap());
-                if a.arrived_at < b_end && b.arrived_at < a_end {
-                    overlaps.push(format!(
-                        "{shard}: {} [{}, {}] ms and {} [{}, {}] ms (relative to the cut)",
-                        a.run,
-                        rel(a.arrived_at),
-                        rel(a_end),
-                        b.run,
-                        rel(b.arrived_at),
-                        rel(b_end)
-                    ));
-                }
-            }
-        }
-    }
-    // Nothing from the cut-off replica after another replica got a request for the shard.
-    let first_other = first_after(&received, cut_at, Some(cut_off));
-    let late: Vec<String> = received
-        .iter()
-        .filter(|r| r.run == cut_off && !r.records.is_empty())
-        .filter(|r| {
-            first_other
-                .get(r.shard())
-                .is_some_and(|(at, _)| r.arrived_at > *at)
+    let overlaps: Vec<String> = overlapping(&received)
+        .into_iter()
+        .map(|(shard, a, b)| {
+            let span = |r: &sink::Request| {
+                format!(
+                    "{} [{}, {}] ms",
+                    r.run,
+                    rel(r.arrived_at),
+                    rel(r.answered_at.unwrap())
+                )
+            };
+            format!("{shard}: {} and {} (relative to the cut)", span(a), span(b))
         })
+        .collect();
+    // Nothing from the cut-off replica after another replica got a request for the shard.
+    let late: Vec<String> = sent_after_another(&received, cut_at, cut_off)
+        .into_iter()
         .map(|r| format!("{} at {} ms", r.shard(), rel(r.arrived_at)))
         .collect();
     let last_from_a = received

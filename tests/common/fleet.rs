@@ -105,6 +105,16 @@ impl Fleet {
         }
     }
 
+    /// A new stream of `shards` shards with replicas `replica-a`, `-b` and `-c` on it, all ready.
+    pub async fn three(prefix: &str, shards: i32, sink: Sink) -> Fleet {
+        let mut fleet = Fleet::new(prefix, shards, sink).await;
+        for id in ["replica-a", "replica-b", "replica-c"] {
+            fleet.start(id).await;
+        }
+        fleet.wait_ready().await;
+        fleet
+    }
+
     /// Starts replica `id` on moto directly.
     pub async fn start(&mut self, id: &str) {
         let moto = self.tb.moto.clone();
@@ -421,6 +431,22 @@ impl Fleet {
             at(a).cmp(&at(b))
         });
         out
+    }
+
+    /// Every take, steal, release and loss of a lease in the replicas' logs, in time order.
+    pub fn lease_moves(&self) -> Vec<String> {
+        let mut moves: Vec<String> = [
+            "lease stolen",
+            "lease taken",
+            "lease released",
+            "lease lost:",
+        ]
+        .iter()
+        .flat_map(|n| self.log_lines(n))
+        .map(|l| l.chars().take(260).collect())
+        .collect();
+        moves.sort_by_key(|l: &String| l.split_once(": ").map(|(_, rest)| rest.to_string()));
+        moves
     }
 
     /// Waits until every record of `written` was delivered (accepted) at least once.

@@ -3,11 +3,12 @@
 //! delivery counts, the largest silence per shard, and the first request per shard after an
 //! instant.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::{Duration, Instant};
 
+use crate::common::fleet::Fleet;
 use crate::common::sink::Request;
-use crate::common::Written;
+use crate::common::{wait_for, Written};
 
 /// `(shard, sequence number)`: a record's identity.
 pub fn key(w: &Written) -> (String, String) {
@@ -186,4 +187,82 @@ pub fn first_after(
             .or_insert_with(|| (r.arrived_at, r.run.clone()));
     }
     out
+}
+
+/// Pairs of requests for one shard from different replicas whose `[arrived, answered]` spans
+/// overlap (an unanswered request counts as still open): a batch dispatched by two replicas at
+/// once.
+pub fn overlapping(received: &[Request]) -> Vec<(String, &Request, &Request)> {
+    let mut per_shard: BTreeMap<&str, Vec<&Request>> = BTreeMap::new();
+    for r in received.iter().filter(|r| !r.records.is_empty()) {
+        per_shard.entry(r.shard()).or_default().push(r);
+    }
+    let mut out = Vec::new();
+    for (shard, reqs) in per_shard {
+        for (i, a) in reqs.iter().enumerate() {
+            for b in &reqs[i + 1..] {
+                let open = |r: &Request| {
+                    r.answered_at
+                        .unwrap_or_else(|| Instant::now() + Duration::from_secs(3600))
+                };
+                if a.run != b.run && a.arrived_at < open(b) && b.arrived_at < open(a) {
+                    out.push((shard.to_string(), *a, *b));
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Waits until each of `shards` got an accepted request that arrived at or after `since`.
+pub async fn wait_flowing(fleet: &Fleet, shards: &[String], since: Instant) {
+    wait_for(
+        "records flowing on every shard",
+        Duration::from_secs(30),
+        || async {
+            let accepted = fleet.sink.accepted.lock().unwrap();
+            let seen: BTreeSet<&str> = accepted
+                .iter()
+                .filter(|r| r.arrived_at >= since)
+                .map(|r| r.shard())
+                .collect();
+            shards
+                .iter()
+                .all(|s| seen.contains(s.as_str()))
+                .then_some(())
+        },
+    )
+    .await
+}
+
+/// Nothing lost, order per partition key by first delivery (parents before children), each
+/// replica's own deliveries in order per shard.
+pub fn assert_complete_and_ordered(label: &str, fleet: &Fleet, written: &[Written]) {
+    let accepted = fleet.sink.accepted.lock().unwrap().clone();
+    let counts = delivery_counts(&accepted);
+    let lost: Vec<&Written> = written
+        .iter()
+        .filter(|w| !counts.contains_key(&key(w)))
+        .collect();
+    assert!(lost.is_empty(), "{label}: {} records lost", lost.len());
+    assert_key_order(label, written, &accepted);
+    assert_ordered_per_replica(label, &accepted);
+}
+
+/// The requests `who` sent for a shard after another replica got one for it at or after `since`.
+pub fn sent_after_another<'a>(
+    received: &'a [Request],
+    since: Instant,
+    who: &str,
+) -> Vec<&'a Request> {
+    let first_other = first_after(received, since, Some(who));
+    received
+        .iter()
+        .filter(|r| r.run == who && !r.records.is_empty())
+        .filter(|r| {
+            first_other
+                .get(r.shard())
+                .is_some_and(|(at, _)| r.arrived_at > *at)
+        })
+        .collect()
 }
