@@ -8,6 +8,7 @@ use axum::routing::post;
 use axum::Router;
 use base64::Engine;
 use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
 use super::Written;
 
@@ -17,6 +18,12 @@ pub struct Request {
     pub run: String,
     pub body: Bytes,
     pub records: Vec<Written>,
+    /// Its place in arrival order among every request the function received (0, 1, …).
+    pub arrival: usize,
+    /// When it reached the function.
+    pub arrived_at: Instant,
+    /// When the function answered it; `None` while it has not.
+    pub answered_at: Option<Instant>,
 }
 
 impl Request {
@@ -38,12 +45,16 @@ pub struct Sink {
     pub all: Arc<Mutex<Vec<Request>>>,
     /// Requests received, answered or not (a slow function's are counted before it answers).
     pub arrived: Arc<std::sync::atomic::AtomicUsize>,
+    /// Every request as it arrived (indexed by [`Request::arrival`]), its `answered_at` filled in
+    /// once answered: what each sender was sent and when, even if it died before the answer.
+    pub received: Arc<Mutex<Vec<Request>>>,
 }
 
 struct SinkState {
     accepted: Arc<Mutex<Vec<Request>>>,
     all: Arc<Mutex<Vec<Request>>>,
     arrived: Arc<std::sync::atomic::AtomicUsize>,
+    received: Arc<Mutex<Vec<Request>>>,
     respond: Box<Respond>,
     /// How long the function takes before it answers.
     delay: std::time::Duration,
@@ -94,10 +105,12 @@ impl Sink {
         let accepted = Arc::new(Mutex::new(Vec::new()));
         let all = Arc::new(Mutex::new(Vec::new()));
         let arrived = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let received = Arc::new(Mutex::new(Vec::new()));
         let state = Arc::new(SinkState {
             accepted: accepted.clone(),
             all: all.clone(),
             arrived: arrived.clone(),
+            received: received.clone(),
             respond: Box::new(respond),
             delay,
         });
@@ -108,6 +121,7 @@ impl Sink {
             accepted,
             all,
             arrived,
+            received,
         }
     }
 
@@ -158,7 +172,8 @@ async fn handle(
     headers: HeaderMap,
     body: Bytes,
 ) -> (StatusCode, HeaderMap, String) {
-    let req = Request {
+    let arrived_at = Instant::now();
+    let mut req = Request {
         run: headers
             .get("x-run")
             .and_then(|v| v.to_str().ok())
@@ -166,7 +181,15 @@ async fn handle(
             .to_string(),
         records: parse_records(&body),
         body,
+        arrival: 0,
+        arrived_at,
+        answered_at: None,
     };
+    {
+        let mut received = s.received.lock().unwrap();
+        req.arrival = received.len();
+        received.push(req.clone());
+    }
     s.arrived.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
     if !s.delay.is_zero() {
         tokio::time::sleep(s.delay).await;
@@ -175,6 +198,9 @@ async fn handle(
         let accepted = s.accepted.lock().unwrap();
         (s.respond)(&req, &accepted)
     };
+    let answered_at = Instant::now();
+    req.answered_at = Some(answered_at);
+    s.received.lock().unwrap()[req.arrival].answered_at = Some(answered_at);
     s.all.lock().unwrap().push(req.clone());
     let function_error = extra
         .iter()

@@ -33,6 +33,43 @@ pub fn config(tb: &TestBed, checkpoints: &Path, port: u16, mappings: &str) -> St
     )
 }
 
+/// How a replica of a fleet takes part in it: its `coordination` section.
+pub struct Coordination<'a> {
+    /// `endpoints.dynamodb`: moto, or a proxy in front of it.
+    pub dynamodb: &'a str,
+    pub lease_table: &'a str,
+    pub worker_id: &'a str,
+    pub lease_duration_seconds: u64,
+    pub lease_scan_interval_millis: u64,
+}
+
+/// [`config`] for one replica of several sharing a lease table: `endpoints.dynamodb` and a
+/// `coordination` section added. `checkpoints` should not exist (with coordination, checkpoints
+/// live on the lease items; an existing directory is imported once).
+pub fn coordinated_config(
+    tb: &TestBed,
+    checkpoints: &Path,
+    port: u16,
+    coordination: &Coordination<'_>,
+    mappings: &str,
+) -> String {
+    let c = coordination;
+    config(tb, checkpoints, port, mappings)
+        .replacen(
+            "endpoints:\n",
+            &format!("endpoints:\n  dynamodb: {}\n", c.dynamodb),
+            1,
+        )
+        .replacen(
+            "\nmappings:\n",
+            &format!(
+                "\ncoordination:\n  lease_table: {}\n  worker_id: {}\n  lease_duration_seconds: {}\n  lease_scan_interval_millis: {}\nmappings:\n",
+                c.lease_table, c.worker_id, c.lease_duration_seconds, c.lease_scan_interval_millis
+            ),
+            1,
+        )
+}
+
 impl Sluice {
     /// Starts sluice on `mappings` (YAML list items) with a fresh checkpoint directory and admin
     /// port; the directory lives as long as the returned guard.
@@ -122,6 +159,11 @@ impl Sluice {
 
     pub fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// The process id while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.id()
     }
 
     /// kill -9.
