@@ -412,7 +412,17 @@ impl CheckpointStore for Coordinator {
             return Ok(());
         }
         let to = LeaseCheckpoint::from(commit.to);
-        match self.table.checkpoint(&item, me, &to).await {
+        // Bounded like a renewal, which waits for this write's lock.
+        let write = self.table.checkpoint(&item, me, &to);
+        let written = tokio::time::timeout(self.member.renew_interval(), write)
+            .await
+            .unwrap_or_else(|_| {
+                Err(TableError::Table(format!(
+                    "checkpoint write: no answer within {} ms",
+                    self.member.renew_interval().as_millis()
+                )))
+            });
+        match written {
             Ok(written) => {
                 *item = written;
                 if to == LeaseCheckpoint::ShardEnd {
@@ -443,13 +453,9 @@ impl CheckpointStore for Coordinator {
                     now.as_deref(),
                     "found at a checkpoint write",
                 );
-                Err(match now {
-                    Some(now) => CommitError::Fenced {
-                        presented: commit.lease.clone(),
-                        newest: LeaseToken::new(now.owner.unwrap_or_default(), now.counter),
-                    },
-                    None => CommitError::LeaseLost,
-                })
+                // Taken over (a steal, or an expiry seen elsewhere) or gone: the lease is lost,
+                // which stops the worker quietly; the shard is another replica's now.
+                Err(CommitError::LeaseLost)
             }
             Err(e @ TableError::Table(_)) => Err(CommitError::Store(store_error(e))),
         }

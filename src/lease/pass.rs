@@ -58,32 +58,69 @@ pub(super) async fn renewer(co: Arc<Coordinator>, m: Arc<MappingLeases>) {
 }
 
 /// One renewal of one lease: the counter moves on and the grant is usable for another span from
-/// this call's send time. A failure that outlasts the grant loses the lease.
+/// this call's send time. A grant that runs out before a renewal succeeds is lost; if the table is
+/// reachable it is also released there, so the shard runs again at the next scan rather than after
+/// a lease duration.
 async fn renew(co: Arc<Coordinator>, m: Arc<MappingLeases>, shard: String, grant: Arc<Grant>) {
     let me = co.member.worker_id.as_str();
-    let mut item = grant.item.lock().await;
+    let interval = co.member.renew_interval();
+    // A checkpoint write holds the item; it is bounded by the same interval.
+    let Ok(mut item) = tokio::time::timeout(interval, grant.item.lock()).await else {
+        m.telemetry.renewal_failed(
+            &shard,
+            "a checkpoint write held the lease past the renew interval",
+        );
+        if grant.is_lost() {
+            m.lose(
+                &shard,
+                &grant,
+                LossReason::RenewalFailed,
+                None,
+                "not renewed within the lease duration: a checkpoint write did not finish",
+            );
+        }
+        return;
+    };
     if grant.state.borrow().is_none() {
+        return;
+    }
+    if grant.is_lost() {
+        give_up(
+            &co,
+            &m,
+            &shard,
+            &grant,
+            &item,
+            "the grant ran out before a renewal",
+        )
+        .await;
         return;
     }
     let sent = Instant::now();
     // A handoff its previous holder never finished is over once the grant is usable.
     let end_handoff = item.checkpoint_owner.is_some() && grant.is_usable(sent);
-    let call = tokio::time::timeout(
-        co.member.renew_interval(),
-        co.table.renew(&item, me, end_handoff),
-    )
-    .await;
+    let call = tokio::time::timeout(interval, co.table.renew(&item, me, end_handoff)).await;
     let failure = match call {
         Ok(Ok(renewed)) => {
             m.telemetry.renewed(sent.elapsed());
-            let held = Held {
-                token: LeaseToken::new(me, renewed.counter),
-                until: Some(sent + co.member.grant_span()),
-            };
             *item = renewed;
-            // A grant that ran out meanwhile stays lost: the worker may have stopped on it.
-            if !grant.is_lost() {
-                grant.state.send_replace(Some(held));
+            if grant.is_lost() {
+                // It ran out while the call was in flight: its worker may have stopped on it,
+                // and a lost grant stays lost.
+                give_up(
+                    &co,
+                    &m,
+                    &shard,
+                    &grant,
+                    &item,
+                    "the grant ran out during a renewal",
+                )
+                .await;
+            } else {
+                grant.state.send_replace(Some(Held {
+                    token: LeaseToken::new(me, item.counter),
+                    until: Some(sent + co.member.grant_span()),
+                }));
             }
             return;
         }
@@ -99,10 +136,7 @@ async fn renew(co: Arc<Coordinator>, m: Arc<MappingLeases>, shard: String, grant
             return;
         }
         Ok(Err(e)) => e.to_string(),
-        Err(_) => format!(
-            "no answer within {} ms",
-            co.member.renew_interval().as_millis()
-        ),
+        Err(_) => format!("no answer within {} ms", interval.as_millis()),
     };
     m.telemetry.renewal_failed(&shard, &failure);
     if grant.is_lost() {
@@ -114,6 +148,23 @@ async fn renew(co: Arc<Coordinator>, m: Arc<MappingLeases>, shard: String, grant
             None,
             &format!("not renewed within the lease duration: {failure}"),
         );
+    }
+}
+
+/// Loses a grant that ran out although the lease is still ours in the table, and releases it there
+/// (best effort) so it is free at once.
+async fn give_up(
+    co: &Coordinator,
+    m: &MappingLeases,
+    shard: &str,
+    grant: &Arc<Grant>,
+    item: &LeaseItem,
+    why: &str,
+) {
+    m.lose(shard, grant, LossReason::RenewalFailed, None, why);
+    let release = co.table.release(item, &co.member.worker_id);
+    if let Ok(Ok(_)) = tokio::time::timeout(co.member.renew_interval(), release).await {
+        m.telemetry.released(shard);
     }
 }
 

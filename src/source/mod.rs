@@ -71,6 +71,12 @@ pub trait Source: Send + Sync {
     /// How long the stream keeps a record: a record older than this is gone from the stream.
     /// Kinesis: the stream's `RetentionPeriodHours`; DynamoDB Streams: 24 hours.
     async fn retention(&self) -> Result<std::time::Duration, SourceError>;
+    /// True if the partitions listed follow this replica's leases (Kafka: the group's assignment),
+    /// so the supervisor lists again whenever the leases change. A stream lists every shard
+    /// whoever holds it, and a change of leases reuses a recent listing.
+    fn lists_by_assignment(&self) -> bool {
+        false
+    }
 }
 
 /// Reads one partition in order. Implementations pace themselves within the source's per-partition

@@ -75,6 +75,10 @@ pub async fn run_mapping(
     let mut ready = false;
     let mut failures = 0;
     let mut retention_read: Option<Instant> = None;
+    // The last listing, reused when only the leases changed (a lease taken at a handoff starts its
+    // shard without another ListShards round trip).
+    let mut last_listing: Option<(Vec<Partition>, Instant)> = None;
+    let mut leases_only = false;
     loop {
         // Once per discovery interval, not on every re-list after a shard ends.
         if retention_read.is_none_or(|at| at.elapsed() >= discovery_interval) {
@@ -86,7 +90,15 @@ pub async fn run_mapping(
                 Err(e) => ctx.telemetry.retention_unknown(&e, ctx.retention()),
             }
         }
-        let listed = match source.list_partitions().await {
+        let reuse = leases_only && !source.lists_by_assignment();
+        let listing = match &last_listing {
+            Some((listed, at)) if reuse && at.elapsed() < discovery_interval => Ok(listed.clone()),
+            _ => source.list_partitions().await.inspect(|listed| {
+                last_listing = Some((listed.clone(), Instant::now()));
+            }),
+        };
+        leases_only = false;
+        let listed = match listing {
             Ok(listed) => match leases.held(&name, &listed).await {
                 Ok(held) => Ok((listed, held)),
                 Err(e) => {
@@ -140,7 +152,7 @@ pub async fn run_mapping(
             _ = cancel.cancelled() => return,
             _ = tokio::time::sleep(wait) => {}
             // A lease gained or lost, or a parent ended on another replica: plan again now.
-            _ = leases.changed(&name) => {}
+            _ = leases.changed(&name) => leases_only = true,
             Some(first) = ended_rx.recv() => {
                 // Take any other endings too, then re-list at once: children may be free to start.
                 let mut ended = vec![first];
@@ -263,6 +275,11 @@ fn not_ours(ctx: &MappingContext, shards: &mut Shards, id: &str) {
     if shards.unreadable.remove(id) {
         ctx.telemetry.status.remove(name, id);
     }
+    // A shard waiting to restart (a refused commit, a panic) that another replica holds now is
+    // not down here any more.
+    if shards.restarts.remove(id).is_some() {
+        ctx.telemetry.status.remove(name, id);
+    }
 }
 
 async fn reconcile(
@@ -283,6 +300,10 @@ async fn reconcile(
     order.sort_by(|a, b| a.id.cmp(&b.id));
     for shard in order {
         if shards.running.contains(&shard.id) || shards.finished.contains_key(&shard.id) {
+            continue;
+        }
+        if shards.restarts.contains_key(&shard.id) && !held.contains_key(&shard.id) {
+            not_ours(ctx, shards, &shard.id);
             continue;
         }
         if shards

@@ -141,6 +141,10 @@ impl Source for KafkaSource {
     async fn retention(&self) -> Result<Duration, SourceError> {
         Ok(self.retention)
     }
+
+    fn lists_by_assignment(&self) -> bool {
+        true
+    }
 }
 
 /// Kafka's default when the topic's `retention.ms` cannot be read: 7 days.

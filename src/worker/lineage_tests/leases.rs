@@ -195,3 +195,38 @@ async fn a_refused_commit_stops_the_shard_and_replans_it_from_the_stored_checkpo
         )
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_shard_down_after_a_refused_commit_that_another_replica_takes_is_not_down_here() {
+    let store = Arc::new(MemStore::default());
+    let table = Arc::new(FakeLeaseTable::new("w-1"));
+    table.grant("shardId-1", 1);
+    let s = Supervised::start_leased(
+        fake(
+            vec![shard("shardId-1", None, false)],
+            &[("shardId-1", &[1])],
+        ),
+        store.clone(),
+        Recorder {
+            slow: vec![(1, Duration::from_secs(30))],
+            ..Default::default()
+        },
+        StartingPosition::TrimHorizon,
+        table.clone(),
+    );
+    until("in flight", || {
+        !s.recorder.attempts.lock().unwrap().is_empty()
+    })
+    .await;
+    store.0.lock().unwrap().insert(
+        "shardId-1".into(),
+        Checkpoint::Sequence(SequenceNumber("5".into())),
+    );
+    until("the shard shown failed", || !s.status.ready()).await;
+    // Before it restarts, another replica takes it: it is no longer down here, and the replica
+    // is ready again.
+    table.revoke("shardId-1");
+    until("ready again", || s.status.ready()).await;
+    assert!(s.status.get("m", "shardId-1").is_none());
+    s.stop().await;
+}

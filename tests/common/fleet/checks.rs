@@ -266,3 +266,72 @@ pub fn sent_after_another<'a>(
         })
         .collect()
 }
+
+/// One shard handed from one replica to another, as their logs tell it.
+#[derive(Debug, Clone)]
+pub struct Handoff {
+    pub shard: String,
+    /// The log line that ended the previous holder's work ("lease released", "lease lost:").
+    pub from: String,
+    /// The log line of the next start ("starting shard").
+    pub to: String,
+    pub idle: std::time::Duration,
+}
+
+/// The instant a log line was written (its RFC 3339 prefix, ANSI colours already stripped).
+fn logged_at(line: &str) -> Option<time::OffsetDateTime> {
+    let stamp = line
+        .split_whitespace()
+        .find(|w| w.starts_with("20") && w.contains('T'))?;
+    time::OffsetDateTime::parse(stamp, &time::format_description::well_known::Rfc3339).ok()
+}
+
+fn shard_of(line: &str) -> Option<String> {
+    let rest = line.split("shard=").nth(1)?;
+    Some(
+        rest.trim_start_matches('"')
+            .split(|c: char| c == '"' || c.is_whitespace())
+            .next()?
+            .to_string(),
+    )
+}
+
+/// Every start of a shard after another replica gave it up, with how long it was idle in between:
+/// from the giving up (released at shutdown, or lost to a steal or expiry) to the next start.
+/// This is the handoff itself, apart from the caught-up polling cadence a delivery gap includes.
+pub fn handoffs(fleet: &Fleet) -> Vec<Handoff> {
+    let mut stops: Vec<(time::OffsetDateTime, String, String)> = ["lease released", "lease lost:"]
+        .iter()
+        .flat_map(|n| fleet.log_lines(n))
+        .filter_map(|l| Some((logged_at(&l)?, shard_of(&l)?, l)))
+        .collect();
+    stops.sort_by_key(|(t, _, _)| *t);
+    let mut starts: Vec<(time::OffsetDateTime, String, String)> = fleet
+        .log_lines("starting shard")
+        .into_iter()
+        .filter_map(|l| Some((logged_at(&l)?, shard_of(&l)?, l)))
+        .collect();
+    starts.sort_by_key(|(t, _, _)| *t);
+    let mut out = Vec::new();
+    for (at, shard, line) in &starts {
+        let Some((stopped, _, stop_line)) =
+            stops.iter().rev().find(|(t, s, _)| s == shard && t <= at)
+        else {
+            continue; // the shard's first start
+        };
+        // Only the first start after that stop: later starts follow other stops.
+        let first = starts
+            .iter()
+            .find(|(t, s, _)| s == shard && t >= stopped)
+            .is_some_and(|(t, _, _)| t == at);
+        if first {
+            out.push(Handoff {
+                shard: shard.clone(),
+                from: stop_line.chars().take(200).collect(),
+                to: line.chars().take(200).collect(),
+                idle: (*at - *stopped).unsigned_abs(),
+            });
+        }
+    }
+    out
+}
