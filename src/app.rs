@@ -33,8 +33,8 @@ use crate::retry::RetryPolicy;
 use crate::server::{self, AdminState};
 use crate::source::dynamodb::DynamoDbSource;
 use crate::source::kinesis::{EventContext, KinesisSource};
-use crate::source::sqs;
 use crate::source::Source;
+use crate::source::{kafka, sqs};
 use crate::telemetry::{LeaseTelemetry, MappingTelemetry, Metrics, Status};
 use crate::worker::{queue, supervisor, MappingContext};
 
@@ -77,6 +77,7 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> anyhow::Result<()>
         status: status.clone(),
         checkpoints,
         coordinator: coordinator.clone(),
+        kafka_sources: Default::default(),
         budget: Arc::new(ByteBudget::new(cfg.max_in_flight_bytes)),
         clients,
         tracker: TaskTracker::new(),
@@ -93,6 +94,7 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> anyhow::Result<()>
         process.start(mapping)?;
     }
     let tracker = process.tracker;
+    let kafka_sources = process.kafka_sources;
 
     shutdown.cancelled().await;
     status.set_draining();
@@ -108,6 +110,14 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> anyhow::Result<()>
         warn!("grace period over: abandoning in-flight invocations (their records are re-read after the checkpoint on restart)");
     } else {
         info!("all workers stopped; checkpoints written");
+    }
+    let leaving: Vec<_> = kafka_sources
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .drain(..)
+        .collect();
+    for source in leaving {
+        source.close(Duration::from_secs(2)).await;
     }
     if let Some(coordinator) = coordinator {
         // Whatever is still held (shards waiting for parents, workers abandoned): free it now.
@@ -197,6 +207,8 @@ struct Process {
     /// The fleet this replica belongs to (with `coordination`); `None`: this process holds every
     /// shard.
     coordinator: Option<Arc<Coordinator>>,
+    /// Kafka mappings' consumers, closed (leaving their groups) once every worker has stopped.
+    kafka_sources: Arc<std::sync::Mutex<Vec<Arc<kafka::KafkaSource>>>>,
     /// The process-wide in-flight byte budget.
     budget: Arc<ByteBudget>,
     /// The clients of the process region; each mapping takes its source's region from them.
@@ -247,10 +259,7 @@ impl Process {
                 self.tracker.spawn(self.stream_mapping(wiring, source))
             }
             MappingSource::Sqs(_) => self.tracker.spawn(self.queue_mapping(wiring)),
-            MappingSource::Kafka(_) => {
-                error!(mapping = %wiring.mapping.name, "Kafka mappings are not wired yet");
-                return Ok(());
-            }
+            MappingSource::Kafka(_) => self.tracker.spawn(self.kafka_mapping(wiring)),
         };
         Ok(())
     }
@@ -291,6 +300,63 @@ impl Process {
         }
     }
 
+    /// A Kafka mapping: its consumer in its group, and the assigned partitions under the
+    /// supervisor. A mapping that cannot be set up (a secret that cannot be read) logs why and does
+    /// not run; the others do. A broker that is down or unreachable is logged while the consumer
+    /// keeps trying.
+    fn kafka_mapping(&self, wiring: Wiring) -> impl Future<Output = ()> + Send + 'static {
+        let process = self.clone();
+        async move {
+            let Some(kafka) = wiring.mapping.kafka().cloned() else {
+                return;
+            };
+            let name = wiring.mapping.name.clone();
+            let settings = match kafka::connect::client_settings(&kafka).await {
+                Ok(s) => s,
+                Err(e) => {
+                    error!(mapping = %name, error = %e, "cannot set up the Kafka mapping; it does not run");
+                    return;
+                }
+            };
+            let log_name = name.clone();
+            let connected = kafka::KafkaSource::connect(
+                &settings,
+                kafka::connect::encoder(),
+                kafka::connect::cluster(&settings),
+                wiring.mapping.batching.batch_size,
+                kafka::DEFAULT_RETENTION,
+                move |e| error!(mapping = %log_name, error = %e, "Kafka consumer error; it keeps retrying"),
+            );
+            let connected = match connected {
+                Ok(c) => c,
+                Err(e) => {
+                    error!(mapping = %name, error = %e, "cannot start the Kafka consumer; the mapping does not run");
+                    return;
+                }
+            };
+            let Some(ctx) = process
+                .context_with(wiring, connected.checkpoints.clone())
+                .await
+            else {
+                return;
+            };
+            process
+                .kafka_sources
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push(connected.source.clone());
+            supervisor::run_mapping(
+                ctx,
+                connected.source.clone(),
+                connected.leases.clone(),
+                process.tracker,
+                process.shutdown,
+                process.shard_discovery_interval,
+            )
+            .await;
+        }
+    }
+
     /// An SQS mapping: its pollers.
     fn queue_mapping(&self, wiring: Wiring) -> impl Future<Output = ()> + Send + 'static {
         let process = self.clone();
@@ -312,9 +378,23 @@ impl Process {
     /// queue), so its policy only paces retries of the queue's own calls. `None` if shutdown came
     /// first.
     async fn context(&self, wiring: Wiring) -> Option<Arc<MappingContext>> {
+        let checkpoints = self.checkpoints.clone();
+        self.context_with(wiring, checkpoints).await
+    }
+
+    /// [`Process::context`] over the mapping's own checkpoint store (Kafka: its group's offsets).
+    async fn context_with(
+        &self,
+        wiring: Wiring,
+        checkpoints: Arc<dyn CheckpointStore>,
+    ) -> Option<Arc<MappingContext>> {
         let errors = wiring.mapping.stream_errors().cloned().unwrap_or_default();
         let destination = match &errors.on_failure {
             None => None,
+            Some(DestinationArn::Kafka { uri, .. }) => {
+                error!(mapping = %wiring.mapping.name, destination = %uri, "Kafka topics as on-failure destinations are not supported yet; the mapping does not run");
+                return None;
+            }
             Some(arn) => Some(connect_destination(arn, &wiring.clients, &self.shutdown).await?),
         };
         Some(Arc::new(MappingContext {
@@ -325,7 +405,7 @@ impl Process {
             telemetry: MappingTelemetry::new(&wiring.mapping.name, &self.metrics, &self.status),
             mapping: wiring.mapping,
             dispatcher: wiring.dispatcher,
-            checkpoints: self.checkpoints.clone(),
+            checkpoints,
             destination,
         }))
     }
@@ -382,6 +462,7 @@ mod tests {
             status: Arc::new(Status::new(cfg.mappings.len())),
             checkpoints: Arc::new(FileCheckpointStore::open(dir).unwrap()),
             coordinator: None,
+            kafka_sources: Default::default(),
             budget: Arc::new(ByteBudget::unlimited()),
             clients: crate::aws::clients(cfg).await,
             tracker: TaskTracker::new(),

@@ -63,9 +63,11 @@ struct SinkState {
 /// The Kinesis records of an event (none for other sources: tests read those from `body`).
 pub fn parse_records(body: &[u8]) -> Vec<Written> {
     let v: serde_json::Value = serde_json::from_slice(body).expect("sluice sent JSON");
-    v["Records"]
-        .as_array()
-        .expect("Records array")
+    // Kafka events have no `Records` (tests read them from `body`).
+    let Some(records) = v["Records"].as_array() else {
+        return Vec::new();
+    };
+    records
         .iter()
         .filter(|r| r.get("kinesis").is_some())
         .map(|r| {

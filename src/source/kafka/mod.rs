@@ -6,6 +6,7 @@
 //! wakes it. Several sluice replicas (or any other consumers) in one group share the partitions.
 
 pub mod buffer;
+pub mod connect;
 pub mod consumer;
 pub mod event;
 pub mod group;
@@ -37,6 +38,7 @@ pub struct KafkaSource {
     max_page: usize,
     retention: Duration,
     stop: Arc<AtomicBool>,
+    poller: std::sync::Mutex<Option<std::thread::JoinHandle<()>>>,
 }
 
 /// A connected Kafka mapping: its source, leases and checkpoints.
@@ -64,7 +66,7 @@ impl KafkaSource {
         ));
         let consumer = consumer::connect(settings, group.clone())?;
         let stop = Arc::new(AtomicBool::new(false));
-        consumer::poll_thread(consumer.clone(), group.clone(), stop.clone(), on_error);
+        let poller = consumer::poll_thread(consumer.clone(), group.clone(), stop.clone(), on_error);
         let checkpoints = Arc::new(KafkaCheckpoints {
             consumer: consumer.clone(),
             group: group.clone(),
@@ -83,19 +85,25 @@ impl KafkaSource {
                 max_page,
                 retention,
                 stop,
+                poller: std::sync::Mutex::new(Some(poller)),
             }),
         })
     }
 
-    /// Stops polling and leaves the group (its partitions move to the other members).
-    pub fn close(&self) {
+    /// Once its workers have stopped (their last commits made): stops polling and leaves the
+    /// group, so its partitions move to the other members at once rather than after the session
+    /// timeout. Waits at most `wait` for the consumer to leave; a broker that does not answer does
+    /// not hold up the exit.
+    pub async fn close(&self, wait: Duration) {
         self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
-    }
-}
-
-impl Drop for KafkaSource {
-    fn drop(&mut self) {
-        self.close();
+        let poller = self.poller.lock().unwrap_or_else(|e| e.into_inner()).take();
+        let Some(poller) = poller else {
+            return;
+        };
+        let deadline = tokio::time::Instant::now() + wait;
+        while !poller.is_finished() && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
 }
 

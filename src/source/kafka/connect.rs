@@ -1,0 +1,170 @@
+//! From a Kafka mapping's settings to a running consumer: the client properties for its
+//! authentication and TLS (secrets read from Secrets Manager, an environment variable or a file,
+//! never logged), and the encoder from a fetched record to its entry in AWS's Kafka event.
+
+use rdkafka::message::{Headers, OwnedMessage};
+use rdkafka::Message;
+use std::sync::Arc;
+
+use super::event::{KafkaRecord, TimestampType};
+use super::{ClientSettings, Encode};
+use crate::config::{KafkaCluster, KafkaSettings, SaslMechanism, SecretRef};
+
+/// A secret's JSON, as AWS's Kafka secrets hold it.
+#[derive(serde::Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+struct Secret {
+    username: Option<String>,
+    password: Option<String>,
+    certificate: Option<String>,
+    private_key: Option<String>,
+    private_key_password: Option<String>,
+}
+
+/// Reads a secret: Secrets Manager (in the ARN's region), an environment variable or a file. The
+/// error names where it looked, never the value.
+async fn read_secret(at: &SecretRef) -> Result<Secret, String> {
+    let text = match at {
+        SecretRef::Env(var) => {
+            std::env::var(var).map_err(|_| format!("environment variable {var} is not set"))?
+        }
+        SecretRef::File(path) => tokio::fs::read_to_string(path)
+            .await
+            .map_err(|e| format!("cannot read {}: {e}", path.display()))?,
+        SecretRef::SecretsManager(arn) => {
+            let region = arn.split(':').nth(3).unwrap_or_default().to_string();
+            let conf = aws_config::defaults(aws_config::BehaviorVersion::latest())
+                .region(aws_config::Region::new(region))
+                .load()
+                .await;
+            let out = aws_sdk_secretsmanager::Client::new(&conf)
+                .get_secret_value()
+                .secret_id(arn)
+                .send()
+                .await
+                .map_err(|e| format!("GetSecretValue {arn}: {}", crate::aws::error_text(&e)))?;
+            out.secret_string()
+                .ok_or_else(|| format!("secret {arn} has no SecretString"))?
+                .to_string()
+        }
+    };
+    serde_json::from_str(&text).map_err(|_| {
+        format!(
+            "{} is not the JSON object AWS's Kafka secrets hold",
+            describe(at)
+        )
+    })
+}
+
+fn describe(at: &SecretRef) -> String {
+    match at {
+        SecretRef::Env(v) => format!("environment variable {v}"),
+        SecretRef::File(p) => format!("file {}", p.display()),
+        SecretRef::SecretsManager(a) => format!("secret {a}"),
+    }
+}
+
+fn need(value: Option<String>, field: &str, at: &SecretRef) -> Result<String, String> {
+    value
+        .filter(|v| !v.is_empty())
+        .ok_or_else(|| format!("{} has no \"{field}\"", describe(at)))
+}
+
+/// The consumer's settings for `kafka`, group `group_id`: bootstrap servers, and the security
+/// properties its `SourceAccessConfigurations` call for (SASL over TLS, TLS, mutual TLS).
+pub async fn client_settings(kafka: &KafkaSettings) -> Result<ClientSettings, String> {
+    let servers = match &kafka.cluster {
+        KafkaCluster::SelfManaged { bootstrap_servers } => bootstrap_servers.join(","),
+        KafkaCluster::Msk { arn } => {
+            return Err(format!(
+                "Amazon MSK clusters ({}) are not supported yet: give the cluster's bootstrap brokers as SelfManagedEventSource",
+                arn.arn
+            ))
+        }
+    };
+    let mut props: Vec<(String, String)> = Vec::new();
+    let mut set = |k: &str, v: String| props.push((k.to_string(), v));
+    let access = &kafka.access;
+    let tls = access.server_root_ca.is_some() || access.client_certificate.is_some();
+    if let Some(ca) = &access.server_root_ca {
+        let s = read_secret(ca).await?;
+        set("ssl.ca.pem", need(s.certificate, "certificate", ca)?);
+    }
+    if let Some(cert) = &access.client_certificate {
+        let s = read_secret(cert).await?;
+        set(
+            "ssl.certificate.pem",
+            need(s.certificate, "certificate", cert)?,
+        );
+        set("ssl.key.pem", need(s.private_key, "privateKey", cert)?);
+        if let Some(p) = s.private_key_password.filter(|p| !p.is_empty()) {
+            set("ssl.key.password", p);
+        }
+    }
+    match &access.sasl {
+        Some(sasl) => {
+            let mechanism = match sasl.mechanism {
+                SaslMechanism::Plain => "PLAIN",
+                SaslMechanism::ScramSha256 => "SCRAM-SHA-256",
+                SaslMechanism::ScramSha512 => "SCRAM-SHA-512",
+                SaslMechanism::MskIam => {
+                    return Err("MSK IAM authentication is not supported yet".into())
+                }
+            };
+            let at = sasl
+                .credentials
+                .as_ref()
+                .ok_or("SASL authentication needs a secret")?;
+            let s = read_secret(at).await?;
+            set("security.protocol", "SASL_SSL".into());
+            set("sasl.mechanism", mechanism.into());
+            set("sasl.username", need(s.username, "username", at)?);
+            set("sasl.password", need(s.password, "password", at)?);
+        }
+        None if tls => set("security.protocol", "SSL".into()),
+        None => set("security.protocol", "PLAINTEXT".into()),
+    }
+    Ok(ClientSettings {
+        bootstrap_servers: servers,
+        group_id: kafka.consumer_group_id.clone(),
+        topic: kafka.topic.clone(),
+        properties: props,
+    })
+}
+
+/// The event's view of the cluster (`eventSource`, `bootstrapServers`).
+pub fn cluster(settings: &ClientSettings) -> crate::model::KafkaCluster {
+    crate::model::KafkaCluster::self_managed(
+        &settings.bootstrap_servers.split(',').collect::<Vec<_>>(),
+    )
+}
+
+/// A fetched record as its entry in AWS's Kafka event.
+pub fn encoder() -> Encode {
+    Arc::new(|m: &OwnedMessage| {
+        let (timestamp, timestamp_type) = match m.timestamp() {
+            rdkafka::Timestamp::CreateTime(t) => (Some(t), TimestampType::CreateTime),
+            rdkafka::Timestamp::LogAppendTime(t) => (Some(t), TimestampType::LogAppendTime),
+            rdkafka::Timestamp::NotAvailable => (None, TimestampType::NoTimestampType),
+        };
+        let headers = m
+            .headers()
+            .map(|hs| {
+                hs.iter()
+                    .map(|h| (h.key.to_string(), h.value.map(<[u8]>::to_vec)))
+                    .collect()
+            })
+            .unwrap_or_default();
+        KafkaRecord {
+            topic: m.topic().to_string(),
+            partition: m.partition(),
+            offset: m.offset(),
+            timestamp,
+            timestamp_type,
+            key: m.key().map(<[u8]>::to_vec),
+            value: m.payload().map(<[u8]>::to_vec),
+            headers,
+        }
+        .to_record(crate::worker::Clock::new().now_ms())
+    })
+}
