@@ -340,6 +340,11 @@ impl Process {
             else {
                 return;
             };
+            connected.source.watch_lag(
+                process.metrics.kafka(&name),
+                Duration::from_secs(5),
+                process.shutdown.clone(),
+            );
             process
                 .kafka_sources
                 .lock()

@@ -15,6 +15,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
+use super::kafka_metrics::{KafkaFamilies, KafkaMetrics};
 use super::lease_metrics::{LeaseFamilies, LeaseMetrics};
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -66,6 +67,8 @@ pub struct Metrics {
     in_flight_bytes: Gauge,
     /// The `sluice_lease*` families ([`super::lease_metrics`]).
     leases: LeaseFamilies,
+    /// The `sluice_kafka*` families ([`super::kafka_metrics`]).
+    kafka: KafkaFamilies,
     /// Each mapping's series, resolved once ([`Metrics::mapping`]).
     mappings: Mutex<HashMap<String, Arc<MappingMetrics>>>,
 }
@@ -106,6 +109,7 @@ impl Metrics {
             worker_panics: Family::default(),
             in_flight_bytes: Gauge::default(),
             leases: LeaseFamilies::default(),
+            kafka: KafkaFamilies::default(),
             mappings: Mutex::new(HashMap::new()),
             registry: Registry::default(),
         };
@@ -198,6 +202,7 @@ impl Metrics {
             m.in_flight_bytes.clone(),
         );
         m.leases.register(&mut registry);
+        m.kafka.register(&mut registry);
         Metrics { registry, ..m }
     }
 
@@ -261,6 +266,11 @@ impl Metrics {
         });
         all.insert(mapping.to_string(), m.clone());
         m
+    }
+
+    /// One Kafka mapping's lag series.
+    pub fn kafka(&self, mapping: &str) -> KafkaMetrics {
+        self.kafka.mapping(mapping)
     }
 
     /// One mapping's lease series (for its [`super::LeaseTelemetry`]).

@@ -5,12 +5,14 @@
 //! `sluice_lease*` series and `/status` lease view ([`LeaseTelemetry`]).
 
 mod events;
+mod kafka_metrics;
 mod lease_metrics;
 mod leases;
 mod metrics;
 mod status;
 
 pub use events::{MappingTelemetry, PartitionTelemetry};
+pub use kafka_metrics::KafkaMetrics;
 pub use leases::{LeaseTelemetry, LeaseView, LossReason};
 pub use metrics::{MappingMetrics, Metrics};
 pub use status::{Row, ShardState, ShardStatus, Status};

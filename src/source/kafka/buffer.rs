@@ -21,6 +21,8 @@ struct State {
     records: VecDeque<OwnedMessage>,
     bytes: usize,
     paused: bool,
+    /// The highest offset fetched so far.
+    last_fetched: Option<i64>,
 }
 
 fn size(m: &OwnedMessage) -> usize {
@@ -45,6 +47,7 @@ impl PartitionBuffer {
     pub fn push(&self, m: OwnedMessage) -> bool {
         let mut s = self.state();
         s.bytes += size(&m);
+        s.last_fetched = s.last_fetched.max(Some(m.offset()));
         s.records.push_back(m);
         let pause = s.bytes > self.limit && !s.paused;
         if pause {
@@ -67,6 +70,19 @@ impl PartitionBuffer {
             s.paused = false;
         }
         (taken, resume)
+    }
+
+    /// The timestamp (ms) of the first buffered record, if it has one.
+    pub fn first_timestamp(&self) -> Option<i64> {
+        self.state()
+            .records
+            .front()
+            .and_then(|m| m.timestamp().to_millis())
+    }
+
+    /// One past the highest offset fetched so far.
+    pub fn fetched_end(&self) -> Option<i64> {
+        self.state().last_fetched.map(|o| o + 1)
     }
 
     /// The offset of the first buffered record.

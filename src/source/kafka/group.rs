@@ -61,6 +61,9 @@ pub struct Group {
     assigned: Mutex<HashMap<i32, Assigned>>,
     /// The offsets this consumer committed (or read as committed), by partition.
     committed: Mutex<HashMap<i32, i64>>,
+    /// Per partition, (offset, timestamp ms) of each record handed to its worker and not yet
+    /// committed, in offset order: the oldest is the oldest record not yet processed.
+    pending: Mutex<HashMap<i32, std::collections::VecDeque<(i64, i64)>>>,
     grants: AtomicU64,
     /// Wakes the supervisor: the assignment changed.
     pub changed: Notify,
@@ -77,6 +80,7 @@ impl Group {
             owner: format!("kafka-group:{group_id}"),
             assigned: Mutex::new(HashMap::new()),
             committed: Mutex::new(HashMap::new()),
+            pending: Mutex::new(HashMap::new()),
             grants: AtomicU64::new(0),
             changed: Notify::new(),
             revoke_wait,
@@ -118,6 +122,11 @@ impl Group {
             committed.remove(p);
         }
         drop(committed);
+        let mut pending = lock(&self.pending);
+        for p in partitions {
+            pending.remove(p);
+        }
+        drop(pending);
         info!(topic = %self.topic, ?partitions, "partitions assigned");
         self.changed.notify_one();
     }
@@ -154,7 +163,48 @@ impl Group {
         for (p, _) in &revoked {
             committed.remove(p);
         }
+        drop(committed);
+        let mut pending = lock(&self.pending);
+        for (p, _) in &revoked {
+            pending.remove(p);
+        }
+        drop(pending);
         info!(topic = %self.topic, partitions = ?partitions, "partitions revoked");
+    }
+
+    /// Records of `partition` handed to its worker: (offset, timestamp ms) each.
+    pub(super) fn handed_out(&self, partition: i32, records: impl IntoIterator<Item = (i64, i64)>) {
+        lock(&self.pending)
+            .entry(partition)
+            .or_default()
+            .extend(records);
+    }
+
+    /// Everything below `next` of `partition` is committed.
+    fn done_below(&self, partition: i32, next: i64) {
+        if let Some(q) = lock(&self.pending).get_mut(&partition) {
+            while q.front().is_some_and(|(o, _)| *o < next) {
+                q.pop_front();
+            }
+        }
+    }
+
+    /// The timestamp of the oldest record handed out or buffered and not yet committed.
+    pub(super) fn oldest_unprocessed_ms(&self) -> Option<i64> {
+        let handed = lock(&self.pending)
+            .values()
+            .filter_map(|q| q.front().map(|(_, t)| *t))
+            .min();
+        let buffered = lock(&self.assigned)
+            .values()
+            .filter_map(|a| a.buffer.first_timestamp())
+            .min();
+        handed.into_iter().chain(buffered).min()
+    }
+
+    /// The committed offset of `partition` as last known here.
+    pub(super) fn known_committed(&self, partition: i32) -> Option<i64> {
+        lock(&self.committed).get(&partition).copied()
     }
 
     /// The partition's live lease, if assigned.
@@ -343,6 +393,7 @@ impl CheckpointStore for KafkaCheckpoints {
             return Err(CommitError::LeaseLost);
         }
         lock(&self.group.committed).insert(p, next);
+        self.group.done_below(p, next);
         Ok(())
     }
 }

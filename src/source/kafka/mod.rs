@@ -13,6 +13,7 @@ pub mod group;
 pub mod reader;
 
 use async_trait::async_trait;
+use rdkafka::consumer::Consumer;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::Duration;
@@ -88,6 +89,54 @@ impl KafkaSource {
                 poller: std::sync::Mutex::new(Some(poller)),
             }),
         })
+    }
+
+    /// Every `every` until `cancel`: each assigned partition's lag (its high watermark less its
+    /// committed offset) and the age of the oldest record not yet processed, into `metrics`.
+    pub fn watch_lag(
+        self: &Arc<Self>,
+        metrics: crate::telemetry::KafkaMetrics,
+        every: Duration,
+        cancel: tokio_util::sync::CancellationToken,
+    ) {
+        let source = self.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = cancel.cancelled() => return,
+                    _ = tokio::time::sleep(every) => {}
+                }
+                let mut lags = Vec::new();
+                for p in source.group.partitions() {
+                    let (c, topic) = (source.consumer.clone(), source.group.topic.clone());
+                    let high = consumer::blocking(move || {
+                        c.fetch_watermarks(&topic, p, Duration::from_secs(5))
+                            .map(|(_, high)| high)
+                            .map_err(|e| e.to_string())
+                    })
+                    .await;
+                    let committed = match source.group.known_committed(p) {
+                        Some(x) => Some(x),
+                        None => source.checkpoints.committed(p).await.ok().flatten(),
+                    };
+                    // The log end is at least what was fetched (a broker's watermark can lag it).
+                    let fetched = source.group.buffer(p).and_then(|b| b.fetched_end());
+                    let end = match high {
+                        Ok(high) => Some(high.max(fetched.unwrap_or(0))),
+                        Err(e) => {
+                            tracing::debug!(topic = %source.group.topic, partition = p, error = %e, "cannot read the partition's high watermark");
+                            fetched
+                        }
+                    };
+                    if let (Some(end), Some(committed)) = (end, committed) {
+                        lags.push(end - committed);
+                    }
+                }
+                let now = crate::worker::Clock::new().now_ms();
+                let oldest = source.group.oldest_unprocessed_ms().map_or(0, |t| now - t);
+                metrics.observed(&lags, oldest);
+            }
+        });
     }
 
     /// Once its workers have stopped (their last commits made): stops polling and leaves the

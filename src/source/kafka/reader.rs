@@ -182,6 +182,12 @@ impl PartitionReader for KafkaReader {
             .filter(|m| m.offset() > skip)
             .map(|m| (self.encode)(m))
             .collect();
+        self.group.handed_out(
+            p,
+            records
+                .iter()
+                .filter_map(|r| Some((r.sequence.0.parse().ok()?, r.arrival_ms))),
+        );
         Ok(Page::Records {
             records,
             caught_up: buffer.is_empty(),
