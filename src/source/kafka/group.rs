@@ -37,10 +37,7 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// `<topic>-<partition>`, the partition's id (AWS's key in the Kafka event).
-pub fn partition_id(topic: &str, partition: i32) -> String {
-    format!("{topic}-{partition}")
-}
+pub use crate::model::kafka_partition_id as partition_id;
 
 /// The partition number of an id of `topic`.
 pub fn partition_number(topic: &str, id: &str) -> Option<i32> {
