@@ -5,6 +5,7 @@
 #![allow(dead_code)]
 
 use super::TestBed;
+use base64::Engine;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
@@ -203,4 +204,268 @@ pub async fn committed(
     })
     .await
     .expect("OffsetFetch task")
+}
+
+/// Where a Kafka mapping sends its batches.
+pub enum Target<'a> {
+    /// An HTTP function, sending `X-Run: <run>` with every request so a test tells processes apart.
+    Http { url: &'a str, run: &'a str },
+    /// A Lambda function by `FunctionName`.
+    Function(&'a str),
+}
+
+/// A self-managed Kafka mapping as a YAML list item: `name` reads `topic` on `bootstrap` in consumer
+/// group `group` from TRIM_HORIZON, `batch` records at most per event; `extra` is more YAML lines
+/// for the item (each indented four spaces, ending in a newline).
+pub fn mapping(
+    bootstrap: &str,
+    name: &str,
+    topic: &str,
+    group: &str,
+    batch: usize,
+    target: Target<'_>,
+    extra: &str,
+) -> String {
+    let target = match target {
+        Target::Http { url, run } => {
+            format!("    Http:\n      Url: {url}\n      Headers: {{ X-Run: \"{run}\" }}\n")
+        }
+        Target::Function(name) => format!("    FunctionName: {name}\n"),
+    };
+    format!(
+        "  - Name: {name}\n    SelfManagedEventSource: {{ Endpoints: {{ KAFKA_BOOTSTRAP_SERVERS: [\"{bootstrap}\"] }} }}\n    Topics: [{topic}]\n    SelfManagedKafkaEventSourceConfig: {{ ConsumerGroupId: {group} }}\n    StartingPosition: TRIM_HORIZON\n    BatchSize: {batch}\n{target}{extra}"
+    )
+}
+
+/// The records of one Kafka event (AWS's shape: `eventSource`, `bootstrapServers`, `records` keyed
+/// `<topic>-<partition>`), as (partition, offset, key, value), in the event's order. Panics on any
+/// other shape: an entry under another partition's key, a record that is not the event's topic,
+/// offsets out of order within a partition.
+pub fn event_records(body: &[u8]) -> Vec<Produced> {
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let v: serde_json::Value = serde_json::from_slice(body).expect("the event is JSON");
+    assert_eq!(v["eventSource"], "SelfManagedKafka", "{v}");
+    assert!(v["bootstrapServers"].is_string(), "{v}");
+    let mut out = Vec::new();
+    for (id, records) in v["records"].as_object().expect("records is an object") {
+        let mut last = -1;
+        for r in records
+            .as_array()
+            .expect("a partition's records are a list")
+        {
+            let text = |f: &str| {
+                String::from_utf8(b64.decode(r[f].as_str().unwrap_or_default()).unwrap()).unwrap()
+            };
+            let (partition, offset) = (
+                r["partition"].as_i64().unwrap() as i32,
+                r["offset"].as_i64().unwrap(),
+            );
+            assert_eq!(
+                *id,
+                format!("{}-{partition}", r["topic"].as_str().unwrap()),
+                "entry under its <topic>-<partition> key"
+            );
+            assert!(
+                offset > last,
+                "{id}: offset {offset} after {last} in one event"
+            );
+            last = offset;
+            out.push(Produced {
+                partition,
+                offset,
+                key: text("key"),
+                value: text("value"),
+            });
+        }
+    }
+    out
+}
+
+/// The records of every event in `bodies`, in order.
+pub fn events_records<'a>(bodies: impl IntoIterator<Item = &'a [u8]>) -> Vec<Produced> {
+    bodies.into_iter().flat_map(event_records).collect()
+}
+
+/// Offsets by partition, in delivery order.
+pub fn by_partition(records: &[Produced]) -> BTreeMap<i32, Vec<i64>> {
+    let mut out: BTreeMap<i32, Vec<i64>> = BTreeMap::new();
+    for r in records {
+        out.entry(r.partition).or_default().push(r.offset);
+    }
+    out
+}
+
+/// Asserts each partition's records were delivered in offset order, each once.
+pub fn assert_in_order_once(label: &str, records: &[Produced]) {
+    for (p, offsets) in by_partition(records) {
+        for pair in offsets.windows(2) {
+            assert!(
+                pair[0] < pair[1],
+                "{label}: partition {p} delivered offset {} then {}",
+                pair[0],
+                pair[1]
+            );
+        }
+    }
+}
+
+/// The next offset after the last produced record, by partition: where a group that has done
+/// everything has committed.
+pub fn ends(produced: &[Produced]) -> BTreeMap<i32, i64> {
+    let mut out = BTreeMap::new();
+    for r in produced {
+        let end = out.entry(r.partition).or_insert(0);
+        *end = (*end).max(r.offset + 1);
+    }
+    out
+}
+
+/// Waits (up to `timeout`) until `group` has committed every partition of `topic` to its end in
+/// `ends`.
+pub async fn wait_committed(
+    tb: &TestBed,
+    group: &str,
+    topic: &str,
+    ends: &BTreeMap<i32, i64>,
+    timeout: Duration,
+) {
+    let partitions = ends.keys().max().map_or(0, |p| p + 1);
+    let mut last = BTreeMap::new();
+    let done = tokio::time::timeout(timeout, async {
+        loop {
+            last = committed(tb, group, topic, partitions).await;
+            if ends
+                .iter()
+                .all(|(p, end)| last.get(p).copied().flatten() == Some(*end))
+            {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    })
+    .await;
+    assert!(
+        done.is_ok(),
+        "group {group} did not commit {ends:?} within {timeout:?}: last read {last:?}"
+    );
+}
+
+/// One call that went through a [`Tap`].
+#[derive(Debug, Clone)]
+pub struct TapCall {
+    pub path: String,
+    pub body: axum::body::Bytes,
+    pub status: u16,
+    /// The `X-Amz-Function-Error` header of the answer.
+    pub function_error: Option<String>,
+    pub answer: axum::body::Bytes,
+}
+
+/// A recording HTTP proxy in front of the Lambda emulator: sluice invokes the function through it
+/// and the test reads every event sent and what the function answered. The test bed's `recorder`
+/// function records Kinesis events only (it reads `Records`, which a Kafka event has not, and
+/// answers success with nothing recorded), so a Kafka test reads the events here.
+#[derive(Clone)]
+pub struct Tap {
+    pub url: String,
+    pub calls: std::sync::Arc<std::sync::Mutex<Vec<TapCall>>>,
+}
+
+impl Tap {
+    /// Forwards every request to `target` (`http://host:port`).
+    pub async fn start(target: &str) -> Tap {
+        use axum::extract::{Request, State};
+        use axum::response::Response;
+        type Shared = (
+            reqwest::Client,
+            String,
+            std::sync::Arc<std::sync::Mutex<Vec<TapCall>>>,
+        );
+        async fn forward(State((client, target, calls)): State<Shared>, req: Request) -> Response {
+            let (parts, body) = req.into_parts();
+            let path = parts
+                .uri
+                .path_and_query()
+                .map_or("/".to_string(), |p| p.to_string());
+            let body = axum::body::to_bytes(body, 64 << 20).await.unwrap();
+            let mut out = client.request(parts.method.clone(), format!("{target}{path}"));
+            for (k, v) in &parts.headers {
+                if k != "host" && k != "content-length" {
+                    out = out.header(k, v);
+                }
+            }
+            let answer = match out.body(body.clone()).send().await {
+                Ok(a) => a,
+                Err(e) => {
+                    return Response::builder()
+                        .status(502)
+                        .body(axum::body::Body::from(format!("tap: {e}")))
+                        .unwrap()
+                }
+            };
+            let status = answer.status().as_u16();
+            let headers = answer.headers().clone();
+            let bytes = answer.bytes().await.unwrap_or_default();
+            calls.lock().unwrap().push(TapCall {
+                path,
+                body,
+                status,
+                function_error: headers
+                    .get("x-amz-function-error")
+                    .and_then(|v| v.to_str().ok())
+                    .map(str::to_string),
+                answer: bytes.clone(),
+            });
+            let mut resp = Response::builder().status(status);
+            for (k, v) in &headers {
+                if k != "content-length" && k != "transfer-encoding" && k != "connection" {
+                    resp = resp.header(k, v);
+                }
+            }
+            resp.body(axum::body::Body::from(bytes)).unwrap()
+        }
+        let calls = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let state: Shared = (
+            reqwest::Client::new(),
+            target.trim_end_matches('/').to_string(),
+            calls.clone(),
+        );
+        let app = axum::Router::new().fallback(forward).with_state(state);
+        Tap {
+            url: super::serve(app).await,
+            calls,
+        }
+    }
+
+    /// The calls the function answered with success (200, no function error), in order.
+    pub fn succeeded(&self) -> Vec<TapCall> {
+        self.calls
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|c| c.status == 200 && c.function_error.is_none())
+            .cloned()
+            .collect()
+    }
+}
+
+/// `text` without ANSI escape sequences (sluice's text log colours its fields even into a file).
+pub fn plain(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            // CSI: ESC [ parameters final-byte (0x40..=0x7e).
+            if chars.next() == Some('[') {
+                for c in chars.by_ref() {
+                    if ('\u{40}'..='\u{7e}').contains(&c) {
+                        break;
+                    }
+                }
+            }
+            continue;
+        }
+        out.push(c);
+    }
+    out
 }
