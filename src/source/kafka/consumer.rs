@@ -11,10 +11,10 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::{Message, Offset, TopicPartitionList};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use tracing::{debug, warn};
 
-use super::group::{Group, GroupContext};
+use super::group::{ErrorReport, Group, GroupContext};
 
 pub type KafkaConsumer = BaseConsumer<GroupContext>;
 
@@ -31,7 +31,11 @@ pub struct ClientSettings {
 }
 
 /// Builds the consumer and subscribes it to the topic. Nothing is fetched until it is polled.
-pub fn connect(settings: &ClientSettings, group: Arc<Group>) -> Result<Arc<KafkaConsumer>, String> {
+pub fn connect(
+    settings: &ClientSettings,
+    group: Arc<Group>,
+    errors: Arc<ErrorReport>,
+) -> Result<Arc<KafkaConsumer>, String> {
     let mut config = ClientConfig::new();
     config
         .set("bootstrap.servers", &settings.bootstrap_servers)
@@ -49,7 +53,7 @@ pub fn connect(settings: &ClientSettings, group: Arc<Group>) -> Result<Arc<Kafka
         config.set(k, v);
     }
     let consumer: KafkaConsumer = config
-        .create_with_context(GroupContext { group })
+        .create_with_context(GroupContext { group, errors })
         .map_err(|e| format!("creating the Kafka consumer: {e}"))?;
     consumer
         .subscribe(&[&settings.topic])
@@ -58,20 +62,18 @@ pub fn connect(settings: &ClientSettings, group: Arc<Group>) -> Result<Arc<Kafka
 }
 
 /// Polls `consumer` on a thread of its own until `stop` is set, routing records to their
-/// partitions' buffers; `on_error` hears every consumer error (a broker down, a bad address, an
-/// authentication failure), at most once per `quiet` for the same text. At stop the consumer leaves
-/// the group, so its partitions move to the other members at once.
+/// partitions' buffers; `errors` hears every consumer error (a broker down, a bad address, an
+/// authentication failure), rate-limited per text. At stop the consumer leaves the group, so its
+/// partitions move to the other members at once.
 pub fn poll_thread(
     consumer: Arc<KafkaConsumer>,
     group: Arc<Group>,
     stop: Arc<AtomicBool>,
-    on_error: impl Fn(&str) + Send + 'static,
+    errors: Arc<ErrorReport>,
 ) -> std::thread::JoinHandle<()> {
     std::thread::Builder::new()
         .name(format!("kafka-{}", group.topic))
         .spawn(move || {
-            let quiet = Duration::from_secs(30);
-            let mut last: Option<(String, Instant)> = None;
             while !stop.load(Ordering::SeqCst) {
                 match consumer.poll(Duration::from_millis(100)) {
                     None => {}
@@ -88,16 +90,7 @@ pub fn poll_thread(
                             None => debug!(topic = %group.topic, partition, "record of an unassigned partition dropped"),
                         }
                     }
-                    Some(Err(e)) => {
-                        let text = e.to_string();
-                        let repeat = last
-                            .as_ref()
-                            .is_some_and(|(t, at)| *t == text && at.elapsed() < quiet);
-                        if !repeat {
-                            on_error(&text);
-                            last = Some((text, Instant::now()));
-                        }
-                    }
+                    Some(Err(e)) => errors.report(&e.to_string()),
                 }
             }
             consumer.unsubscribe();

@@ -223,12 +223,56 @@ impl Group {
     }
 }
 
-/// The consumer's context: follows rebalances into the [`Group`].
-pub struct GroupContext {
-    pub group: Arc<Group>,
+/// Consumer errors, each distinct text at most once per quiet period, to the mapping's handler.
+/// librdkafka repeats a broken connection's errors many times a second; an operator needs one line
+/// naming the mapping, and the next if it is still broken.
+pub struct ErrorReport {
+    on_error: Box<dyn Fn(&str) + Send + Sync>,
+    last: Mutex<HashMap<String, std::time::Instant>>,
+    quiet: Duration,
 }
 
-impl ClientContext for GroupContext {}
+impl ErrorReport {
+    pub fn new(on_error: impl Fn(&str) + Send + Sync + 'static, quiet: Duration) -> Self {
+        ErrorReport {
+            on_error: Box::new(on_error),
+            last: Mutex::new(HashMap::new()),
+            quiet,
+        }
+    }
+
+    pub fn report(&self, text: &str) {
+        let now = std::time::Instant::now();
+        let mut last = lock(&self.last);
+        if last
+            .get(text)
+            .is_some_and(|at| now.duration_since(*at) < self.quiet)
+        {
+            return;
+        }
+        last.retain(|_, at| now.duration_since(*at) < self.quiet);
+        last.insert(text.to_string(), now);
+        drop(last);
+        (self.on_error)(text);
+    }
+}
+
+/// The consumer's context: follows rebalances into the [`Group`], and sends the client's errors
+/// through the mapping's [`ErrorReport`] (its log lines go to debug).
+pub struct GroupContext {
+    pub group: Arc<Group>,
+    pub errors: Arc<ErrorReport>,
+}
+
+impl ClientContext for GroupContext {
+    fn log(&self, _level: rdkafka::config::RDKafkaLogLevel, fac: &str, message: &str) {
+        tracing::debug!(topic = %self.group.topic, facility = fac, "librdkafka: {message}");
+    }
+
+    fn error(&self, error: rdkafka::error::KafkaError, reason: &str) {
+        self.errors.report(&format!("{error}: {reason}"));
+    }
+}
 
 fn ours(topic: &str, tpl: &TopicPartitionList) -> Vec<i32> {
     tpl.elements()
@@ -405,6 +449,27 @@ mod tests {
         assert_eq!(partition_number("orders.v1-eu", "orders.v1-eu-7"), Some(7));
         assert_eq!(partition_number("orders", "orders-x"), None);
         assert_eq!(partition_number("orders", "other-1"), None);
+    }
+
+    #[test]
+    fn each_error_text_is_reported_once_per_quiet_period() {
+        let seen = Arc::new(Mutex::new(Vec::<String>::new()));
+        let s = seen.clone();
+        let report = ErrorReport::new(
+            move |t| s.lock().unwrap().push(t.to_string()),
+            Duration::from_secs(3600),
+        );
+        for _ in 0..50 {
+            report.report("AllBrokersDown");
+            report.report("BrokerTransportFailure");
+        }
+        assert_eq!(
+            *seen.lock().unwrap(),
+            ["AllBrokersDown", "BrokerTransportFailure"]
+        );
+        let quick = ErrorReport::new(|_| {}, Duration::ZERO);
+        quick.report("x");
+        quick.report("x");
     }
 
     #[test]

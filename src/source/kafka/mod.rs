@@ -57,7 +57,7 @@ impl KafkaSource {
         cluster: KafkaCluster,
         max_page: usize,
         retention: Duration,
-        on_error: impl Fn(&str) + Send + 'static,
+        on_error: impl Fn(&str) + Send + Sync + 'static,
     ) -> Result<Connected, String> {
         let group = Arc::new(Group::new(
             &settings.topic,
@@ -65,9 +65,10 @@ impl KafkaSource {
             REVOKE_WAIT,
             BUFFER_BYTES,
         ));
-        let consumer = consumer::connect(settings, group.clone())?;
+        let errors = Arc::new(group::ErrorReport::new(on_error, Duration::from_secs(30)));
+        let consumer = consumer::connect(settings, group.clone(), errors.clone())?;
         let stop = Arc::new(AtomicBool::new(false));
-        let poller = consumer::poll_thread(consumer.clone(), group.clone(), stop.clone(), on_error);
+        let poller = consumer::poll_thread(consumer.clone(), group.clone(), stop.clone(), errors);
         let checkpoints = Arc::new(KafkaCheckpoints {
             consumer: consumer.clone(),
             group: group.clone(),
