@@ -168,3 +168,118 @@ pub fn encoder() -> Encode {
         .to_record(crate::worker::Clock::new().now_ms())
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{KafkaAccess, KafkaSasl};
+
+    fn settings(access: KafkaAccess) -> KafkaSettings {
+        let mapping = crate::config::Mapping::kafka_for_tests();
+        let mut k = mapping.kafka().unwrap().clone();
+        k.access = access;
+        k
+    }
+
+    fn prop<'a>(s: &'a ClientSettings, key: &str) -> Option<&'a str> {
+        s.properties
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
+    }
+
+    #[tokio::test]
+    async fn no_access_configuration_is_plaintext() {
+        let s = client_settings(&settings(KafkaAccess::default()))
+            .await
+            .unwrap();
+        assert_eq!(prop(&s, "security.protocol"), Some("PLAINTEXT"));
+        assert!(!s.bootstrap_servers.is_empty());
+        assert_eq!(
+            s.group_id,
+            settings(KafkaAccess::default()).consumer_group_id
+        );
+    }
+
+    #[tokio::test]
+    async fn scram_over_tls_with_a_root_ca_reads_its_secrets_from_env_and_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let ca = dir.path().join("ca.json");
+        std::fs::write(
+            &ca,
+            r#"{"certificate":"-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----"}"#,
+        )
+        .unwrap();
+        let var = format!("SLUICE_TEST_KAFKA_SECRET_{}", std::process::id());
+        std::env::set_var(&var, r#"{"username":"app","password":"s3cret"}"#);
+        let s = client_settings(&settings(KafkaAccess {
+            sasl: Some(KafkaSasl {
+                mechanism: SaslMechanism::ScramSha512,
+                credentials: Some(SecretRef::Env(var.clone())),
+            }),
+            client_certificate: None,
+            server_root_ca: Some(SecretRef::File(ca)),
+        }))
+        .await
+        .unwrap();
+        assert_eq!(prop(&s, "security.protocol"), Some("SASL_SSL"));
+        assert_eq!(prop(&s, "sasl.mechanism"), Some("SCRAM-SHA-512"));
+        assert_eq!(prop(&s, "sasl.username"), Some("app"));
+        assert_eq!(prop(&s, "sasl.password"), Some("s3cret"));
+        assert!(prop(&s, "ssl.ca.pem")
+            .unwrap()
+            .contains("BEGIN CERTIFICATE"));
+        assert!(
+            !format!("{s:?}").contains("s3cret"),
+            "Debug shows no secret"
+        );
+        // Errors name where a secret was looked for, never what it holds.
+        std::env::set_var(&var, r#"{"username":"app"}"#);
+        let err = client_settings(&settings(KafkaAccess {
+            sasl: Some(KafkaSasl {
+                mechanism: SaslMechanism::Plain,
+                credentials: Some(SecretRef::Env(var.clone())),
+            }),
+            ..KafkaAccess::default()
+        }))
+        .await
+        .unwrap_err();
+        assert_eq!(
+            err,
+            format!("environment variable {var} has no \"password\"")
+        );
+        std::env::set_var(&var, "not json s3cret");
+        let err = client_settings(&settings(KafkaAccess {
+            sasl: Some(KafkaSasl {
+                mechanism: SaslMechanism::Plain,
+                credentials: Some(SecretRef::Env(var.clone())),
+            }),
+            ..KafkaAccess::default()
+        }))
+        .await
+        .unwrap_err();
+        assert!(!err.contains("s3cret"), "{err}");
+        std::env::remove_var(&var);
+    }
+
+    #[tokio::test]
+    async fn mutual_tls_is_ssl_with_the_client_certificate() {
+        let dir = tempfile::tempdir().unwrap();
+        let cert = dir.path().join("client.json");
+        std::fs::write(
+            &cert,
+            r#"{"certificate":"CERT","privateKey":"KEY","privateKeyPassword":"pw"}"#,
+        )
+        .unwrap();
+        let s = client_settings(&settings(KafkaAccess {
+            client_certificate: Some(SecretRef::File(cert)),
+            ..KafkaAccess::default()
+        }))
+        .await
+        .unwrap();
+        assert_eq!(prop(&s, "security.protocol"), Some("SSL"));
+        assert_eq!(prop(&s, "ssl.certificate.pem"), Some("CERT"));
+        assert_eq!(prop(&s, "ssl.key.pem"), Some("KEY"));
+        assert_eq!(prop(&s, "ssl.key.password"), Some("pw"));
+    }
+}

@@ -19,7 +19,7 @@ use super::group::{ErrorReport, Group, GroupContext};
 pub type KafkaConsumer = BaseConsumer<GroupContext>;
 
 /// What the consumer is built from.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct ClientSettings {
     /// `host:port,host:port`
     pub bootstrap_servers: String,
@@ -28,6 +28,21 @@ pub struct ClientSettings {
     /// Further librdkafka properties (security, SASL, TLS), already resolved. Never logged: they
     /// may hold secrets.
     pub properties: Vec<(String, String)>,
+}
+
+/// Shows the property names only: their values may be secrets.
+impl std::fmt::Debug for ClientSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClientSettings")
+            .field("bootstrap_servers", &self.bootstrap_servers)
+            .field("group_id", &self.group_id)
+            .field("topic", &self.topic)
+            .field(
+                "properties",
+                &self.properties.iter().map(|(k, _)| k).collect::<Vec<_>>(),
+            )
+            .finish()
+    }
 }
 
 /// Builds the consumer and subscribes it to the topic. Nothing is fetched until it is polled.
