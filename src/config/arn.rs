@@ -64,67 +64,42 @@ pub trait ResourceArn {
     }
 }
 
+/// The accessors of an ARN type with `arn`, `region` and `account` fields and the field that
+/// names its resource.
+macro_rules! arn_fields {
+    ($name:ident) => {
+        fn arn(&self) -> &str {
+            &self.arn
+        }
+        fn region(&self) -> &str {
+            &self.region
+        }
+        fn account(&self) -> &str {
+            &self.account
+        }
+        fn resource_name(&self) -> &str {
+            &self.$name
+        }
+    };
+}
+
 impl ResourceArn for KinesisStreamArn {
-    fn arn(&self) -> &str {
-        &self.arn
-    }
-    fn region(&self) -> &str {
-        &self.region
-    }
-    fn account(&self) -> &str {
-        &self.account
-    }
-    fn resource_name(&self) -> &str {
-        &self.stream
-    }
+    arn_fields!(stream);
 }
 
 impl ResourceArn for DynamoDbStreamArn {
-    fn arn(&self) -> &str {
-        &self.arn
-    }
-    fn region(&self) -> &str {
-        &self.region
-    }
-    fn account(&self) -> &str {
-        &self.account
-    }
-    fn resource_name(&self) -> &str {
-        &self.table
-    }
+    arn_fields!(table);
     fn default_mapping_name(&self) -> String {
         format!("{}/stream/{}", self.table, self.label)
     }
 }
 
 impl ResourceArn for MskClusterArn {
-    fn arn(&self) -> &str {
-        &self.arn
-    }
-    fn region(&self) -> &str {
-        &self.region
-    }
-    fn account(&self) -> &str {
-        &self.account
-    }
-    fn resource_name(&self) -> &str {
-        &self.cluster
-    }
+    arn_fields!(cluster);
 }
 
 impl ResourceArn for QueueArn {
-    fn arn(&self) -> &str {
-        &self.arn
-    }
-    fn region(&self) -> &str {
-        &self.region
-    }
-    fn account(&self) -> &str {
-        &self.account
-    }
-    fn resource_name(&self) -> &str {
-        &self.queue
-    }
+    arn_fields!(queue);
 }
 
 /// A parsed event source ARN, one variant per supported service.

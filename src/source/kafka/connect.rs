@@ -188,6 +188,19 @@ mod tests {
             .map(|(_, v)| v.as_str())
     }
 
+    /// The error of a SASL/PLAIN mapping whose secret is in the environment variable `var`.
+    async fn plain_from_env(var: &str) -> String {
+        client_settings(&settings(KafkaAccess {
+            sasl: Some(KafkaSasl {
+                mechanism: SaslMechanism::Plain,
+                credentials: Some(SecretRef::Env(var.to_string())),
+            }),
+            ..KafkaAccess::default()
+        }))
+        .await
+        .unwrap_err()
+    }
+
     #[tokio::test]
     async fn no_access_configuration_is_plaintext() {
         let s = client_settings(&settings(KafkaAccess::default()))
@@ -235,29 +248,13 @@ mod tests {
         );
         // Errors name where a secret was looked for, never what it holds.
         std::env::set_var(&var, r#"{"username":"app"}"#);
-        let err = client_settings(&settings(KafkaAccess {
-            sasl: Some(KafkaSasl {
-                mechanism: SaslMechanism::Plain,
-                credentials: Some(SecretRef::Env(var.clone())),
-            }),
-            ..KafkaAccess::default()
-        }))
-        .await
-        .unwrap_err();
+        let err = plain_from_env(&var).await;
         assert_eq!(
             err,
             format!("environment variable {var} has no \"password\"")
         );
         std::env::set_var(&var, "not json s3cret");
-        let err = client_settings(&settings(KafkaAccess {
-            sasl: Some(KafkaSasl {
-                mechanism: SaslMechanism::Plain,
-                credentials: Some(SecretRef::Env(var.clone())),
-            }),
-            ..KafkaAccess::default()
-        }))
-        .await
-        .unwrap_err();
+        let err = plain_from_env(&var).await;
         assert!(!err.contains("s3cret"), "{err}");
         std::env::remove_var(&var);
     }

@@ -15,6 +15,35 @@ async fn until(what: &str, mut cond: impl FnMut() -> bool) {
     }
 }
 
+/// One leased shard (`shardId-1`, closed or open, holding `records`) whose first batch is in
+/// flight for 30 s.
+async fn one_leased_shard_in_flight(
+    closed: bool,
+    records: &[u64],
+) -> (Arc<MemStore>, Arc<FakeLeaseTable>, Supervised) {
+    let store = Arc::new(MemStore::default());
+    let table = Arc::new(FakeLeaseTable::new("w-1"));
+    table.grant("shardId-1", 1);
+    let s = Supervised::start_leased(
+        fake(
+            vec![shard("shardId-1", None, closed)],
+            &[("shardId-1", records)],
+        ),
+        store.clone(),
+        Recorder {
+            slow: vec![(1, Duration::from_secs(30))],
+            ..Default::default()
+        },
+        StartingPosition::TrimHorizon,
+        table.clone(),
+    );
+    until("in flight", || {
+        !s.recorder.attempts.lock().unwrap().is_empty()
+    })
+    .await;
+    (store, table, s)
+}
+
 #[tokio::test(start_paused = true)]
 async fn only_leased_shards_run_and_a_lost_lease_stops_its_shard_without_a_checkpoint() {
     let store = Arc::new(MemStore::default());
@@ -116,26 +145,7 @@ async fn only_leased_shards_run_and_a_lost_lease_stops_its_shard_without_a_check
 
 #[tokio::test(start_paused = true)]
 async fn a_renewed_lease_keeps_its_shard_running() {
-    let store = Arc::new(MemStore::default());
-    let table = Arc::new(FakeLeaseTable::new("w-1"));
-    table.grant("shardId-1", 1);
-    let s = Supervised::start_leased(
-        fake(
-            vec![shard("shardId-1", None, true)],
-            &[("shardId-1", &[1, 2])],
-        ),
-        store.clone(),
-        Recorder {
-            slow: vec![(1, Duration::from_secs(30))],
-            ..Default::default()
-        },
-        StartingPosition::TrimHorizon,
-        table.clone(),
-    );
-    until("in flight", || {
-        !s.recorder.attempts.lock().unwrap().is_empty()
-    })
-    .await;
+    let (store, table, s) = one_leased_shard_in_flight(true, &[1, 2]).await;
     // Renewals advance the counter while the batch is in flight: the commit uses the new one.
     table.renew("shardId-1");
     table.renew("shardId-1");
@@ -198,26 +208,7 @@ async fn a_refused_commit_stops_the_shard_and_replans_it_from_the_stored_checkpo
 
 #[tokio::test(start_paused = true)]
 async fn a_shard_down_after_a_refused_commit_that_another_replica_takes_is_not_down_here() {
-    let store = Arc::new(MemStore::default());
-    let table = Arc::new(FakeLeaseTable::new("w-1"));
-    table.grant("shardId-1", 1);
-    let s = Supervised::start_leased(
-        fake(
-            vec![shard("shardId-1", None, false)],
-            &[("shardId-1", &[1])],
-        ),
-        store.clone(),
-        Recorder {
-            slow: vec![(1, Duration::from_secs(30))],
-            ..Default::default()
-        },
-        StartingPosition::TrimHorizon,
-        table.clone(),
-    );
-    until("in flight", || {
-        !s.recorder.attempts.lock().unwrap().is_empty()
-    })
-    .await;
+    let (store, table, s) = one_leased_shard_in_flight(false, &[1]).await;
     store.0.lock().unwrap().insert(
         "shardId-1".into(),
         Checkpoint::Sequence(SequenceNumber("5".into())),
