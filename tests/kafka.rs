@@ -62,10 +62,7 @@ async fn a_topics_records_reach_the_function_in_order_per_partition() {
     let sink = Sink::ok().await;
     let dir = tempfile::tempdir().unwrap();
     let group = unique("group");
-    let target = Target::Http {
-        url: &sink.url,
-        run: "1",
-    };
+    let target = Target::http(&sink.url, "1");
     let yaml = topic_mapping(&tb, &topic, &group, 100, target, "");
     let started = Instant::now();
     let mut sluice = start_sluice(&tb, dir.path(), "kafka", &yaml).await;
@@ -173,10 +170,7 @@ async fn a_broker_that_is_down_or_a_wrong_address_leaves_the_other_mappings_runn
     let produced = common::kafka::produce(&tb, &topic, &records("b", 900, 31)).await;
     let sink = Sink::ok().await;
     let dir = tempfile::tempdir().unwrap();
-    let target = |run| Target::Http {
-        url: &sink.url,
-        run,
-    };
+    let target = |run| Target::http(&sink.url, run);
     // Nothing listens on a free port (a broker that is down); `.invalid` never resolves.
     let down = format!("127.0.0.1:{}", free_port());
     let mut yaml = mapping(

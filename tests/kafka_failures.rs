@@ -66,19 +66,7 @@ async fn a_restart_after_kill_9_resumes_from_the_committed_offsets() {
     let sink = Sink::start_slow(Duration::from_millis(40), |_, _| (200, vec![], "{}".into())).await;
     let dir = tempfile::tempdir().unwrap();
     let group = unique("group");
-    let yaml = |run| {
-        topic_mapping(
-            &tb,
-            &topic,
-            &group,
-            BATCH,
-            Target::Http {
-                url: &sink.url,
-                run,
-            },
-            "",
-        )
-    };
+    let yaml = |run| topic_mapping(&tb, &topic, &group, BATCH, Target::http(&sink.url, run), "");
     let port = free_port();
     let cfg = |run| config(&tb, &dir.path().join("cp"), port, &yaml(run));
     let mut first = Sluice::start(dir.path(), "first", &cfg("1")).await;
@@ -199,17 +187,7 @@ async fn two_processes_in_one_group_split_the_partitions_and_the_survivor_takes_
     let runs = ["a", "b"];
     let mut procs = Vec::new();
     for (dir, run) in dirs.iter().zip(runs) {
-        let yaml = topic_mapping(
-            &tb,
-            &topic,
-            &group,
-            100,
-            Target::Http {
-                url: &sink.url,
-                run,
-            },
-            "",
-        );
+        let yaml = topic_mapping(&tb, &topic, &group, 100, Target::http(&sink.url, run), "");
         procs.push(start_sluice(&tb, dir.path(), run, &yaml).await);
     }
     // The group settles with the partitions split: each runs at least one, none runs one twice.
@@ -309,14 +287,8 @@ async fn two_processes_in_one_group_split_the_partitions_and_the_survivor_takes_
     );
     let all = positions(&delivered(&sink, None));
     assert_eq!(all, positions(&produced), "every record delivered");
-    common::kafka::wait_committed(
-        &tb,
-        &group,
-        &topic,
-        &ends(&produced),
-        Duration::from_secs(30),
-    )
-    .await;
+    let partitions = ends(&produced);
+    common::kafka::wait_committed(&tb, &group, &topic, &partitions, Duration::from_secs(30)).await;
     assert_eq!(procs[0].terminate().await, 0);
 }
 
@@ -370,10 +342,7 @@ async fn a_poison_record_is_bisected_out_and_recorded_at_the_destination() {
         &topic,
         &group,
         100,
-        Target::Http {
-            url: &sink.url,
-            run: "1",
-        },
+        Target::http(&sink.url, "1"),
         &extra,
     );
     let mut sluice = start_sluice(&tb, dir.path(), "kafka", &yaml).await;
@@ -439,14 +408,8 @@ async fn a_poison_record_is_bisected_out_and_recorded_at_the_destination() {
             .any(|r| r.partition == poison.partition && r.offset > poison.offset),
         "the poison's partition goes on"
     );
-    common::kafka::wait_committed(
-        &tb,
-        &group,
-        &topic,
-        &ends(&produced),
-        Duration::from_secs(30),
-    )
-    .await;
+    let partitions = ends(&produced);
+    common::kafka::wait_committed(&tb, &group, &topic, &partitions, Duration::from_secs(30)).await;
     let labels = format!("mapping=\"{topic}\"");
     assert_eq!(
         sluice

@@ -39,10 +39,7 @@ async fn offset_lag_and_oldest_age_follow_a_slow_function_back_to_zero() {
     })
     .await;
     let dir = tempfile::tempdir().unwrap();
-    let target = Target::Http {
-        url: &sink.url,
-        run: "lag",
-    };
+    let target = Target::http(&sink.url, "lag");
     let yaml = topic_mapping(&tb, &topic, &unique("group"), 10, target, "");
     let mut sluice = start_sluice(&tb, dir.path(), "lag", &yaml).await;
     sluice.wait_ready().await;

@@ -111,9 +111,8 @@ async fn kill_9_moves_shards_within_twice_the_lease_duration() {
     )
     .await;
     // Records keep flowing a little after the takeover, then every one must arrive.
-    wait_flowing(&fleet, &shards, Instant::now()).await;
     let written = fleet
-        .stop_and_deliver(writer, Duration::from_secs(90))
+        .flow_and_deliver(&shards, Instant::now(), writer, Duration::from_secs(90))
         .await;
     eprintln!("kill -9 of {victim}: its shards resumed after {resumed:?}");
     for (shard, (after, by)) in &resumed {
@@ -189,9 +188,8 @@ async fn rolling_restart_leaves_no_shard_idle_over_2_s() {
     }
     let t1 = Instant::now();
     // One more request per shard after the last step, so a silence at the end counts too.
-    wait_flowing(&fleet, &shards, t1).await;
     let written = fleet
-        .stop_and_deliver(writer, Duration::from_secs(90))
+        .flow_and_deliver(&shards, t1, writer, Duration::from_secs(90))
         .await;
 
     let gaps = largest_gaps(&fleet.sink.received.lock().unwrap(), t0, t1);
@@ -300,9 +298,8 @@ async fn a_replica_cut_off_from_dynamodb_stops_before_its_leases_are_taken() {
         Duration::from_secs(30),
     )
     .await;
-    wait_flowing(&fleet, &shards, Instant::now()).await;
     let written = fleet
-        .stop_and_deliver(writer, Duration::from_secs(90))
+        .flow_and_deliver(&shards, Instant::now(), writer, Duration::from_secs(90))
         .await;
     // Every request answered (none still in the slow function).
     wait_for(

@@ -169,6 +169,19 @@ impl Fleet {
         written
     }
 
+    /// Waits until every one of `shards` got a request at or after `since`, then stops `writer` and
+    /// waits (up to `timeout`) until everything it wrote was delivered; returns what it wrote.
+    pub async fn flow_and_deliver(
+        &self,
+        shards: &[String],
+        since: Instant,
+        writer: Writer,
+        timeout: Duration,
+    ) -> Vec<Written> {
+        wait_flowing(self, shards, since).await;
+        self.stop_and_deliver(writer, timeout).await
+    }
+
     /// Asserts every running replica is ready; `who` says when and which (for the message).
     pub async fn assert_ready(&self, who: &str) {
         let not_ready = self.not_ready().await;

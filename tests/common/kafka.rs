@@ -217,6 +217,13 @@ pub enum Target<'a> {
     Function(&'a str),
 }
 
+impl<'a> Target<'a> {
+    /// [`Target::Http`] to `url`, with `X-Run: <run>`.
+    pub fn http(url: &'a str, run: &'a str) -> Target<'a> {
+        Target::Http { url, run }
+    }
+}
+
 /// A self-managed Kafka mapping as a YAML list item: `name` reads `topic` on `bootstrap` in consumer
 /// group `group` from TRIM_HORIZON, `batch` records at most per event; `extra` is more YAML lines
 /// for the item (each indented four spaces, ending in a newline).
