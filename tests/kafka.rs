@@ -8,23 +8,13 @@
 mod common;
 
 use common::kafka::{
-    assert_in_order_once, bootstrap, ends, event_records, events_records, mapping, plain, Produced,
-    Tap, Target,
+    assert_in_order_once, bootstrap, delivered, ends, events_records, mapping, plain, start_sluice,
+    topic_mapping, wait_delivered, Produced, Tap, Target,
 };
 use common::sink::Sink;
-use common::sluice::{config, free_port, Sluice};
+use common::sluice::{free_port, Sluice};
 use common::*;
 use std::time::{Duration, Instant};
-
-/// (partition, offset, key, value) of every record the function accepted, in arrival order.
-fn delivered(sink: &Sink) -> Vec<Produced> {
-    sink.accepted
-        .lock()
-        .unwrap()
-        .iter()
-        .flat_map(|req| event_records(&req.body))
-        .collect()
-}
 
 /// `/status` now, blocking (for a panic message).
 fn futures_status(sluice: &Sluice) -> Option<serde_json::Value> {
@@ -72,22 +62,15 @@ async fn a_topics_records_reach_the_function_in_order_per_partition() {
     let sink = Sink::ok().await;
     let dir = tempfile::tempdir().unwrap();
     let group = unique("group");
-    let target = Target::Http {
-        url: &sink.url,
-        run: "1",
-    };
-    let yaml = mapping(bootstrap(&tb), &topic, &topic, &group, 100, target, "");
+    let target = Target::http(&sink.url, "1");
+    let yaml = topic_mapping(&tb, &topic, &group, 100, target, "");
     let started = Instant::now();
-    let mut sluice = Sluice::start(
-        dir.path(),
-        "kafka",
-        &config(&tb, &dir.path().join("cp"), free_port(), &yaml),
-    )
-    .await;
-    wait_for(
+    let mut sluice = start_sluice(&tb, dir.path(), "kafka", &yaml).await;
+    wait_delivered(
+        &sink,
+        produced.len(),
         "every record delivered",
         Duration::from_secs(120),
-        || async { (delivered(&sink).len() >= produced.len()).then_some(()) },
     )
     .await;
     eprintln!(
@@ -95,7 +78,7 @@ async fn a_topics_records_reach_the_function_in_order_per_partition() {
         produced.len(),
         started.elapsed()
     );
-    let got = delivered(&sink);
+    let got = delivered(&sink, None);
     assert_exactly("http", &got, &produced);
     // Each event holds one partition's records: sluice batches per partition.
     for req in sink.accepted.lock().unwrap().iter() {
@@ -133,22 +116,9 @@ async fn a_topics_records_reach_a_lambda_function_in_order_per_partition() {
     };
     let dir = tempfile::tempdir().unwrap();
     let group = unique("group");
-    let yaml = mapping(
-        bootstrap(&tb),
-        &topic,
-        &topic,
-        &group,
-        500,
-        Target::Function("recorder"),
-        "",
-    );
+    let yaml = topic_mapping(&tb, &topic, &group, 500, Target::Function("recorder"), "");
     let started = Instant::now();
-    let mut sluice = Sluice::start(
-        dir.path(),
-        "kafka",
-        &config(&via_tap, &dir.path().join("cp"), free_port(), &yaml),
-    )
-    .await;
+    let mut sluice = start_sluice(&via_tap, dir.path(), "kafka", &yaml).await;
     let got = || {
         let invokes = tap.succeeded();
         let invokes = invokes.iter().filter(|c| c.path.ends_with("/invocations"));
@@ -200,10 +170,7 @@ async fn a_broker_that_is_down_or_a_wrong_address_leaves_the_other_mappings_runn
     let produced = common::kafka::produce(&tb, &topic, &records("b", 900, 31)).await;
     let sink = Sink::ok().await;
     let dir = tempfile::tempdir().unwrap();
-    let target = |run| Target::Http {
-        url: &sink.url,
-        run,
-    };
+    let target = |run| Target::http(&sink.url, run);
     // Nothing listens on a free port (a broker that is down); `.invalid` never resolves.
     let down = format!("127.0.0.1:{}", free_port());
     let mut yaml = mapping(
@@ -235,19 +202,15 @@ async fn a_broker_that_is_down_or_a_wrong_address_leaves_the_other_mappings_runn
         "",
     );
     let started = Instant::now();
-    let mut sluice = Sluice::start(
-        dir.path(),
-        "kafka",
-        &config(&tb, &dir.path().join("cp"), free_port(), &yaml),
-    )
-    .await;
-    wait_for(
+    let mut sluice = start_sluice(&tb, dir.path(), "kafka", &yaml).await;
+    wait_delivered(
+        &sink,
+        produced.len(),
         "the working mapping's records delivered",
         Duration::from_secs(90),
-        || async { (delivered(&sink).len() >= produced.len()).then_some(()) },
     )
     .await;
-    assert_exactly("working", &delivered(&sink), &produced);
+    assert_exactly("working", &delivered(&sink, None), &produced);
     assert!(sink.accepted.lock().unwrap().iter().all(|r| r.run == "ok"));
     // Each broken mapping is named in an error line.
     let errors = tokio::time::timeout(Duration::from_secs(60), async {

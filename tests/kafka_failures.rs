@@ -8,7 +8,8 @@
 mod common;
 
 use common::kafka::{
-    assert_in_order_once, bootstrap, ends, event_records, mapping, Produced, Target,
+    assert_in_order_once, bootstrap, delivered, ends, event_records, start_sluice, topic_mapping,
+    wait_delivered, Produced, Target,
 };
 use common::sink::{Request, Sink};
 use common::sluice::{config, free_port, Sluice};
@@ -16,17 +17,6 @@ use common::*;
 use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
-
-/// The records of the function's accepted requests from `run` (every run when `None`), in order.
-fn delivered(sink: &Sink, run: Option<&str>) -> Vec<Produced> {
-    sink.accepted
-        .lock()
-        .unwrap()
-        .iter()
-        .filter(|r| run.is_none_or(|run| r.run == run))
-        .flat_map(|r| event_records(&r.body))
-        .collect()
-}
 
 /// The log lines about the group (start, assignments, revocations, positions), for the report.
 fn group_events(sluice: &Sluice) -> String {
@@ -76,20 +66,7 @@ async fn a_restart_after_kill_9_resumes_from_the_committed_offsets() {
     let sink = Sink::start_slow(Duration::from_millis(40), |_, _| (200, vec![], "{}".into())).await;
     let dir = tempfile::tempdir().unwrap();
     let group = unique("group");
-    let yaml = |run| {
-        mapping(
-            bootstrap(&tb),
-            &topic,
-            &topic,
-            &group,
-            BATCH,
-            Target::Http {
-                url: &sink.url,
-                run,
-            },
-            "",
-        )
-    };
+    let yaml = |run| topic_mapping(&tb, &topic, &group, BATCH, Target::http(&sink.url, run), "");
     let port = free_port();
     let cfg = |run| config(&tb, &dir.path().join("cp"), port, &yaml(run));
     let mut first = Sluice::start(dir.path(), "first", &cfg("1")).await;
@@ -210,20 +187,8 @@ async fn two_processes_in_one_group_split_the_partitions_and_the_survivor_takes_
     let runs = ["a", "b"];
     let mut procs = Vec::new();
     for (dir, run) in dirs.iter().zip(runs) {
-        let yaml = mapping(
-            bootstrap(&tb),
-            &topic,
-            &topic,
-            &group,
-            100,
-            Target::Http {
-                url: &sink.url,
-                run,
-            },
-            "",
-        );
-        let cfg = config(&tb, &dir.path().join("cp"), free_port(), &yaml);
-        procs.push(Sluice::start(dir.path(), run, &cfg).await);
+        let yaml = topic_mapping(&tb, &topic, &group, 100, Target::http(&sink.url, run), "");
+        procs.push(start_sluice(&tb, dir.path(), run, &yaml).await);
     }
     // The group settles with the partitions split: each runs at least one, none runs one twice.
     let started = Instant::now();
@@ -322,14 +287,8 @@ async fn two_processes_in_one_group_split_the_partitions_and_the_survivor_takes_
     );
     let all = positions(&delivered(&sink, None));
     assert_eq!(all, positions(&produced), "every record delivered");
-    common::kafka::wait_committed(
-        &tb,
-        &group,
-        &topic,
-        &ends(&produced),
-        Duration::from_secs(30),
-    )
-    .await;
+    let partitions = ends(&produced);
+    common::kafka::wait_committed(&tb, &group, &topic, &partitions, Duration::from_secs(30)).await;
     assert_eq!(procs[0].terminate().await, 0);
 }
 
@@ -378,28 +337,20 @@ async fn a_poison_record_is_bisected_out_and_recorded_at_the_destination() {
     let dir = tempfile::tempdir().unwrap();
     let group = unique("group");
     let extra = format!("    BisectBatchOnFunctionError: true\n    MaximumRetryAttempts: 1\n    DestinationConfig: {{ OnFailure: {{ Destination: '{queue_arn}' }} }}\n");
-    let yaml = mapping(
-        bootstrap(&tb),
-        &topic,
+    let yaml = topic_mapping(
+        &tb,
         &topic,
         &group,
         100,
-        Target::Http {
-            url: &sink.url,
-            run: "1",
-        },
+        Target::http(&sink.url, "1"),
         &extra,
     );
-    let mut sluice = Sluice::start(
-        dir.path(),
-        "kafka",
-        &config(&tb, &dir.path().join("cp"), free_port(), &yaml),
-    )
-    .await;
-    wait_for(
+    let mut sluice = start_sluice(&tb, dir.path(), "kafka", &yaml).await;
+    wait_delivered(
+        &sink,
+        produced.len() - 1,
         "every other record delivered",
         Duration::from_secs(120),
-        || async { (delivered(&sink, None).len() >= produced.len() - 1).then_some(()) },
     )
     .await;
     let found = drain_queue(&sqs(&tb), &queue_url, 1, Duration::from_secs(30)).await;
@@ -457,14 +408,8 @@ async fn a_poison_record_is_bisected_out_and_recorded_at_the_destination() {
             .any(|r| r.partition == poison.partition && r.offset > poison.offset),
         "the poison's partition goes on"
     );
-    common::kafka::wait_committed(
-        &tb,
-        &group,
-        &topic,
-        &ends(&produced),
-        Duration::from_secs(30),
-    )
-    .await;
+    let partitions = ends(&produced);
+    common::kafka::wait_committed(&tb, &group, &topic, &partitions, Duration::from_secs(30)).await;
     let labels = format!("mapping=\"{topic}\"");
     assert_eq!(
         sluice

@@ -5,10 +5,26 @@
 
 mod common;
 
+use common::kafka::{start_sluice, topic_mapping, Target};
 use common::sink::Sink;
-use common::sluice::{config, free_port, Sluice};
+use common::sluice::Sluice;
 use common::*;
 use std::time::Duration;
+
+/// The mapping `topic`'s `sluice_kafka_offset_lag` (sum, max) and
+/// `sluice_kafka_oldest_unprocessed_age_ms`, now.
+async fn lag(sluice: &Sluice, topic: &str) -> (f64, f64, f64) {
+    let lag = |stat: &str| format!("mapping=\"{topic}\",stat=\"{stat}\"");
+    let sum = sluice.metric("sluice_kafka_offset_lag", &lag("sum")).await;
+    let max = sluice.metric("sluice_kafka_offset_lag", &lag("max")).await;
+    let age = sluice
+        .metric(
+            "sluice_kafka_oldest_unprocessed_age_ms",
+            &format!("mapping=\"{topic}\""),
+        )
+        .await;
+    (sum, max, age)
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn offset_lag_and_oldest_age_follow_a_slow_function_back_to_zero() {
@@ -23,36 +39,15 @@ async fn offset_lag_and_oldest_age_follow_a_slow_function_back_to_zero() {
     })
     .await;
     let dir = tempfile::tempdir().unwrap();
-    let mapping = format!(
-        "  - Name: {topic}\n    SelfManagedEventSource: {{ Endpoints: {{ KAFKA_BOOTSTRAP_SERVERS: [\"{}\"] }} }}\n    Topics: [{topic}]\n    SelfManagedKafkaEventSourceConfig: {{ ConsumerGroupId: {} }}\n    StartingPosition: TRIM_HORIZON\n    BatchSize: 10\n    Http:\n      Url: {}\n",
-        common::kafka::bootstrap(&tb),
-        unique("group"),
-        sink.url
-    );
-    let mut sluice = Sluice::start(
-        dir.path(),
-        "lag",
-        &config(&tb, &dir.path().join("cp"), free_port(), &mapping),
-    )
-    .await;
+    let target = Target::http(&sink.url, "lag");
+    let yaml = topic_mapping(&tb, &topic, &unique("group"), 10, target, "");
+    let mut sluice = start_sluice(&tb, dir.path(), "lag", &yaml).await;
     sluice.wait_ready().await;
-    let labels = |stat: &str| format!("mapping=\"{topic}\",stat=\"{stat}\"");
     let behind = wait_for(
         "a lag reported while behind",
         Duration::from_secs(60),
         || async {
-            let sum = sluice
-                .metric("sluice_kafka_offset_lag", &labels("sum"))
-                .await;
-            let max = sluice
-                .metric("sluice_kafka_offset_lag", &labels("max"))
-                .await;
-            let age = sluice
-                .metric(
-                    "sluice_kafka_oldest_unprocessed_age_ms",
-                    &format!("mapping=\"{topic}\""),
-                )
-                .await;
+            let (sum, max, age) = lag(&sluice, &topic).await;
             (sum > 0.0 && age > 0.0).then_some((sum, max, age))
         },
     )
@@ -66,15 +61,7 @@ async fn offset_lag_and_oldest_age_follow_a_slow_function_back_to_zero() {
         "caught up: lag and age back to 0",
         Duration::from_secs(90),
         || async {
-            let sum = sluice
-                .metric("sluice_kafka_offset_lag", &labels("sum"))
-                .await;
-            let age = sluice
-                .metric(
-                    "sluice_kafka_oldest_unprocessed_age_ms",
-                    &format!("mapping=\"{topic}\""),
-                )
-                .await;
+            let (sum, _, age) = lag(&sluice, &topic).await;
             (sum == 0.0 && age == 0.0 && sink.accepted.lock().unwrap().len() >= 100).then_some(())
         },
     )

@@ -14,7 +14,6 @@ use common::*;
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
-const ABC: [&str; 3] = ["replica-a", "replica-b", "replica-c"];
 /// A dead or cut-off replica's shards must be read elsewhere within twice the lease duration, plus
 /// this for the takeover itself (scan, shard iterator, first read).
 const TAKEOVER_SLACK: Duration = Duration::from_secs(2);
@@ -98,17 +97,7 @@ async fn three_replicas_share_an_8_shard_stream() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_moves_shards_within_twice_the_lease_duration() {
     let mut fleet = Fleet::three("replicas-kill", 8, Sink::ok().await).await;
-    let owners = fleet.wait_spread(Duration::from_secs(60)).await;
-    let shards: Vec<String> = owners.keys().cloned().collect();
-    let writer = Writer::start(
-        &fleet.kinesis,
-        &fleet.stream,
-        "k",
-        32,
-        16,
-        Duration::from_millis(50),
-    );
-    wait_flowing(&fleet, &shards, Instant::now()).await;
+    let (owners, shards, writer) = fleet.spread_and_flowing("k").await;
 
     let victim = "replica-b";
     let victim_shards = fleet.by_owner(&owners)[victim].clone();
@@ -122,10 +111,8 @@ async fn kill_9_moves_shards_within_twice_the_lease_duration() {
     )
     .await;
     // Records keep flowing a little after the takeover, then every one must arrive.
-    wait_flowing(&fleet, &shards, Instant::now()).await;
-    let written = writer.stop().await;
-    fleet
-        .wait_delivered(&written, Duration::from_secs(90))
+    let written = fleet
+        .flow_and_deliver(&shards, Instant::now(), writer, Duration::from_secs(90))
         .await;
     eprintln!("kill -9 of {victim}: its shards resumed after {resumed:?}");
     for (shard, (after, by)) in &resumed {
@@ -169,28 +156,16 @@ async fn kill_9_moves_shards_within_twice_the_lease_duration() {
         foreign.len(),
         foreign.iter().take(5).collect::<Vec<_>>()
     );
-    let not_ready = fleet.not_ready().await;
-    assert!(
-        not_ready.is_empty(),
-        "after the takeover, surviving replicas not ready: {not_ready:#?}"
-    );
+    fleet
+        .assert_ready("after the takeover, surviving replicas")
+        .await;
     fleet.delete_stream().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rolling_restart_leaves_no_shard_idle_over_2_s() {
     let mut fleet = Fleet::three("replicas-rolling", 8, Sink::ok().await).await;
-    let owners = fleet.wait_spread(Duration::from_secs(60)).await;
-    let shards: Vec<String> = owners.keys().cloned().collect();
-    let writer = Writer::start(
-        &fleet.kinesis,
-        &fleet.stream,
-        "r",
-        32,
-        16,
-        Duration::from_millis(50),
-    );
-    wait_flowing(&fleet, &shards, Instant::now()).await;
+    let (_, shards, writer) = fleet.spread_and_flowing("r").await;
 
     let t0 = Instant::now();
     let mut timeline = vec![format!("t0 = {} (UTC)", time::OffsetDateTime::now_utc())];
@@ -213,10 +188,8 @@ async fn rolling_restart_leaves_no_shard_idle_over_2_s() {
     }
     let t1 = Instant::now();
     // One more request per shard after the last step, so a silence at the end counts too.
-    wait_flowing(&fleet, &shards, t1).await;
-    let written = writer.stop().await;
-    fleet
-        .wait_delivered(&written, Duration::from_secs(90))
+    let written = fleet
+        .flow_and_deliver(&shards, t1, writer, Duration::from_secs(90))
         .await;
 
     let gaps = largest_gaps(&fleet.sink.received.lock().unwrap(), t0, t1);
@@ -306,21 +279,8 @@ async fn a_replica_cut_off_from_dynamodb_stops_before_its_leases_are_taken() {
     .await;
     let mut fleet = Fleet::new("replicas-cut", 8, sink).await;
     let cut_off = "replica-a";
-    fleet.start_behind_proxy(cut_off).await;
-    fleet.start("replica-b").await;
-    fleet.start("replica-c").await;
-    fleet.wait_ready().await;
-    let owners = fleet.wait_spread(Duration::from_secs(60)).await;
-    let shards: Vec<String> = owners.keys().cloned().collect();
-    let writer = Writer::start(
-        &fleet.kinesis,
-        &fleet.stream,
-        "c",
-        32,
-        16,
-        Duration::from_millis(50),
-    );
-    wait_flowing(&fleet, &shards, Instant::now()).await;
+    fleet.start_three(Link::Proxy).await;
+    let (owners, shards, writer) = fleet.spread_and_flowing("c").await;
 
     let a_shards = fleet.by_owner(&owners)[cut_off].clone();
     let cut_at = Instant::now();
@@ -338,10 +298,8 @@ async fn a_replica_cut_off_from_dynamodb_stops_before_its_leases_are_taken() {
         Duration::from_secs(30),
     )
     .await;
-    wait_flowing(&fleet, &shards, Instant::now()).await;
-    let written = writer.stop().await;
-    fleet
-        .wait_delivered(&written, Duration::from_secs(90))
+    let written = fleet
+        .flow_and_deliver(&shards, Instant::now(), writer, Duration::from_secs(90))
         .await;
     // Every request answered (none still in the slow function).
     wait_for(
@@ -434,26 +392,12 @@ async fn a_replica_cut_off_from_dynamodb_stops_before_its_leases_are_taken() {
 async fn a_replica_whose_renewals_stall_past_its_grant_lets_its_shards_run_again() {
     let mut fleet = Fleet::new("replicas-stall", 8, Sink::ok().await).await;
     let slow = "replica-a";
-    fleet.start_behind_stall(slow).await;
-    fleet.start("replica-b").await;
-    fleet.start("replica-c").await;
-    fleet.wait_ready().await;
-    let owners = fleet.wait_spread(Duration::from_secs(60)).await;
-    let shards: Vec<String> = owners.keys().cloned().collect();
-    let writer = Writer::start(
-        &fleet.kinesis,
-        &fleet.stream,
-        "t",
-        32,
-        16,
-        Duration::from_millis(50),
-    );
-    wait_flowing(&fleet, &shards, Instant::now()).await;
+    fleet.start_three(Link::Stall).await;
+    let (owners, _, writer) = fleet.spread_and_flowing("t").await;
     // Quiet before the stall, so no checkpoint write holds a lease item while its renewal is due
     // (that would shift the renewals' timing).
-    let mut written = writer.stop().await;
-    fleet
-        .wait_delivered(&written, Duration::from_secs(60))
+    let mut written = fleet
+        .stop_and_deliver(writer, Duration::from_secs(60))
         .await;
 
     // The renewal sent in the first second (r0 + 1, r0 being the last before the stall) times
@@ -467,14 +411,7 @@ async fn a_replica_whose_renewals_stall_past_its_grant_lets_its_shards_run_again
     tokio::time::sleep(Duration::from_millis(2000)).await;
     stall.set_stall(Duration::ZERO);
     let healed_at = Instant::now();
-    let writer = Writer::start(
-        &fleet.kinesis,
-        &fleet.stream,
-        "u",
-        32,
-        16,
-        Duration::from_millis(50),
-    );
+    let writer = fleet.writer("u");
     // Once the delayed calls drained, every shard of the slow replica reads again.
     let resumed = wait_resumed(&fleet, &a_shards, healed_at, None, Duration::from_secs(30)).await;
     eprintln!("stalled {slow}: its shards {a_shards:?} read again after {resumed:?}");
@@ -490,11 +427,7 @@ async fn a_replica_whose_renewals_stall_past_its_grant_lets_its_shards_run_again
         .wait_delivered(&written, Duration::from_secs(90))
         .await;
     assert_complete_and_ordered("stall", &fleet, &written);
-    let not_ready = fleet.not_ready().await;
-    assert!(
-        not_ready.is_empty(),
-        "after the stall, replicas not ready: {not_ready:#?}"
-    );
+    fleet.assert_ready("after the stall, replicas").await;
     fleet.delete_stream().await;
 }
 
@@ -502,10 +435,7 @@ async fn a_replica_whose_renewals_stall_past_its_grant_lets_its_shards_run_again
 async fn a_reshard_with_three_replicas_keeps_parent_before_child_order() {
     let mut fleet = Fleet::new("replicas-reshard", 2, Sink::ok().await).await;
     fleet.fast_discovery = true;
-    for id in ABC {
-        fleet.start(id).await;
-    }
-    fleet.wait_ready().await;
+    fleet.start_three(Link::Direct).await;
     fleet.wait_spread(Duration::from_secs(60)).await;
     let originals: BTreeSet<String> = fleet.open_shards().await.into_iter().collect();
     let writer = Writer::start(
@@ -547,9 +477,8 @@ async fn a_reshard_with_three_replicas_keeps_parent_before_child_order() {
         .filter(|s| !originals.contains(s) && !split.contains(s))
         .collect();
     delivered_in(merged).await;
-    let written = writer.stop().await;
-    fleet
-        .wait_delivered(&written, Duration::from_secs(90))
+    let written = fleet
+        .stop_and_deliver(writer, Duration::from_secs(90))
         .await;
 
     let lineage = fleet.lineage().await;

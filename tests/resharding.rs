@@ -4,6 +4,7 @@
 
 mod common;
 
+use common::fleet::reshard;
 use common::sink::Sink;
 use common::sluice::{config, free_port, Sluice};
 use common::*;
@@ -21,34 +22,6 @@ fn with_discovery(cfg: String) -> String {
         "mappings:\n",
         "shard_discovery_interval_seconds: 1\nmappings:\n",
     )
-}
-
-async fn reshard(client: &aws_sdk_kinesis::Client, stream: &str, target: i32) {
-    client
-        .update_shard_count()
-        .stream_name(stream)
-        .target_shard_count(target)
-        .scaling_type(aws_sdk_kinesis::types::ScalingType::UniformScaling)
-        .send()
-        .await
-        .expect("UpdateShardCount");
-    wait_for(
-        "the stream to be ACTIVE after resharding",
-        Duration::from_secs(60),
-        || async {
-            let d = client
-                .describe_stream_summary()
-                .stream_name(stream)
-                .send()
-                .await
-                .ok()?;
-            let s = d.stream_description_summary()?;
-            (s.stream_status() == &aws_sdk_kinesis::types::StreamStatus::Active
-                && s.open_shard_count() == target)
-                .then_some(())
-        },
-    )
-    .await;
 }
 
 /// Index of a record from its data `"<tag>-<i>"`.

@@ -51,6 +51,16 @@ pub const LEASE_SECONDS: u64 = 3;
 /// `coordination.lease_scan_interval_millis` of every replica.
 pub const SCAN_MILLIS: u64 = 250;
 
+/// How a replica reaches the lease table.
+pub enum Link {
+    /// moto directly.
+    Direct,
+    /// Through a [`Proxy`] the test can cut.
+    Proxy,
+    /// Through a [`StallProxy`] the test can make slow.
+    Stall,
+}
+
 /// One sluice process of the fleet.
 pub struct Replica {
     pub id: String,
@@ -108,11 +118,74 @@ impl Fleet {
     /// A new stream of `shards` shards with replicas `replica-a`, `-b` and `-c` on it, all ready.
     pub async fn three(prefix: &str, shards: i32, sink: Sink) -> Fleet {
         let mut fleet = Fleet::new(prefix, shards, sink).await;
-        for id in ["replica-a", "replica-b", "replica-c"] {
-            fleet.start(id).await;
-        }
-        fleet.wait_ready().await;
+        fleet.start_three(Link::Direct).await;
         fleet
+    }
+
+    /// Starts replicas `replica-a` (its lease-table calls going through `first`), `-b` and `-c`
+    /// (on moto directly), in that order, and waits until all are ready.
+    pub async fn start_three(&mut self, first: Link) {
+        match first {
+            Link::Direct => self.start("replica-a").await,
+            Link::Proxy => self.start_behind_proxy("replica-a").await,
+            Link::Stall => self.start_behind_stall("replica-a").await,
+        }
+        self.start("replica-b").await;
+        self.start("replica-c").await;
+        self.wait_ready().await;
+    }
+
+    /// A background [`Writer`] on the stream as the tests use it: 16 records every 50 ms over 32
+    /// partition keys, data `"<tag>-<i>"`.
+    pub fn writer(&self, tag: &str) -> Writer {
+        Writer::start(
+            &self.kinesis,
+            &self.stream,
+            tag,
+            32,
+            16,
+            Duration::from_millis(50),
+        )
+    }
+
+    /// Waits (60 s) until the shards are spread, starts a [`Fleet::writer`] with `tag`, and waits
+    /// until every shard got a request. Returns `shard → owner`, the shards and the writer.
+    pub async fn spread_and_flowing(
+        &self,
+        tag: &str,
+    ) -> (BTreeMap<String, String>, Vec<String>, Writer) {
+        let owners = self.wait_spread(Duration::from_secs(60)).await;
+        let shards: Vec<String> = owners.keys().cloned().collect();
+        let writer = self.writer(tag);
+        wait_flowing(self, &shards, Instant::now()).await;
+        (owners, shards, writer)
+    }
+
+    /// Stops `writer` and waits (up to `timeout`) until everything it wrote was delivered; returns
+    /// what it wrote.
+    pub async fn stop_and_deliver(&self, writer: Writer, timeout: Duration) -> Vec<Written> {
+        let written = writer.stop().await;
+        self.wait_delivered(&written, timeout).await;
+        written
+    }
+
+    /// Waits until every one of `shards` got a request at or after `since`, then stops `writer` and
+    /// waits (up to `timeout`) until everything it wrote was delivered; returns what it wrote.
+    pub async fn flow_and_deliver(
+        &self,
+        shards: &[String],
+        since: Instant,
+        writer: Writer,
+        timeout: Duration,
+    ) -> Vec<Written> {
+        wait_flowing(self, shards, since).await;
+        self.stop_and_deliver(writer, timeout).await
+    }
+
+    /// Asserts every running replica is ready; `who` says when and which (for the message).
+    pub async fn assert_ready(&self, who: &str) {
+        let not_ready = self.not_ready().await;
+        assert!(not_ready.is_empty(), "{who} not ready: {not_ready:#?}");
     }
 
     /// Starts replica `id` on moto directly.
@@ -213,8 +286,8 @@ impl Fleet {
         code
     }
 
-    /// The open shards of the stream.
-    pub async fn open_shards(&self) -> Vec<String> {
+    /// Every shard of the stream (one ListShards page).
+    async fn shards(&self) -> Vec<aws_sdk_kinesis::types::Shard> {
         self.kinesis
             .list_shards()
             .stream_name(&self.stream)
@@ -222,6 +295,13 @@ impl Fleet {
             .await
             .expect("ListShards")
             .shards()
+            .to_vec()
+    }
+
+    /// The open shards of the stream.
+    pub async fn open_shards(&self) -> Vec<String> {
+        self.shards()
+            .await
             .iter()
             .filter(|s| {
                 s.sequence_number_range()
@@ -233,13 +313,8 @@ impl Fleet {
 
     /// Every shard of the stream (open and closed) with its parents.
     pub async fn lineage(&self) -> BTreeMap<String, Vec<String>> {
-        self.kinesis
-            .list_shards()
-            .stream_name(&self.stream)
-            .send()
+        self.shards()
             .await
-            .expect("ListShards")
-            .shards()
             .iter()
             .map(|s| {
                 let parents = [s.parent_shard_id(), s.adjacent_parent_shard_id()]

@@ -4,6 +4,8 @@
 //! timeout so group joins take seconds), and a group's committed offsets. Every wait is bounded.
 #![allow(dead_code)]
 
+use super::sink::Sink;
+use super::sluice::{config as sluice_config, free_port, Sluice};
 use super::TestBed;
 use base64::Engine;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
@@ -15,6 +17,7 @@ use rdkafka::producer::future_producer::Delivery;
 use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
 use rdkafka::{Offset, TopicPartitionList};
 use std::collections::BTreeMap;
+use std::path::Path;
 use std::time::Duration;
 
 /// How long any single broker call in these helpers may take.
@@ -214,6 +217,13 @@ pub enum Target<'a> {
     Function(&'a str),
 }
 
+impl<'a> Target<'a> {
+    /// [`Target::Http`] to `url`, with `X-Run: <run>`.
+    pub fn http(url: &'a str, run: &'a str) -> Target<'a> {
+        Target::Http { url, run }
+    }
+}
+
 /// A self-managed Kafka mapping as a YAML list item: `name` reads `topic` on `bootstrap` in consumer
 /// group `group` from TRIM_HORIZON, `batch` records at most per event; `extra` is more YAML lines
 /// for the item (each indented four spaces, ending in a newline).
@@ -235,6 +245,49 @@ pub fn mapping(
     format!(
         "  - Name: {name}\n    SelfManagedEventSource: {{ Endpoints: {{ KAFKA_BOOTSTRAP_SERVERS: [\"{bootstrap}\"] }} }}\n    Topics: [{topic}]\n    SelfManagedKafkaEventSourceConfig: {{ ConsumerGroupId: {group} }}\n    StartingPosition: TRIM_HORIZON\n    BatchSize: {batch}\n{target}{extra}"
     )
+}
+
+/// [`mapping`] for the usual case: the mapping is named after `topic` and reads it on the test
+/// bed's broker.
+pub fn topic_mapping(
+    tb: &TestBed,
+    topic: &str,
+    group: &str,
+    batch: usize,
+    target: Target<'_>,
+    extra: &str,
+) -> String {
+    mapping(bootstrap(tb), topic, topic, group, batch, target, extra)
+}
+
+/// Starts sluice `name` in `dir` (checkpoints under `dir/cp`, a free admin port) with the
+/// mappings `yaml` on the test bed `tb`.
+pub async fn start_sluice(tb: &TestBed, dir: &Path, name: &str, yaml: &str) -> Sluice {
+    Sluice::start(
+        dir,
+        name,
+        &sluice_config(tb, &dir.join("cp"), free_port(), yaml),
+    )
+    .await
+}
+
+/// The records of the function's accepted requests from `run` (every run when `None`), in order.
+pub fn delivered(sink: &Sink, run: Option<&str>) -> Vec<Produced> {
+    sink.accepted
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|r| run.is_none_or(|run| r.run == run))
+        .flat_map(|r| event_records(&r.body))
+        .collect()
+}
+
+/// Waits (up to `timeout`) until the function accepted at least `n` records (from any run).
+pub async fn wait_delivered(sink: &Sink, n: usize, what: &str, timeout: Duration) {
+    super::wait_for(what, timeout, || async {
+        (delivered(sink, None).len() >= n).then_some(())
+    })
+    .await
 }
 
 /// The records of one Kafka event (AWS's shape: `eventSource`, `bootstrapServers`, `records` keyed

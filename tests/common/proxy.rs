@@ -8,6 +8,18 @@ use std::sync::Arc;
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 
+/// The plumbing every proxy here starts with: a listener on a random local port, its URL
+/// (`http://127.0.0.1:<port>`), and `target` (`http://host:port`) as the `host:port` to connect to.
+pub async fn listen(target: &str) -> (TcpListener, String, String) {
+    let target = target
+        .trim_start_matches("http://")
+        .trim_end_matches('/')
+        .to_string();
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    (listener, url, target)
+}
+
 pub struct Proxy {
     /// `http://127.0.0.1:<port>`
     pub url: String,
@@ -19,12 +31,7 @@ pub struct Proxy {
 impl Proxy {
     /// Forwards a random local port to `target` (`http://host:port`).
     pub async fn start(target: &str) -> Proxy {
-        let target = target
-            .trim_start_matches("http://")
-            .trim_end_matches('/')
-            .to_string();
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let url = format!("http://{}", listener.local_addr().unwrap());
+        let (listener, url, target) = listen(target).await;
         let cut = Arc::new(AtomicBool::new(false));
         let links = Arc::new(std::sync::Mutex::new(CancellationToken::new()));
         let (c, l) = (cut.clone(), links.clone());

@@ -6,7 +6,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpStream;
+
+use crate::common::proxy::listen;
 
 pub struct StallProxy {
     /// `http://127.0.0.1:<port>`
@@ -17,12 +19,7 @@ pub struct StallProxy {
 impl StallProxy {
     /// Forwards a random local port to `target` (`http://host:port`), without delay.
     pub async fn start(target: &str) -> StallProxy {
-        let target = target
-            .trim_start_matches("http://")
-            .trim_end_matches('/')
-            .to_string();
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let url = format!("http://{}", listener.local_addr().unwrap());
+        let (listener, url, target) = listen(target).await;
         let stall_ms = Arc::new(AtomicU64::new(0));
         let stall = stall_ms.clone();
         tokio::spawn(async move {
