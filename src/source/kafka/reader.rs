@@ -177,16 +177,14 @@ impl PartitionReader for KafkaReader {
             pause(&self.consumer, self.topic(), p, false);
         }
         let skip = self.skip_through.unwrap_or(-1);
-        let records: Vec<Record> = taken
-            .iter()
-            .filter(|m| m.offset() > skip)
-            .map(|m| (self.encode)(m))
-            .collect();
+        let fresh: Vec<&OwnedMessage> = taken.iter().filter(|m| m.offset() > skip).collect();
+        let records: Vec<Record> = fresh.iter().map(|m| (self.encode)(m)).collect();
         self.group.handed_out(
             p,
-            records
+            fresh
                 .iter()
-                .filter_map(|r| Some((r.sequence.0.parse().ok()?, r.arrival_ms))),
+                .zip(&records)
+                .map(|(m, r)| (m.offset(), r.arrival_ms)),
         );
         Ok(Page::Records {
             records,
