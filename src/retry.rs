@@ -14,6 +14,10 @@ pub enum Condition {
     /// Records older than MaximumRecordAgeInSeconds. Named as LocalStack names it; AWS does not
     /// document the string.
     RecordAgeExceeded,
+    /// A single record whose event is over the 6 MB invocation limit: it can never be sent, so it
+    /// is given up on at once, whatever the retry settings (AWS's Kafka condition; stream records
+    /// are far smaller).
+    MaximumPayloadSizeExceeded,
 }
 
 impl Condition {
@@ -21,6 +25,7 @@ impl Condition {
         match self {
             Condition::RetryAttemptsExhausted => "RetryAttemptsExhausted",
             Condition::RecordAgeExceeded => "RecordAgeExceeded",
+            Condition::MaximumPayloadSizeExceeded => "MaximumPayloadSizeExceeded",
         }
     }
 }

@@ -26,6 +26,7 @@ use crate::batch::{self, Batcher, MAX_PAYLOAD_BYTES};
 use crate::checkpoint::{Checkpoint, Committer};
 use crate::dispatch::outcome::classify_as;
 use crate::dispatch::response::IdentifierKind;
+use crate::dispatch::DispatchError;
 use crate::source::EventFormat;
 use crate::source::{Page, PartitionReader, Record, SourceError};
 use crate::telemetry::{PartitionTelemetry, ShardState};
@@ -283,7 +284,16 @@ impl ShardWorker {
         let n = records.len();
         let payload = batch::encode_in(&self.format.envelope, records);
         let started = Instant::now();
-        let result = ctx.dispatcher.invoke(payload).await;
+        // An event over Lambda's limit is never sent (the batcher makes one only of a single
+        // record that is too large by itself): the target would refuse it.
+        let result = match payload.len() {
+            len if len > MAX_PAYLOAD_BYTES => Err(DispatchError::PayloadTooLarge {
+                message: format!(
+                    "the event is {len} bytes, over the {MAX_PAYLOAD_BYTES}-byte invocation limit"
+                ),
+            }),
+            _ => ctx.dispatcher.invoke(payload).await,
+        };
         let took = started.elapsed();
         let last_arrival = records.last().map(|r| r.arrival_ms).unwrap_or(now);
         let outcome = classify_as(

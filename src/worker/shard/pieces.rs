@@ -289,8 +289,16 @@ impl Pieces {
                 self.queue.insert(1, right);
                 return Settled::Split { message };
             }
-            // A single record that is still too large cannot be split: it fails.
-            Outcome::PayloadTooLarge(message) => (FailureKind::Function, message),
+            // A single record that is still too large can never be sent: it is given up on at
+            // once, without spending the retry budget (AWS's MaximumPayloadSizeExceeded).
+            Outcome::PayloadTooLarge(detail) => {
+                piece.consecutive_failures += 1;
+                self.decision = Some(Decision::GiveUp(Condition::MaximumPayloadSizeExceeded));
+                return Settled::Failed {
+                    function_errors: piece.function_errors,
+                    detail,
+                };
+            }
             Outcome::Throttled(detail) | Outcome::ServiceError(detail) => {
                 (FailureKind::NotInvoked, detail)
             }

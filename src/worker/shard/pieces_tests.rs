@@ -335,25 +335,46 @@ fn a_payload_too_large_is_split_without_spending_the_budget() {
     );
     let (invoked, _) = invoke(&mut p, too_large(), None, &policy);
     assert_eq!(invoked, [1, 2]);
-    // A single record still too large fails in the function: with no attempts left, it goes.
+    // A single record still too large can never be sent: it goes at once, as
+    // MaximumPayloadSizeExceeded, without a function error counted.
     let (invoked, settled) = invoke(&mut p, too_large(), None, &policy);
     assert_eq!(invoked, [1]);
     assert!(matches!(
         settled,
         Settled::Failed {
-            function_errors: 1,
+            function_errors: 0,
             ..
         }
     ));
     assert_eq!(
         step(&mut p, &FOREVER),
-        Plain::GiveUp(vec![1], Condition::RetryAttemptsExhausted, 0, None)
+        Plain::GiveUp(vec![1], Condition::MaximumPayloadSizeExceeded, 0, None)
     );
     for expected in [vec![2], vec![3, 4]] {
         let (invoked, _) = invoke(&mut p, Outcome::Success, None, &policy);
         assert_eq!(invoked, expected);
         assert!(matches!(step(&mut p, &FOREVER), Plain::Checkpoint(_)));
     }
+    assert_eq!(step(&mut p, &FOREVER), Plain::Done);
+}
+
+#[test]
+fn a_single_record_too_large_is_given_up_at_once_even_with_unlimited_retries() {
+    // Kafka's default: retry forever. A record that can never be sent must not block its
+    // partition.
+    let policy = policy(None, true);
+    let mut p = Pieces::new(records(1..=1));
+    let (invoked, _) = invoke(
+        &mut p,
+        Outcome::PayloadTooLarge("big".into()),
+        None,
+        &policy,
+    );
+    assert_eq!(invoked, [1]);
+    assert_eq!(
+        step(&mut p, &FOREVER),
+        Plain::GiveUp(vec![1], Condition::MaximumPayloadSizeExceeded, 0, None)
+    );
     assert_eq!(step(&mut p, &FOREVER), Plain::Done);
 }
 

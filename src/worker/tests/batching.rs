@@ -2,6 +2,7 @@
 //! the batching window, and a payload the function refuses as too large.
 
 use super::*;
+use crate::batch::MAX_PAYLOAD_BYTES;
 
 #[tokio::test(start_paused = true)]
 async fn the_batching_window_gathers_pages_into_one_invocation() {
@@ -79,4 +80,34 @@ async fn a_payload_too_large_is_split_without_counting_attempts() {
         vec![vec![0, 1], vec![2, 3], vec![4, 5], vec![6, 7]]
     );
     assert!(h.sent().is_empty());
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_record_over_the_payload_limit_is_never_sent_and_goes_to_the_destination_at_once() {
+    // The defaults retry forever: a record that can never be sent must still not block the shard.
+    let errors = with_destination(ErrorHandling::default());
+    let h = run(
+        errors,
+        10,
+        |c| {
+            let mut big = record(c, 1, 0);
+            big.event =
+                format!("{{\"id\":1,\"pad\":\"{}\"}}", "x".repeat(MAX_PAYLOAD_BYTES)).into_bytes();
+            vec![vec![record(c, 0, 0), big, record(c, 2, 0)]]
+        },
+        MemDestination::default(),
+        |_, _| ok(),
+    )
+    .await;
+    assert_eq!(h.calls(), vec![vec![0], vec![2]], "record 1 is never sent");
+    let sent = h.sent();
+    assert_eq!(sent.len(), 1, "{sent:?}");
+    assert_eq!(
+        sent[0]["requestContext"]["condition"],
+        "MaximumPayloadSizeExceeded"
+    );
+    assert_eq!(sent[0]["requestContext"]["approximateInvokeCount"], 0);
+    assert_eq!(sent[0]["responseContext"], serde_json::Value::Null);
+    assert_eq!(sent[0]["KinesisBatchInfo"]["startSequenceNumber"], "1001");
+    assert_eq!(h.checkpoints().last(), Some(&Checkpoint::ShardEnd));
 }
