@@ -23,7 +23,7 @@ use crate::checkpoint::{CheckpointStore, FileCheckpointStore};
 use crate::config::{
     Config, Coordination, DestinationArn, Mapping, MappingSource, StartingPosition, Target,
 };
-use crate::destination::{AwsDestination, Destination};
+use crate::destination::{AwsDestination, Destination, KafkaDestination};
 use crate::dispatch::{Dispatcher, HttpDispatcher, LambdaDispatcher};
 use crate::lease::coordinator::{Coordinator, Membership};
 use crate::lease::dynamo::LeaseTable;
@@ -311,7 +311,7 @@ impl Process {
                 return;
             };
             let name = wiring.mapping.name.clone();
-            let settings = match kafka::connect::client_settings(&kafka).await {
+            let settings = match kafka::connect::client_settings(&kafka, &wiring.clients).await {
                 Ok(s) => s,
                 Err(e) => {
                     error!(mapping = %name, error = %e, "cannot set up the Kafka mapping; it does not run");
@@ -322,7 +322,7 @@ impl Process {
             let connected = kafka::KafkaSource::connect(
                 &settings,
                 kafka::connect::encoder(),
-                kafka::connect::cluster(&settings),
+                settings.cluster.clone(),
                 wiring.mapping.batching.batch_size,
                 kafka::DEFAULT_RETENTION,
                 move |e| error!(mapping = %log_name, error = %e, "Kafka consumer error; it keeps retrying"),
@@ -335,7 +335,7 @@ impl Process {
                 }
             };
             let Some(ctx) = process
-                .context_with(wiring, connected.checkpoints.clone())
+                .context_with(wiring, connected.checkpoints.clone(), Some(&settings))
                 .await
             else {
                 return;
@@ -384,23 +384,32 @@ impl Process {
     /// first.
     async fn context(&self, wiring: Wiring) -> Option<Arc<MappingContext>> {
         let checkpoints = self.checkpoints.clone();
-        self.context_with(wiring, checkpoints).await
+        self.context_with(wiring, checkpoints, None).await
     }
 
-    /// [`Process::context`] over the mapping's own checkpoint store (Kafka: its group's offsets).
+    /// [`Process::context`] over the mapping's own checkpoint store (Kafka: its group's offsets);
+    /// a Kafka mapping passes its client settings, which a `kafka://` destination produces with.
     async fn context_with(
         &self,
         wiring: Wiring,
         checkpoints: Arc<dyn CheckpointStore>,
+        kafka: Option<&kafka::ClientSettings>,
     ) -> Option<Arc<MappingContext>> {
         let errors = wiring.mapping.stream_errors().cloned().unwrap_or_default();
-        let destination = match &errors.on_failure {
-            None => None,
-            Some(DestinationArn::Kafka { uri, .. }) => {
-                error!(mapping = %wiring.mapping.name, destination = %uri, "Kafka topics as on-failure destinations are not supported yet; the mapping does not run");
-                return None;
+        let destination = match (&errors.on_failure, kafka) {
+            (None, _) => None,
+            (Some(DestinationArn::Kafka { uri, topic }), Some(settings)) => {
+                match KafkaDestination::connect(settings, topic) {
+                    Ok(d) => Some(Arc::new(d) as Arc<dyn Destination>),
+                    Err(e) => {
+                        error!(mapping = %wiring.mapping.name, destination = %uri, error = %e, "cannot set up the on-failure destination; the mapping does not run");
+                        return None;
+                    }
+                }
             }
-            Some(arn) => Some(connect_destination(arn, &wiring.clients, &self.shutdown).await?),
+            (Some(arn), _) => {
+                Some(connect_destination(arn, &wiring.clients, &self.shutdown).await?)
+            }
         };
         Some(Arc::new(MappingContext {
             policy: RetryPolicy::new(&errors),

@@ -6,7 +6,7 @@
 //! Every client carries timeouts, so that no call can hang on a half-open connection: a connect
 //! timeout ([`CONNECT_TIMEOUT`]) and an operation timeout ([`DEFAULT_OPERATION_TIMEOUT`]) on all,
 //! plus a read timeout ([`READ_TIMEOUT`]) on the clients whose calls are all short (Kinesis,
-//! DynamoDB (the lease table), DynamoDB Streams, SNS, S3). The Lambda and SQS clients have no read timeout so that a long call
+//! DynamoDB (the lease table), DynamoDB Streams, SNS, S3, Secrets Manager, MSK). The Lambda and SQS clients have no read timeout so that a long call
 //! (Invoke, a ReceiveMessage long poll) needs only a per-call operation timeout, see
 //! [`call_timeout`]. A timed-out call returns an `SdkError::TimeoutError`, never hangs.
 //!
@@ -71,10 +71,14 @@ pub struct Clients {
     pub sqs: aws_sdk_sqs::Client,
     pub sns: aws_sdk_sns::Client,
     pub s3: aws_sdk_s3::Client,
+    /// Secrets Manager: the secrets of Kafka mappings' `SourceAccessConfigurations`.
+    pub secretsmanager: aws_sdk_secretsmanager::Client,
+    /// Amazon MSK: an MSK cluster's bootstrap brokers.
+    pub kafka: aws_sdk_kafka::Client,
     factory: Arc<Factory>,
 }
 
-/// The seven clients without the factory (what the per-region cache holds).
+/// The clients without the factory (what the per-region cache holds).
 #[derive(Clone, Debug)]
 struct Set {
     kinesis: aws_sdk_kinesis::Client,
@@ -84,6 +88,8 @@ struct Set {
     sqs: aws_sdk_sqs::Client,
     sns: aws_sdk_sns::Client,
     s3: aws_sdk_s3::Client,
+    secretsmanager: aws_sdk_secretsmanager::Client,
+    kafka: aws_sdk_kafka::Client,
 }
 
 #[derive(Debug)]
@@ -153,6 +159,20 @@ impl Factory {
             sqs: client!(aws_sdk_sqs, shared, region, e.sqs.as_ref(), long_calls()),
             sns: client!(aws_sdk_sns, shared, region, e.sns.as_ref(), short_calls()),
             s3,
+            secretsmanager: client!(
+                aws_sdk_secretsmanager,
+                shared,
+                region,
+                e.secretsmanager.as_ref(),
+                short_calls()
+            ),
+            kafka: client!(
+                aws_sdk_kafka,
+                shared,
+                region,
+                e.kafka.as_ref(),
+                short_calls()
+            ),
         }
     }
 }
@@ -167,6 +187,8 @@ impl Clients {
             sqs: set.sqs,
             sns: set.sns,
             s3: set.s3,
+            secretsmanager: set.secretsmanager,
+            kafka: set.kafka,
             factory,
         }
     }
@@ -190,6 +212,12 @@ impl Clients {
                 .clone()
         };
         Clients::from_set(set, self.factory.clone())
+    }
+
+    /// The process's AWS credentials (the SDK's default chain), for what signs by itself (MSK IAM
+    /// tokens). `None` when the chain found no source at all.
+    pub fn credentials(&self) -> Option<aws_credential_types::provider::SharedCredentialsProvider> {
+        self.factory.shared.credentials_provider()
     }
 
     /// The clients for the region an ARN names; these clients when `arn` is not an ARN or names no

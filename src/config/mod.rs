@@ -85,6 +85,10 @@ pub struct Endpoints {
     pub sqs: Option<String>,
     pub sns: Option<String>,
     pub s3: Option<String>,
+    /// Secrets Manager (Kafka mappings' secrets).
+    pub secretsmanager: Option<String>,
+    /// Amazon MSK (`kafka:GetBootstrapBrokers`).
+    pub kafka: Option<String>,
 }
 
 /// Every problem found in a configuration, one per line, each naming the field path.

@@ -45,6 +45,8 @@ pub(super) fn parse_at(text: &str, now: SystemTime) -> Result<Config, ConfigErro
                     sqs: e.url("sqs"),
                     sns: e.url("sns"),
                     s3: e.url("s3"),
+                    secretsmanager: e.url("secretsmanager"),
+                    kafka: e.url("kafka"),
                 };
                 e.finish();
                 ep

@@ -56,7 +56,7 @@ impl AwsDestination {
             },
             DestinationArn::Kafka { uri, .. } => {
                 return Err(format!(
-                    "{uri}: Kafka on-failure destinations are not wired yet"
+                    "{uri}: a Kafka topic destination is produced to by its Kafka mapping (KafkaDestination)"
                 ))
             }
         })

@@ -92,6 +92,8 @@ client_in!(sqs_in, aws_sdk_sqs, moto);
 client_in!(sns_in, aws_sdk_sns, moto);
 client_in!(s3_in, aws_sdk_s3, moto, force_path_style);
 client_in!(dynamodb_in, aws_sdk_dynamodb, moto);
+client_in!(kafka_in, aws_sdk_kafka, moto);
+client_in!(secretsmanager_in, aws_sdk_secretsmanager, moto);
 
 /// The region the test bed's sluice config names, and the default clients sign for.
 pub const REGION: &str = "us-east-1";

@@ -25,7 +25,7 @@ pub fn free_port() -> u16 {
 /// The global part of a config for the test bed; `mappings` is YAML for the list's items.
 pub fn config(tb: &TestBed, checkpoints: &Path, port: u16, mappings: &str) -> String {
     format!(
-        "region: us-east-1\nendpoints:\n  kinesis: {}\n  lambda: {}\n  dynamodbstreams: {moto}\n  sqs: {moto}\n  sns: {moto}\n  s3: {moto}\ncheckpoint_dir: {}\nadmin_listen: 127.0.0.1:{port}\nshutdown_grace_period_seconds: 10\ninvoke_identity_arn: arn:aws:iam::000000000000:role/sluice-test\nmappings:\n{mappings}",
+        "region: us-east-1\nendpoints:\n  kinesis: {}\n  lambda: {}\n  dynamodbstreams: {moto}\n  sqs: {moto}\n  sns: {moto}\n  s3: {moto}\n  secretsmanager: {moto}\n  kafka: {moto}\ncheckpoint_dir: {}\nadmin_listen: 127.0.0.1:{port}\nshutdown_grace_period_seconds: 10\ninvoke_identity_arn: arn:aws:iam::000000000000:role/sluice-test\nmappings:\n{mappings}",
         tb.kinesis,
         tb.lambda,
         checkpoints.display(),

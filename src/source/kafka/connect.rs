@@ -7,7 +7,9 @@ use rdkafka::Message;
 use std::sync::Arc;
 
 use super::event::{KafkaRecord, TimestampType};
-use super::{ClientSettings, Encode};
+use super::msk::{self, Listener};
+use super::{iam, ClientSettings, Encode};
+use crate::aws::Clients;
 use crate::config::{KafkaCluster, KafkaSettings, SaslMechanism, SecretRef};
 
 /// A secret's JSON, as AWS's Kafka secrets hold it.
@@ -21,9 +23,9 @@ struct Secret {
     private_key_password: Option<String>,
 }
 
-/// Reads a secret: Secrets Manager (in the ARN's region), an environment variable or a file. The
-/// error names where it looked, never the value.
-async fn read_secret(at: &SecretRef) -> Result<Secret, String> {
+/// Reads a secret: Secrets Manager (in the ARN's region, with `clients`), an environment variable
+/// or a file. The error names where it looked, never the value.
+async fn read_secret(at: &SecretRef, clients: &Clients) -> Result<Secret, String> {
     let text = match at {
         SecretRef::Env(var) => {
             std::env::var(var).map_err(|_| format!("environment variable {var} is not set"))?
@@ -32,12 +34,9 @@ async fn read_secret(at: &SecretRef) -> Result<Secret, String> {
             .await
             .map_err(|e| format!("cannot read {}: {e}", path.display()))?,
         SecretRef::SecretsManager(arn) => {
-            let region = arn.split(':').nth(3).unwrap_or_default().to_string();
-            let conf = aws_config::defaults(aws_config::BehaviorVersion::latest())
-                .region(aws_config::Region::new(region))
-                .load()
-                .await;
-            let out = aws_sdk_secretsmanager::Client::new(&conf)
+            let out = clients
+                .for_arn(arn)
+                .secretsmanager
                 .get_secret_value()
                 .secret_id(arn)
                 .send()
@@ -70,28 +69,38 @@ fn need(value: Option<String>, field: &str, at: &SecretRef) -> Result<String, St
         .ok_or_else(|| format!("{} has no \"{field}\"", describe(at)))
 }
 
-/// The consumer's settings for `kafka`, group `group_id`: bootstrap servers, and the security
-/// properties its `SourceAccessConfigurations` call for (SASL over TLS, TLS, mutual TLS).
-pub async fn client_settings(kafka: &KafkaSettings) -> Result<ClientSettings, String> {
-    let servers = match &kafka.cluster {
-        KafkaCluster::SelfManaged { bootstrap_servers } => bootstrap_servers.join(","),
+/// The clients' settings for `kafka`: bootstrap servers (an MSK cluster's from
+/// GetBootstrapBrokers), the security properties its `SourceAccessConfigurations` call for (SASL
+/// over TLS, TLS, mutual TLS, MSK IAM) and the event's view of the cluster. AWS calls go through
+/// `clients` (Secrets Manager, MSK).
+pub async fn client_settings(
+    kafka: &KafkaSettings,
+    clients: &Clients,
+) -> Result<ClientSettings, String> {
+    let access = &kafka.access;
+    let (servers, listener, msk) = match &kafka.cluster {
+        KafkaCluster::SelfManaged { bootstrap_servers } => {
+            (bootstrap_servers.join(","), None, None)
+        }
         KafkaCluster::Msk { arn } => {
-            return Err(format!(
-                "Amazon MSK clusters ({}) are not supported yet: give the cluster's bootstrap brokers as SelfManagedEventSource",
-                arn.arn
-            ))
+            let brokers =
+                msk::bootstrap_brokers(&clients.for_region(&arn.region).kafka, &arn.arn).await?;
+            let (servers, listener) = brokers
+                .choose(access)
+                .map_err(|e| format!("{}: {e}", arn.arn))?;
+            (servers, Some(listener), Some(arn))
         }
     };
     let mut props: Vec<(String, String)> = Vec::new();
     let mut set = |k: &str, v: String| props.push((k.to_string(), v));
-    let access = &kafka.access;
+    let mut signer = None;
     let tls = access.server_root_ca.is_some() || access.client_certificate.is_some();
     if let Some(ca) = &access.server_root_ca {
-        let s = read_secret(ca).await?;
+        let s = read_secret(ca, clients).await?;
         set("ssl.ca.pem", need(s.certificate, "certificate", ca)?);
     }
     if let Some(cert) = &access.client_certificate {
-        let s = read_secret(cert).await?;
+        let s = read_secret(cert, clients).await?;
         set(
             "ssl.certificate.pem",
             need(s.certificate, "certificate", cert)?,
@@ -101,42 +110,58 @@ pub async fn client_settings(kafka: &KafkaSettings) -> Result<ClientSettings, St
             set("ssl.key.password", p);
         }
     }
-    match &access.sasl {
-        Some(sasl) => {
+    match (&access.sasl, listener) {
+        // MSK's default: IAM when the cluster has it, else its unauthenticated listener.
+        (Some(sasl), Some(l)) if sasl.mechanism == SaslMechanism::MskIam => match l {
+            Listener::Iam => {
+                let arn = msk.expect("an MSK listener comes with its cluster");
+                let credentials = clients.credentials().ok_or(
+                    "MSK IAM authentication needs AWS credentials, and none are configured",
+                )?;
+                set("security.protocol", "SASL_SSL".into());
+                set("sasl.mechanism", "OAUTHBEARER".into());
+                signer = Some(iam::MskIamSigner::new(&arn.region, credentials));
+            }
+            Listener::Tls => set("security.protocol", "SSL".into()),
+            _ => set("security.protocol", "PLAINTEXT".into()),
+        },
+        (Some(sasl), _) => {
             let mechanism = match sasl.mechanism {
                 SaslMechanism::Plain => "PLAIN",
                 SaslMechanism::ScramSha256 => "SCRAM-SHA-256",
                 SaslMechanism::ScramSha512 => "SCRAM-SHA-512",
                 SaslMechanism::MskIam => {
-                    return Err("MSK IAM authentication is not supported yet".into())
+                    return Err("MSK IAM authentication needs an Amazon MSK cluster".into())
                 }
             };
             let at = sasl
                 .credentials
                 .as_ref()
                 .ok_or("SASL authentication needs a secret")?;
-            let s = read_secret(at).await?;
+            let s = read_secret(at, clients).await?;
             set("security.protocol", "SASL_SSL".into());
             set("sasl.mechanism", mechanism.into());
             set("sasl.username", need(s.username, "username", at)?);
             set("sasl.password", need(s.password, "password", at)?);
         }
-        None if tls => set("security.protocol", "SSL".into()),
-        None => set("security.protocol", "PLAINTEXT".into()),
+        (None, _) if tls || listener == Some(Listener::Tls) => {
+            set("security.protocol", "SSL".into())
+        }
+        (None, _) => set("security.protocol", "PLAINTEXT".into()),
     }
+    let servers_list: Vec<&str> = servers.split(',').collect();
+    let cluster = match msk {
+        Some(arn) => crate::model::KafkaCluster::msk(arn.arn.clone(), &servers_list),
+        None => crate::model::KafkaCluster::self_managed(&servers_list),
+    };
     Ok(ClientSettings {
-        bootstrap_servers: servers,
+        bootstrap_servers: servers.clone(),
         group_id: kafka.consumer_group_id.clone(),
         topic: kafka.topic.clone(),
         properties: props,
+        cluster,
+        signer,
     })
-}
-
-/// The event's view of the cluster (`eventSource`, `bootstrapServers`).
-pub fn cluster(settings: &ClientSettings) -> crate::model::KafkaCluster {
-    crate::model::KafkaCluster::self_managed(
-        &settings.bootstrap_servers.split(',').collect::<Vec<_>>(),
-    )
 }
 
 /// A fetched record as its entry in AWS's Kafka event.
@@ -181,6 +206,13 @@ mod tests {
         k
     }
 
+    async fn clients() -> Clients {
+        let cfg = crate::config::parse_str("region: us-east-1\nmappings: []\n").unwrap_or_else(|_| {
+            crate::config::parse_str("region: us-east-1\nmappings:\n  - EventSourceArn: arn:aws:sqs:us-east-1:000000000000:q\n    FunctionName: f\n").unwrap()
+        });
+        crate::aws::clients(&cfg).await
+    }
+
     fn prop<'a>(s: &'a ClientSettings, key: &str) -> Option<&'a str> {
         s.properties
             .iter()
@@ -190,20 +222,23 @@ mod tests {
 
     /// The error of a SASL/PLAIN mapping whose secret is in the environment variable `var`.
     async fn plain_from_env(var: &str) -> String {
-        client_settings(&settings(KafkaAccess {
-            sasl: Some(KafkaSasl {
-                mechanism: SaslMechanism::Plain,
-                credentials: Some(SecretRef::Env(var.to_string())),
+        client_settings(
+            &settings(KafkaAccess {
+                sasl: Some(KafkaSasl {
+                    mechanism: SaslMechanism::Plain,
+                    credentials: Some(SecretRef::Env(var.to_string())),
+                }),
+                ..KafkaAccess::default()
             }),
-            ..KafkaAccess::default()
-        }))
+            &clients().await,
+        )
         .await
         .unwrap_err()
     }
 
     #[tokio::test]
     async fn no_access_configuration_is_plaintext() {
-        let s = client_settings(&settings(KafkaAccess::default()))
+        let s = client_settings(&settings(KafkaAccess::default()), &clients().await)
             .await
             .unwrap();
         assert_eq!(prop(&s, "security.protocol"), Some("PLAINTEXT"));
@@ -225,14 +260,17 @@ mod tests {
         .unwrap();
         let var = format!("SLUICE_TEST_KAFKA_SECRET_{}", std::process::id());
         std::env::set_var(&var, r#"{"username":"app","password":"s3cret"}"#);
-        let s = client_settings(&settings(KafkaAccess {
-            sasl: Some(KafkaSasl {
-                mechanism: SaslMechanism::ScramSha512,
-                credentials: Some(SecretRef::Env(var.clone())),
+        let s = client_settings(
+            &settings(KafkaAccess {
+                sasl: Some(KafkaSasl {
+                    mechanism: SaslMechanism::ScramSha512,
+                    credentials: Some(SecretRef::Env(var.clone())),
+                }),
+                client_certificate: None,
+                server_root_ca: Some(SecretRef::File(ca)),
             }),
-            client_certificate: None,
-            server_root_ca: Some(SecretRef::File(ca)),
-        }))
+            &clients().await,
+        )
         .await
         .unwrap();
         assert_eq!(prop(&s, "security.protocol"), Some("SASL_SSL"));
@@ -268,10 +306,13 @@ mod tests {
             r#"{"certificate":"CERT","privateKey":"KEY","privateKeyPassword":"pw"}"#,
         )
         .unwrap();
-        let s = client_settings(&settings(KafkaAccess {
-            client_certificate: Some(SecretRef::File(cert)),
-            ..KafkaAccess::default()
-        }))
+        let s = client_settings(
+            &settings(KafkaAccess {
+                client_certificate: Some(SecretRef::File(cert)),
+                ..KafkaAccess::default()
+            }),
+            &clients().await,
+        )
         .await
         .unwrap();
         assert_eq!(prop(&s, "security.protocol"), Some("SSL"));

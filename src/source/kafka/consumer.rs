@@ -15,6 +15,7 @@ use std::time::Duration;
 use tracing::{debug, warn};
 
 use super::group::{ErrorReport, Group, GroupContext};
+use super::iam::{AuthContext, MskIamSigner};
 
 pub type KafkaConsumer = BaseConsumer<GroupContext>;
 
@@ -28,6 +29,20 @@ pub struct ClientSettings {
     /// Further librdkafka properties (security, SASL, TLS), already resolved. Never logged: they
     /// may hold secrets.
     pub properties: Vec<(String, String)>,
+    /// The event's view of the cluster (`eventSource`, `eventSourceArn`, `bootstrapServers`).
+    pub cluster: crate::model::KafkaCluster,
+    /// MSK IAM: signs the OAUTHBEARER tokens; `None` for every other authentication.
+    pub signer: Option<Arc<MskIamSigner>>,
+}
+
+impl ClientSettings {
+    /// The client context of a Kafka client made from these settings; `label` names it in logs.
+    pub fn context(&self, label: &str) -> AuthContext {
+        AuthContext {
+            label: label.to_string(),
+            signer: self.signer.clone(),
+        }
+    }
 }
 
 /// Shows the property names only: their values may be secrets.
@@ -37,6 +52,7 @@ impl std::fmt::Debug for ClientSettings {
             .field("bootstrap_servers", &self.bootstrap_servers)
             .field("group_id", &self.group_id)
             .field("topic", &self.topic)
+            .field("msk_iam", &self.signer.is_some())
             .field(
                 "properties",
                 &self.properties.iter().map(|(k, _)| k).collect::<Vec<_>>(),
@@ -68,7 +84,11 @@ pub fn connect(
         config.set(k, v);
     }
     let consumer: KafkaConsumer = config
-        .create_with_context(GroupContext { group, errors })
+        .create_with_context(GroupContext {
+            auth: settings.context(&format!("consumer of {}", settings.topic)),
+            group,
+            errors,
+        })
         .map_err(|e| format!("creating the Kafka consumer: {e}"))?;
     consumer
         .subscribe(&[&settings.topic])

@@ -153,6 +153,61 @@ impl KafkaRecord {
     }
 }
 
+/// An entry as [`KafkaRecord::entry`] wrote it, read back (what the Kafka on-failure destination
+/// re-produces). `None` if it is not such an entry.
+#[derive(serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct ReadEntry {
+    topic: String,
+    partition: i32,
+    offset: i64,
+    timestamp: i64,
+    timestamp_type: String,
+    key: Option<String>,
+    value: Option<String>,
+    #[serde(default)]
+    headers: Vec<std::collections::BTreeMap<String, Vec<i8>>>,
+}
+
+impl KafkaRecord {
+    /// The record an event entry describes: the inverse of [`KafkaRecord::entry`].
+    pub fn from_entry(entry: &serde_json::Value) -> Option<KafkaRecord> {
+        let e: ReadEntry = serde_json::from_value(entry.clone()).ok()?;
+        let decode = |s: Option<String>| -> Option<Option<Vec<u8>>> {
+            match s {
+                None => Some(None),
+                Some(s) => base64::engine::general_purpose::STANDARD
+                    .decode(s)
+                    .ok()
+                    .map(Some),
+            }
+        };
+        let timestamp_type = match e.timestamp_type.as_str() {
+            "CREATE_TIME" => TimestampType::CreateTime,
+            "LOG_APPEND_TIME" => TimestampType::LogAppendTime,
+            _ => TimestampType::NoTimestampType,
+        };
+        let mut headers = Vec::with_capacity(e.headers.len());
+        for h in e.headers {
+            match h.into_iter().next() {
+                // `{}`: a header whose value was null; its key is not written, as AWS does.
+                None => headers.push((String::new(), None)),
+                Some((k, v)) => headers.push((k, Some(v.into_iter().map(|b| b as u8).collect()))),
+            }
+        }
+        Some(KafkaRecord {
+            topic: e.topic,
+            partition: e.partition,
+            offset: e.offset,
+            timestamp: (e.timestamp >= 0).then_some(e.timestamp),
+            timestamp_type,
+            key: decode(e.key)?,
+            value: decode(e.value)?,
+            headers,
+        })
+    }
+}
+
 #[cfg(test)]
 #[path = "event_tests.rs"]
 mod tests;

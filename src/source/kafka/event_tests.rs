@@ -299,3 +299,25 @@ fn the_batcher_sizes_batches_in_the_kafka_envelope() {
         MAX_PAYLOAD_BYTES + overhead + 1
     );
 }
+
+#[test]
+fn an_entry_reads_back_as_the_record_it_describes() {
+    let mut r = example();
+    r.headers.push(("ë".into(), Some("ë".as_bytes().to_vec())));
+    let back = KafkaRecord::from_entry(&entry(&r)).unwrap();
+    assert_eq!(back, r);
+    let tombstone = KafkaRecord {
+        key: Some(Vec::new()),
+        value: None,
+        timestamp: None,
+        timestamp_type: TimestampType::NoTimestampType,
+        headers: vec![],
+        ..example()
+    };
+    assert_eq!(
+        KafkaRecord::from_entry(&entry(&tombstone)).unwrap(),
+        tombstone
+    );
+    assert!(KafkaRecord::from_entry(&json!({"topic": "t"})).is_none());
+    assert!(KafkaRecord::from_entry(&json!({"topic":"t","partition":0,"offset":1,"timestamp":1,"timestampType":"CREATE_TIME","value":"!!"})).is_none());
+}

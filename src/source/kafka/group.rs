@@ -262,9 +262,20 @@ impl ErrorReport {
 pub struct GroupContext {
     pub group: Arc<Group>,
     pub errors: Arc<ErrorReport>,
+    /// MSK IAM tokens.
+    pub auth: super::iam::AuthContext,
 }
 
 impl ClientContext for GroupContext {
+    const ENABLE_REFRESH_OAUTH_TOKEN: bool = true;
+
+    fn generate_oauth_token(
+        &self,
+        _config: Option<&str>,
+    ) -> Result<rdkafka::client::OAuthToken, Box<dyn std::error::Error>> {
+        self.auth.oauth_token()
+    }
+
     fn log(&self, _level: rdkafka::config::RDKafkaLogLevel, fac: &str, message: &str) {
         tracing::debug!(topic = %self.group.topic, facility = fac, "librdkafka: {message}");
     }

@@ -10,6 +10,8 @@ pub mod connect;
 pub mod consumer;
 pub mod event;
 pub mod group;
+pub mod iam;
+pub mod msk;
 pub mod reader;
 
 use async_trait::async_trait;
@@ -21,7 +23,9 @@ use std::time::Duration;
 use crate::model::{EventFormat, KafkaCluster, Partition, Position};
 use crate::source::{PartitionReader, Source, SourceError};
 pub use consumer::{ClientSettings, KafkaConsumer};
+pub use event::KafkaRecord;
 pub use group::{partition_id, partition_number, Group, KafkaCheckpoints, KafkaLeases};
+pub use iam::AuthContext;
 pub use reader::Encode;
 
 /// How long a revocation waits for a partition's in-flight batch before giving it up.
