@@ -24,6 +24,7 @@ pub mod checkpoint;
 pub mod config;
 pub mod destination;
 pub mod dispatch;
+pub mod filter;
 pub mod lease;
 pub mod model;
 pub mod retry;

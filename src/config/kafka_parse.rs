@@ -150,6 +150,7 @@ pub(super) fn mapping(
             target,
             batching: Batching { batch_size, window },
             source: MappingSource::Kafka(settings),
+            filter_criteria: None, // read by `super::mapping`
         },
     })
 }

@@ -3,11 +3,13 @@
 //! `EventSourceArn`, batching, `Enabled`) and assembles the typed [`Mapping`]; the target is read by
 //! [`super::target`], what only streams or only queues take by [`super::settings`]. A Kafka mapping
 //! (`SelfManagedEventSource`, or an MSK `EventSourceArn`) is handed to [`super::kafka_parse`] once
-//! its source is known. Names across mappings are checked afterwards, in [`super::names`].
+//! its source is known (its `FilterCriteria` is read here, after it, by [`super::filter`]). Names
+//! across mappings are checked afterwards, in [`super::names`].
 //!
 //! Fields are read in one fixed order whatever the source, so problems are listed in the same
 //! order as they always were.
 
+use super::filter::filter_criteria;
 use super::kafka_parse::{self, KAFKA_ONLY};
 use super::names::{Parsed, SourceId};
 use super::obj::{show, Obj};
@@ -48,7 +50,12 @@ pub(super) fn mapping(
             previous,
             region: self_managed_region,
         };
-        return kafka_parse::mapping(m, head, msk, now);
+        let mut parsed = kafka_parse::mapping(m, head, msk, now);
+        let criteria = filter_criteria(m);
+        if let Some(p) = &mut parsed {
+            p.mapping.filter_criteria = criteria;
+        }
+        return parsed;
     }
     if arn.is_some() {
         refuse_kafka_fields(m);
@@ -72,6 +79,7 @@ pub(super) fn mapping(
     } else {
         Settings::Stream(stream_errors(m, false))
     };
+    let filter_criteria = filter_criteria(m);
     let (arn, target) = (arn?, target?);
     // The default name of earlier releases, under which an unnamed mapping's checkpoints were written.
     let old_default = format!("{}-{}", arn.resource_name(), target.label());
@@ -120,6 +128,7 @@ pub(super) fn mapping(
             target,
             batching,
             source,
+            filter_criteria,
         },
     })
 }

@@ -8,13 +8,17 @@
 //! topic with [`KafkaSettings`] ([`kafka`]). The parser is hand-written over `serde_yaml_ng::Value`
 //! ([`obj`]) so that every message names its field path and AWS's rule: [`parse`] reads the process
 //! settings, [`mapping`] one mapping's common fields, [`target`] its target, [`settings`] what only
-//! streams or only queues take, [`kafka_parse`] a Kafka mapping, [`names`] checks names across
+//! streams or only queues take, [`kafka_parse`] a Kafka mapping, [`filter`] the `FilterCriteria`
+//! of any mapping, [`names`] checks names across
 //! mappings, [`coordination`] the lease-table section for several replicas.
 
 mod arn;
 mod coordination;
 #[cfg(test)]
 mod coordination_tests;
+mod filter;
+#[cfg(test)]
+mod filter_tests;
 mod kafka;
 #[cfg(test)]
 mod kafka_access_tests;

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use super::arn::{DestinationArn, DynamoDbStreamArn, KinesisStreamArn, QueueArn, ResourceArn};
 use super::kafka::KafkaSettings;
+use crate::filter::FilterCriteria;
 use crate::model::StartingPosition;
 
 /// One event source mapping.
@@ -28,6 +29,9 @@ pub struct Mapping {
     pub batching: Batching,
     /// What is read, with the settings only that kind of source has.
     pub source: MappingSource,
+    /// `FilterCriteria`, parsed: only records matching one of its patterns are sent (every
+    /// record when `None`). See [`crate::filter`].
+    pub filter_criteria: Option<FilterCriteria>,
 }
 
 /// How records are gathered into one invocation.
@@ -234,6 +238,7 @@ impl Mapping {
             },
             batching,
             source,
+            filter_criteria: None,
         }
     }
 

@@ -202,6 +202,13 @@ impl PartitionTelemetry {
         }
     }
 
+    /// `n` records matched none of the mapping's filters: they are not sent (a stream checkpoints
+    /// past them, a queue deletes them).
+    pub fn filtered_out(&self, n: usize) {
+        self.mapping.metrics.filtered_out(n);
+        debug!(mapping = self.mapping(), shard = %self.id, records = n, "filtered out");
+    }
+
     /// The age of the last record of the invocation just made (AWS's IteratorAge).
     pub fn iterator_age(&self, age_ms: i64) {
         self.mapping.metrics.iterator_age(&self.id, age_ms);

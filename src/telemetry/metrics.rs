@@ -46,6 +46,7 @@ type Histograms = Family<MappingLabel, Histogram, fn() -> Histogram>;
 pub struct Metrics {
     registry: Registry,
     polled: Family<MappingLabel, Counter>,
+    filtered_out: Family<MappingLabel, Counter>,
     invoked: Family<MappingLabel, Counter>,
     failed_invoke: Family<MappingLabel, Counter>,
     dropped: Family<MappingLabel, Counter>,
@@ -84,6 +85,7 @@ impl Metrics {
         let mut registry = Registry::default();
         let m = Metrics {
             polled: Family::default(),
+            filtered_out: Family::default(),
             invoked: Family::default(),
             failed_invoke: Family::default(),
             dropped: Family::default(),
@@ -118,6 +120,7 @@ impl Metrics {
             "Records read from the source (AWS PolledEventCount)",
             m.polled.clone(),
         );
+        registry.register("sluice_filtered_out_events", "Records that matched no FilterCriteria pattern: not sent, checkpointed past or deleted (AWS FilteredOutEventCount)", m.filtered_out.clone());
         registry.register(
             "sluice_invoked_events",
             "Records sent to the function; retries count again (AWS InvokedEventCount)",
@@ -233,6 +236,7 @@ impl Metrics {
         let m = Arc::new(MappingMetrics {
             name: mapping.to_string(),
             polled: counter(&self.polled),
+            filtered_out: counter(&self.filtered_out),
             invoked: counter(&self.invoked),
             failed_invoke: counter(&self.failed_invoke),
             dropped: counter(&self.dropped),
@@ -357,6 +361,7 @@ where
 pub struct MappingMetrics {
     name: String,
     polled: Counter,
+    filtered_out: Counter,
     invoked: Counter,
     failed_invoke: Counter,
     dropped: Counter,
@@ -384,6 +389,10 @@ impl MappingMetrics {
 
     pub fn polled(&self, n: usize) {
         self.polled.inc_by(n as u64);
+    }
+
+    pub fn filtered_out(&self, n: usize) {
+        self.filtered_out.inc_by(n as u64);
     }
 
     /// An invocation reached the function with `n` records (whatever it answered).

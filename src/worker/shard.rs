@@ -8,13 +8,15 @@
 //! as its [`Step`]s say, and records each event once through its [`PartitionTelemetry`] (log line,
 //! metrics and /status row). The records a worker holds
 //! are charged to the process-wide byte budget, and the worker waits for room before each read.
-//! Cancellation is `Err(Cancelled)`, passed up with `?` from every wait.
+//! Cancellation is `Err(Cancelled)`, passed up with `?` from every wait. A mapping's
+//! `FilterCriteria` is applied to each batch as it is taken ([`filtered`]).
 
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::time::{sleep_until, Instant};
 use tokio_util::sync::CancellationToken;
 
+mod filtered;
 mod pieces;
 mod settle;
 
@@ -161,7 +163,7 @@ impl ShardWorker {
             }
             let batch = self.batcher.take();
             let bytes = bytes_of(&batch);
-            self.process(batch, cancel).await?;
+            self.process_filtered(batch, cancel).await?;
             self.release(bytes);
         }
     }

@@ -16,13 +16,15 @@
 //! mapping, so the queue's group lock is never raced by two concurrent receives (dispatches of
 //! different groups still run concurrently).
 //!
-//! Every receive goes through [`Shared::receive`].
+//! Every receive goes through [`Shared::receive`]. Messages that match none of the mapping's
+//! `FilterCriteria` are deleted without a dispatch ([`filtered`]).
 //!
 //! The worker runs against the [`Queue`] seam, never SQS itself: [`run_queue`] is handed a resolve
 //! step (for SQS, `source::sqs::resolver`: GetQueueUrl and GetQueueAttributes), retries it until
 //! the queue answers, and polls the `Arc<dyn Queue>` it yields. Its unit tests (`tests`) run it on
 //! a paused clock against `source::sqs::memory::MemoryQueue`.
 
+mod filtered;
 mod heartbeat;
 mod settle;
 #[cfg(test)]

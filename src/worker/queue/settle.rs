@@ -23,12 +23,17 @@ use crate::dispatch::{classify, Outcome};
 use crate::source::sqs::Message;
 
 /// Dispatches a batch (per message group for FIFO, concurrently), settling each group as soon as
-/// it is done; returns how many messages were deleted and how many returned.
+/// it is done; returns how many messages were deleted and how many returned. Messages that match
+/// none of the mapping's filters are deleted first, without a dispatch (not counted here).
 pub(super) async fn process(
     shared: &Arc<Shared>,
     messages: Vec<Message>,
     in_flight: &Arc<InFlight>,
 ) -> (usize, usize) {
+    let messages = super::filtered::drop_filtered(shared, in_flight, messages).await;
+    if messages.is_empty() {
+        return (0, 0);
+    }
     let mut set = JoinSet::new();
     for group in split_groups(messages, shared.queue.fifo()) {
         let shared = shared.clone();

@@ -10,6 +10,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 mod batching;
+mod filtering;
 mod limits;
 
 use super::shard::{Exit, ShardWorker};
@@ -243,6 +244,19 @@ async fn run_reading(
     destination: MemDestination,
     script: impl Fn(&[u64], usize) -> Result<Invoked, DispatchError> + Send + Sync + 'static,
 ) -> Harness {
+    let mapping = Mapping::kinesis_for_tests(batch_size, reading.window, errors);
+    run_mapping(mapping, reading, pages, destination, script).await
+}
+
+/// [`run_reading`] with the mapping given (a Kinesis mapping named `m`).
+async fn run_mapping(
+    mapping: Mapping,
+    reading: Reading,
+    pages: impl FnOnce(&Clock) -> Vec<Vec<Record>>,
+    destination: MemDestination,
+    script: impl Fn(&[u64], usize) -> Result<Invoked, DispatchError> + Send + Sync + 'static,
+) -> Harness {
+    let errors = mapping.stream_errors().cloned().unwrap_or_default();
     let clock = Clock::new();
     let dispatcher = Arc::new(FakeDispatcher {
         calls: Mutex::new(Vec::new()),
@@ -252,7 +266,7 @@ async fn run_reading(
     let destination = Arc::new(destination);
     let metrics = Arc::new(Metrics::new());
     let ctx = Arc::new(MappingContext {
-        mapping: Mapping::kinesis_for_tests(batch_size, reading.window, errors.clone()),
+        mapping,
         dispatcher: dispatcher.clone(),
         checkpoints: store.clone(),
         destination: errors
