@@ -32,7 +32,7 @@ use crate::lease::{Leases, SingleReplica};
 use crate::retry::RetryPolicy;
 use crate::server::{self, AdminState};
 use crate::source::dynamodb::DynamoDbSource;
-use crate::source::kinesis::{EventContext, KinesisSource};
+use crate::source::kinesis::{EventContext, FanoutSource, KinesisSource};
 use crate::source::Source;
 use crate::source::{kafka, sqs};
 use crate::telemetry::{LeaseTelemetry, MappingTelemetry, Metrics, Status};
@@ -241,21 +241,29 @@ impl Process {
         };
         match &wiring.mapping.source {
             MappingSource::Kinesis(s) => {
-                let source = Arc::new(KinesisSource::new(
-                    wiring.clients.kinesis.clone(),
-                    EventContext {
-                        stream_arn: s.stream.arn.clone(),
-                        region: s.stream.region.clone(),
-                        invoke_identity_arn: self.invoke_identity_arn.clone(),
-                    },
-                ));
+                let client = wiring.clients.kinesis.clone();
+                let ctx = EventContext {
+                    stream_arn: s.stream.arn.clone(),
+                    region: s.stream.region.clone(),
+                    invoke_identity_arn: self.invoke_identity_arn.clone(),
+                };
+                let source: Arc<dyn Source> = match &s.stream.consumer {
+                    Some(consumer) => Arc::new(FanoutSource::new(client, ctx, consumer.clone())),
+                    None => Arc::new(
+                        KinesisSource::new(client, ctx)
+                            .with_caught_up_interval(s.caught_up_interval),
+                    ),
+                };
                 self.tracker.spawn(self.stream_mapping(wiring, source))
             }
             MappingSource::DynamoDbStream(s) => {
-                let source = Arc::new(DynamoDbSource::new(
-                    wiring.clients.dynamodbstreams.clone(),
-                    s.stream.arn.clone(),
-                ));
+                let source = Arc::new(
+                    DynamoDbSource::new(
+                        wiring.clients.dynamodbstreams.clone(),
+                        s.stream.arn.clone(),
+                    )
+                    .with_caught_up_interval(s.caught_up_interval),
+                );
                 self.tracker.spawn(self.stream_mapping(wiring, source))
             }
             MappingSource::Sqs(_) => self.tracker.spawn(self.queue_mapping(wiring)),

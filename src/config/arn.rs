@@ -4,13 +4,18 @@
 
 use std::fmt;
 
-/// A Kinesis stream: `arn:<partition>:kinesis:<region>:<account>:stream/<name>`.
+/// A Kinesis stream: `arn:<partition>:kinesis:<region>:<account>:stream/<name>`, or one of its
+/// enhanced fan-out consumers, `...:stream/<name>/consumer/<consumer>:<timestamp>`: then `arn` is
+/// the consumer's stream (listed, described and named in events as with polling) and `consumer`
+/// the consumer ARN as given (read with SubscribeToShard).
 #[derive(Debug, Clone, PartialEq)]
 pub struct KinesisStreamArn {
     pub arn: String,
     pub region: String,
     pub account: String,
     pub stream: String,
+    /// The stream consumer ARN of an enhanced fan-out mapping; `None`: polling.
+    pub consumer: Option<String>,
 }
 
 /// A DynamoDB stream: `arn:<partition>:dynamodb:<region>:<account>:table/<table>/stream/<label>`.
@@ -120,19 +125,38 @@ impl SourceArn {
                 let rest = parts.resource.strip_prefix("stream/").ok_or_else(|| {
                     format!("{s:?} is not a Kinesis stream ARN (expected ...:stream/<name>)")
                 })?;
-                if rest.contains("/consumer/") {
-                    return Err(format!(
-                        "{s:?} is a stream consumer ARN: enhanced fan-out is not supported yet; use the stream ARN"
-                    ));
-                }
-                if rest.is_empty() || rest.contains('/') {
+                let (stream, consumer) = match rest.split_once("/consumer/") {
+                    Some((stream, c)) => {
+                        // `<consumer>:<creation timestamp>`, as RegisterStreamConsumer returns it.
+                        let ok = c.split_once(':').is_some_and(|(name, ts)| {
+                            !name.is_empty()
+                                && !name.contains('/')
+                                && !ts.is_empty()
+                                && ts.bytes().all(|b| b.is_ascii_digit())
+                        });
+                        if !ok {
+                            return Err(format!(
+                                "{s:?} is not a stream consumer ARN (expected ...:stream/<name>/consumer/<consumer>:<timestamp>)"
+                            ));
+                        }
+                        (stream, Some(s.to_string()))
+                    }
+                    None => (rest, None),
+                };
+                if stream.is_empty() || stream.contains('/') {
                     return Err(format!("{s:?} has no valid stream name"));
                 }
+                let arn = match consumer {
+                    // The consumer ARN up to `/consumer/`: the stream's own ARN.
+                    Some(_) => s[..s.len() - rest.len() + stream.len()].to_string(),
+                    None => s.to_string(),
+                };
                 Ok(SourceArn::Kinesis(KinesisStreamArn {
-                    arn: s.to_string(),
+                    arn,
                     region: parts.region.to_string(),
                     account: parts.account.to_string(),
-                    stream: rest.to_string(),
+                    stream: stream.to_string(),
+                    consumer,
                 }))
             }
             "dynamodb" => {
@@ -380,7 +404,6 @@ mod tests {
         let a = SourceArn::parse("arn:aws:kinesis:eu-west-1:123456789012:stream/orders").unwrap();
         assert_eq!(a.resource_name(), "orders");
         assert_eq!(a.region(), "eu-west-1");
-        assert!(SourceArn::parse("arn:aws:kinesis:eu-west-1:1:stream/s/consumer/c:1").is_err());
         let q = SourceArn::parse("arn:aws:sqs:eu-west-1:1:orders.fifo").unwrap();
         assert!(q.is_queue() && q.is_fifo());
         assert!(!SourceArn::parse("arn:aws:sqs:eu-west-1:1:q")
@@ -397,6 +420,42 @@ mod tests {
         assert_eq!(d.account(), "111122223333");
         assert!(SourceArn::parse("arn:aws:dynamodb:us-west-2:1:table/T").is_err());
         assert!(SourceArn::parse("orders").is_err());
+    }
+
+    #[test]
+    fn kinesis_consumer_arn() {
+        let given =
+            "arn:aws:kinesis:eu-west-1:123456789012:stream/orders/consumer/sluice:1700000000";
+        let SourceArn::Kinesis(k) = SourceArn::parse(given).unwrap() else {
+            panic!("a Kinesis source")
+        };
+        assert_eq!(
+            k.arn,
+            "arn:aws:kinesis:eu-west-1:123456789012:stream/orders"
+        );
+        assert_eq!(k.consumer.as_deref(), Some(given));
+        assert_eq!(
+            (k.stream.as_str(), k.region.as_str()),
+            ("orders", "eu-west-1")
+        );
+        assert_eq!(SourceArn::Kinesis(k).default_mapping_name(), "orders");
+        let plain = SourceArn::parse("arn:aws:kinesis:eu-west-1:1:stream/orders").unwrap();
+        assert!(matches!(
+            plain,
+            SourceArn::Kinesis(KinesisStreamArn { consumer: None, .. })
+        ));
+        for bad in [
+            "arn:aws:kinesis:eu-west-1:1:stream/s/consumer/c",
+            "arn:aws:kinesis:eu-west-1:1:stream/s/consumer/:1",
+            "arn:aws:kinesis:eu-west-1:1:stream/s/consumer/c:x1",
+            "arn:aws:kinesis:eu-west-1:1:stream/s/consumer/a/b:1",
+        ] {
+            assert_eq!(
+                SourceArn::parse(bad),
+                Err(format!("{bad:?} is not a stream consumer ARN (expected ...:stream/<name>/consumer/<consumer>:<timestamp>)"))
+            );
+        }
+        assert!(SourceArn::parse("arn:aws:kinesis:eu-west-1:1:stream//consumer/c:1").is_err());
     }
 
     #[test]

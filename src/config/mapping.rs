@@ -14,7 +14,8 @@ use super::kafka_parse::{self, KAFKA_ONLY};
 use super::names::{Parsed, SourceId};
 use super::obj::{show, Obj};
 use super::settings::{
-    refuse_stream_fields, response_types, scaling, stream_errors, stream_starting_position,
+    caught_up_interval, refuse_stream_fields, response_types, scaling, stream_errors,
+    stream_starting_position,
 };
 use super::target::target;
 use super::*;
@@ -72,6 +73,7 @@ pub(super) fn mapping(
         stream_starting_position(m, arn.as_ref(), now, "stream sources")
     };
     let enabled = m.bool("Enabled").unwrap_or(true);
+    let caught_up_interval = caught_up_interval(m, arn.as_ref());
     let settings = if queue {
         Settings::Queue {
             report_batch_item_failures: response_types(m),
@@ -92,6 +94,7 @@ pub(super) fn mapping(
                 stream,
                 starting_position: starting_position?,
                 errors,
+                caught_up_interval,
             })
         }
         (SourceArn::DynamoDb(stream), Settings::Stream(errors)) => {
@@ -99,6 +102,7 @@ pub(super) fn mapping(
                 stream,
                 starting_position: starting_position?,
                 errors,
+                caught_up_interval,
             })
         }
         (

@@ -1,8 +1,9 @@
 //! The fields only one kind of source takes. Streams and Kafka: `StartingPosition` (+ its timestamp)
 //! and AWS's stream error handling (`MaximumRetryAttempts`, `MaximumRecordAgeInSeconds`,
 //! `BisectBatchOnFunctionError`, `DestinationConfig`; a `kafka://<topic>` destination for Kafka
-//! only). Queues: `ScalingConfig`. All: `FunctionResponseTypes`. A field given to the wrong kind is
-//! a problem naming AWS's rule; what only Kafka takes is read in [`super::kafka_parse`].
+//! only). Queues: `ScalingConfig`. All: `FunctionResponseTypes`. Polled streams:
+//! `CaughtUpPollingIntervalMillis` (sluice's addition). A field given to the wrong kind is a problem
+//! naming AWS's rule; what only Kafka takes is read in [`super::kafka_parse`].
 
 use super::mapping::FUTURE_SKEW_SECS;
 use super::obj::{show, Obj};
@@ -19,6 +20,48 @@ const STREAM_ONLY: [&str; 6] = [
     "BisectBatchOnFunctionError",
     "DestinationConfig",
 ];
+
+/// The `CaughtUpPollingIntervalMillis` range: at most 5 reads a second (Kinesis' per-shard limit,
+/// shared by every polling consumer of the stream), at least one read every 10 s.
+pub(super) const CAUGHT_UP_MILLIS: (i64, i64) = (200, 10_000);
+/// DynamoDB Streams' floor: Lambda reads a shard at most 4 times a second, and so does sluice.
+pub(super) const CAUGHT_UP_MILLIS_DYNAMODB: i64 = 250;
+
+/// `CaughtUpPollingIntervalMillis` (sluice's addition): the wait between two reads of a caught-up
+/// shard of a polled stream. Kinesis: 200–10000, default 1000 (Lambda's once a second); DynamoDB
+/// Streams: 250–10000, default 250 (Lambda's 4 a second). Refused for SQS and for an enhanced
+/// fan-out consumer (pushed its records, it polls nothing); an unparsed source takes Kinesis' rule.
+pub(super) fn caught_up_interval(m: &mut Obj<'_, '_>, source: Option<&SourceArn>) -> Duration {
+    const KEY: &str = "CaughtUpPollingIntervalMillis";
+    let (min, max) = CAUGHT_UP_MILLIS;
+    let refuse = match source {
+        Some(SourceArn::Sqs(_)) => {
+            Some("is only supported for Kinesis and DynamoDB Streams sources (it paces GetRecords)")
+        }
+        Some(SourceArn::Kinesis(k)) if k.consumer.is_some() => Some(
+            "does not apply to an enhanced fan-out consumer ARN: SubscribeToShard pushes records as they arrive",
+        ),
+        _ => None,
+    };
+    if let Some(why) = refuse {
+        if m.has(KEY) {
+            m.take(KEY);
+            m.err(KEY, why.into());
+        }
+        return Duration::from_secs(1);
+    }
+    let ms = match source {
+        Some(SourceArn::DynamoDb(_)) => m.int_for(
+            KEY,
+            CAUGHT_UP_MILLIS_DYNAMODB,
+            max,
+            CAUGHT_UP_MILLIS_DYNAMODB,
+            "for DynamoDB Streams (Lambda reads a shard at most 4 times a second)",
+        ),
+        _ => m.int(KEY, min, max, None, 1000),
+    };
+    Duration::from_millis(ms as u64)
+}
 
 /// `ScalingConfig.MaximumConcurrency` (SQS only; `queue` says whether the source is one).
 pub(super) fn scaling(m: &mut Obj<'_, '_>, queue: bool) -> Option<u32> {
@@ -212,4 +255,105 @@ pub(super) fn response_types(m: &mut Obj<'_, '_>) -> bool {
         ),
     }
     report
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::parse::parse;
+    use super::super::*;
+
+    const KINESIS: &str = "arn:aws:kinesis:us-east-1:000000000000:stream/orders";
+    const CONSUMER: &str =
+        "arn:aws:kinesis:us-east-1:000000000000:stream/orders/consumer/sluice:1700000000";
+    const DYNAMODB: &str = "arn:aws:dynamodb:us-east-1:0:table/t/stream/2024-01-01T00:00:00.000";
+
+    fn mapping(arn: &str, extra: &str) -> Result<Config, ConfigErrors> {
+        let start = if arn.contains(":sqs:") {
+            ""
+        } else {
+            "    StartingPosition: TRIM_HORIZON\n"
+        };
+        parse(&format!(
+            "mappings:\n  - EventSourceArn: {arn}\n    FunctionName: f\n{start}{extra}"
+        ))
+    }
+
+    fn interval(arn: &str, extra: &str) -> Duration {
+        match &mapping(arn, extra).unwrap().mappings[0].source {
+            MappingSource::Kinesis(s) => s.caught_up_interval,
+            MappingSource::DynamoDbStream(s) => s.caught_up_interval,
+            other => panic!("a stream, not {other:?}"),
+        }
+    }
+
+    fn problems(arn: &str, extra: &str) -> Vec<String> {
+        mapping(arn, extra).expect_err("refused").0
+    }
+
+    #[test]
+    fn caught_up_interval_defaults_to_lambdas_rate_per_service() {
+        assert_eq!(interval(KINESIS, ""), Duration::from_secs(1));
+        assert_eq!(interval(DYNAMODB, ""), Duration::from_millis(250));
+        let set = "    CaughtUpPollingIntervalMillis: 200\n";
+        assert_eq!(interval(KINESIS, set), Duration::from_millis(200));
+        let set = "    CaughtUpPollingIntervalMillis: 10000\n";
+        assert_eq!(interval(DYNAMODB, set), Duration::from_secs(10));
+    }
+
+    #[test]
+    fn caught_up_interval_out_of_range_names_field_value_and_range() {
+        let key = "mappings[0].CaughtUpPollingIntervalMillis";
+        for (arn, v, want) in [
+            (KINESIS, "199", format!("{key}: 199 is out of range 200..=10000")),
+            (KINESIS, "10001", format!("{key}: 10001 is out of range 200..=10000")),
+            (KINESIS, "0.5", format!("{key}: 0.5 is not a whole number in range 200..=10000")),
+            (
+                DYNAMODB,
+                "200",
+                format!("{key}: 200 is out of range 250..=10000 for DynamoDB Streams (Lambda reads a shard at most 4 times a second)"),
+            ),
+        ] {
+            let errs = problems(arn, &format!("    CaughtUpPollingIntervalMillis: {v}\n"));
+            assert_eq!(errs, [want], "{arn} {v}");
+        }
+    }
+
+    #[test]
+    fn caught_up_interval_is_refused_where_nothing_is_polled() {
+        let set = "    CaughtUpPollingIntervalMillis: 500\n";
+        let errs = problems(CONSUMER, set);
+        assert_eq!(errs.len(), 1, "{errs:?}");
+        assert!(
+            errs[0].starts_with("mappings[0].CaughtUpPollingIntervalMillis: does not apply to an enhanced fan-out consumer ARN"),
+            "{errs:?}"
+        );
+        let errs = problems("arn:aws:sqs:us-east-1:0:q", set);
+        assert_eq!(errs.len(), 1, "{errs:?}");
+        assert!(
+            errs[0].starts_with(
+                "mappings[0].CaughtUpPollingIntervalMillis: is only supported for Kinesis and DynamoDB Streams"
+            ),
+            "{errs:?}"
+        );
+    }
+
+    #[test]
+    fn a_consumer_arn_is_a_kinesis_mapping_on_its_stream() {
+        let c = mapping(CONSUMER, "").unwrap();
+        let m = &c.mappings[0];
+        let MappingSource::Kinesis(k) = &m.source else {
+            panic!("a Kinesis mapping")
+        };
+        assert_eq!(k.stream.arn, KINESIS);
+        assert_eq!(k.stream.consumer.as_deref(), Some(CONSUMER));
+        assert_eq!(
+            m.source_arn(),
+            KINESIS,
+            "events and failure records name the stream"
+        );
+        assert_eq!(
+            m.name, "orders",
+            "a fan-out mapping keeps its stream's checkpoints"
+        );
+    }
 }

@@ -61,6 +61,10 @@ pub struct StreamSettings<A> {
     pub stream: A,
     pub starting_position: StartingPosition,
     pub errors: ErrorHandling,
+    /// `CaughtUpPollingIntervalMillis` (sluice's addition): how long a caught-up shard waits
+    /// between reads (Kinesis: 1 s, DynamoDB Streams: 250 ms, as Lambda polls). Unused by an
+    /// enhanced fan-out mapping, which is pushed its records.
+    pub caught_up_interval: Duration,
 }
 
 /// An SQS source: failed messages return to the queue (its redrive policy moves poison messages).
@@ -253,6 +257,7 @@ impl Mapping {
             region: "us-east-1".into(),
             account: "000000000000".into(),
             stream: "s".into(),
+            consumer: None,
         };
         Mapping::for_tests(
             Batching { batch_size, window },
@@ -260,6 +265,7 @@ impl Mapping {
                 stream,
                 starting_position: StartingPosition::TrimHorizon,
                 errors,
+                caught_up_interval: Duration::from_secs(1),
             }),
         )
     }
@@ -283,6 +289,7 @@ impl Mapping {
                 stream,
                 starting_position,
                 errors: ErrorHandling::default(),
+                caught_up_interval: Duration::from_millis(250),
             }),
         )
     }

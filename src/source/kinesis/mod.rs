@@ -4,9 +4,13 @@
 //! shared [`IteratorReader`](crate::source::shards::IteratorReader): at most 5 reads per second per
 //! shard, at Lambda's base rate of one per second once caught up. The stream is addressed by its
 //! ARN (`StreamARN` on every call), never by name: the ARN's account and region decide what is read
-//! (the client must be one for the ARN's region, see `aws::Clients::for_arn`).
+//! (the client must be one for the ARN's region, see `aws::Clients::for_arn`). A mapping on a stream
+//! consumer ARN lists shards the same way but reads them with SubscribeToShard ([`fanout`]).
 
 pub mod event;
+pub mod fanout;
+#[cfg(test)]
+mod fanout_tests;
 
 use async_trait::async_trait;
 use aws_sdk_kinesis::primitives::DateTime;
@@ -19,6 +23,7 @@ use super::{EventFormat, Partition, Record, SequenceNumber, SourceError};
 use crate::aws::error_text;
 use crate::model::StartingPosition;
 pub use event::EventContext;
+pub use fanout::FanoutSource;
 
 /// Kinesis allows 5 GetRecords calls per second per shard; Lambda's base polling rate for a
 /// caught-up shard is once a second; GetRecords returns at most 10,000 records.
@@ -186,30 +191,38 @@ impl ShardApi for KinesisApi {
         let records = out
             .records()
             .iter()
-            .map(|r| {
-                let arrival_ms = r
-                    .approximate_arrival_timestamp()
-                    .map(|t| t.to_millis().unwrap_or(0))
-                    .unwrap_or(0);
-                Record {
-                    sequence: SequenceNumber(r.sequence_number().to_string()),
-                    arrival_ms,
-                    event: event::encode(
-                        &self.ctx,
-                        shard,
-                        r.sequence_number(),
-                        r.partition_key().unwrap_or_default(),
-                        r.data().as_ref(),
-                        arrival_ms,
-                        r.encryption_type().map(|t| t.as_str()),
-                    ),
-                }
-            })
+            .map(|r| record(&self.ctx, shard, r))
             .collect();
         Ok(RawPage {
             records,
             next_iterator: out.next_shard_iterator().map(str::to_string),
             millis_behind: out.millis_behind_latest(),
         })
+    }
+}
+
+/// One Kinesis record as its entry in the function's event: the same for GetRecords (polling) and
+/// SubscribeToShard (enhanced fan-out).
+pub(crate) fn record(
+    ctx: &EventContext,
+    shard: &str,
+    r: &aws_sdk_kinesis::types::Record,
+) -> Record {
+    let arrival_ms = r
+        .approximate_arrival_timestamp()
+        .map(|t| t.to_millis().unwrap_or(0))
+        .unwrap_or(0);
+    Record {
+        sequence: SequenceNumber(r.sequence_number().to_string()),
+        arrival_ms,
+        event: event::encode(
+            ctx,
+            shard,
+            r.sequence_number(),
+            r.partition_key().unwrap_or_default(),
+            r.data().as_ref(),
+            arrival_ms,
+            r.encryption_type().map(|t| t.as_str()),
+        ),
     }
 }

@@ -128,11 +128,28 @@ pub async fn list<A: ShardApi + ?Sized>(api: &A) -> Result<Vec<Partition>, Sourc
 /// A stream read through shard iterators (`KinesisSource`, `DynamoDbSource`).
 pub struct ShardSource<A> {
     api: Arc<A>,
+    /// The mapping's caught-up polling interval; `None`: the service's default.
+    caught_up_interval: Option<Duration>,
 }
 
 impl<A: ShardApi> ShardSource<A> {
     pub fn from_api(api: A) -> Self {
-        ShardSource { api: Arc::new(api) }
+        ShardSource {
+            api: Arc::new(api),
+            caught_up_interval: None,
+        }
+    }
+
+    /// Its readers wait `interval` between reads of a caught-up shard (the mapping's
+    /// `CaughtUpPollingIntervalMillis`) instead of [`ReadLimits::caught_up_interval`].
+    pub fn with_caught_up_interval(mut self, interval: Duration) -> Self {
+        self.caught_up_interval = Some(interval);
+        self
+    }
+
+    /// The service's calls, shared with another reader of the same stream (enhanced fan-out).
+    pub fn api(&self) -> &Arc<A> {
+        &self.api
     }
 }
 
@@ -143,11 +160,10 @@ impl<A: ShardApi> Source for ShardSource<A> {
     }
 
     fn open(&self, partition: &Partition, from: Position) -> Box<dyn PartitionReader> {
-        Box::new(IteratorReader::new(
-            self.api.clone(),
-            partition.id.clone(),
-            from,
-        ))
+        Box::new(
+            IteratorReader::new(self.api.clone(), partition.id.clone(), from)
+                .with_caught_up_interval(self.caught_up_interval),
+        )
     }
 
     fn format(&self, _partition: &Partition) -> EventFormat {

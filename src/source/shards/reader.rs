@@ -29,6 +29,8 @@ pub struct IteratorReader<A> {
     /// Records that arrived before this (epoch ms, whole seconds) are skipped, until the first
     /// record at or after it.
     skip_before_ms: Option<i64>,
+    /// The mapping's `CaughtUpPollingIntervalMillis`, in place of the service's default.
+    caught_up_interval: Option<std::time::Duration>,
 }
 
 impl<A: ShardApi> IteratorReader<A> {
@@ -51,7 +53,15 @@ impl<A: ShardApi> IteratorReader<A> {
             start,
             iterator: None,
             next_read_at: Instant::now(),
+            caught_up_interval: None,
         }
+    }
+
+    /// Waits `interval` between reads of a caught-up shard instead of the service's
+    /// [`ReadLimits::caught_up_interval`](super::ReadLimits) (never less than its read interval).
+    pub fn with_caught_up_interval(mut self, interval: Option<std::time::Duration>) -> Self {
+        self.caught_up_interval = interval;
+        self
     }
 
     /// The current iterator, or a new one from `start`. A trimmed start moves to TRIM_HORIZON.
@@ -154,7 +164,11 @@ impl<A: ShardApi> PartitionReader for IteratorReader<A> {
                 let caught_up =
                     raw.records.len() < limits.page_limit && raw.millis_behind.unwrap_or(0) == 0;
                 if caught_up {
-                    self.next_read_at = called_at + limits.caught_up_interval;
+                    let wait = self
+                        .caught_up_interval
+                        .unwrap_or(limits.caught_up_interval)
+                        .max(limits.read_interval);
+                    self.next_read_at = called_at + wait;
                 }
                 Ok(self.page(raw, caught_up))
             }

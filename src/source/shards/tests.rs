@@ -400,11 +400,21 @@ async fn caught_up_means_a_short_page_at_the_tip() {
 
 /// The GetRecords times of `n` reads against a service's limits, each answered with `page`.
 async fn read_times(limits: ReadLimits, n: usize, answer: fn() -> RawPage) -> Vec<u64> {
+    read_times_every(limits, None, n, answer).await
+}
+
+/// [`read_times`] with the mapping's caught-up interval (`CaughtUpPollingIntervalMillis`).
+async fn read_times_every(
+    limits: ReadLimits,
+    caught_up: Option<Duration>,
+    n: usize,
+    answer: fn() -> RawPage,
+) -> Vec<u64> {
     let api = Fake::new(limits);
     for _ in 0..n {
         api.then(Ok(answer()));
     }
-    let mut r = reader(&api, TRIM_HORIZON);
+    let mut r = reader(&api, TRIM_HORIZON).with_caught_up_interval(caught_up);
     for _ in 0..n {
         paced_read(&mut r).await.unwrap();
     }
@@ -427,6 +437,33 @@ async fn kinesis_reads_five_times_a_second_behind_and_once_a_second_caught_up() 
     );
     let caught_up = || page(&[rec("1")], Some("it"), Some(0));
     assert_eq!(read_times(limits, 3, caught_up).await, [0, 1000, 2000]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_mappings_caught_up_interval_paces_a_caught_up_shard_only() {
+    let limits = crate::source::kinesis::LIMITS;
+    let caught_up = || page(&[rec("1")], Some("it"), Some(0));
+    let every = |ms| Some(Duration::from_millis(ms));
+    assert_eq!(
+        read_times_every(limits, every(300), 4, caught_up).await,
+        [0, 300, 600, 900]
+    );
+    assert_eq!(
+        read_times_every(limits, every(2_500), 3, caught_up).await,
+        [0, 2500, 5000]
+    );
+    // Behind, the service's read interval still paces it; and never faster than that.
+    let behind = || page(&[rec("1")], Some("it"), Some(1_000));
+    assert_eq!(
+        read_times_every(limits, every(2_500), 3, behind).await,
+        [0, 200, 400]
+    );
+    let dynamodb = crate::source::dynamodb::LIMITS;
+    let empty = || page(&[], Some("it"), None);
+    assert_eq!(
+        read_times_every(dynamodb, every(200), 3, empty).await,
+        [0, 250, 500]
+    );
 }
 
 #[tokio::test(start_paused = true)]
