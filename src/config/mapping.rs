@@ -12,7 +12,8 @@ use super::kafka_parse::{self, KAFKA_ONLY};
 use super::names::{Parsed, SourceId};
 use super::obj::{show, Obj};
 use super::settings::{
-    refuse_stream_fields, response_types, scaling, stream_errors, stream_starting_position,
+    parallelization_factor, refuse_stream_fields, response_types, scaling, stream_errors,
+    stream_starting_position,
 };
 use super::target::target;
 use super::*;
@@ -64,6 +65,7 @@ pub(super) fn mapping(
     } else {
         stream_starting_position(m, arn.as_ref(), now, "stream sources")
     };
+    let parallelization_factor = parallelization_factor(m, queue);
     let enabled = m.bool("Enabled").unwrap_or(true);
     let settings = if queue {
         Settings::Queue {
@@ -84,6 +86,7 @@ pub(super) fn mapping(
                 stream,
                 starting_position: starting_position?,
                 errors,
+                parallelization_factor,
             })
         }
         (SourceArn::DynamoDb(stream), Settings::Stream(errors)) => {
@@ -91,6 +94,7 @@ pub(super) fn mapping(
                 stream,
                 starting_position: starting_position?,
                 errors,
+                parallelization_factor,
             })
         }
         (

@@ -57,6 +57,8 @@ pub struct StreamSettings<A> {
     pub stream: A,
     pub starting_position: StartingPosition,
     pub errors: ErrorHandling,
+    /// `ParallelizationFactor` (1–10): batches of one shard in flight at once, in lanes by key.
+    pub parallelization_factor: u32,
 }
 
 /// An SQS source: failed messages return to the queue (its redrive policy moves poison messages).
@@ -204,6 +206,16 @@ impl Mapping {
         }
     }
 
+    /// `ParallelizationFactor`: a shard's batches in flight at once (1 for SQS and Kafka, which
+    /// refuse it).
+    pub fn parallelization_factor(&self) -> usize {
+        match &self.source {
+            MappingSource::Kinesis(s) => s.parallelization_factor.max(1) as usize,
+            MappingSource::DynamoDbStream(s) => s.parallelization_factor.max(1) as usize,
+            MappingSource::Sqs(_) | MappingSource::Kafka(_) => 1,
+        }
+    }
+
     /// A Kafka mapping's settings; `None` for the other sources.
     pub fn kafka(&self) -> Option<&KafkaSettings> {
         match &self.source {
@@ -255,6 +267,7 @@ impl Mapping {
                 stream,
                 starting_position: StartingPosition::TrimHorizon,
                 errors,
+                parallelization_factor: 1,
             }),
         )
     }
@@ -278,6 +291,7 @@ impl Mapping {
                 stream,
                 starting_position,
                 errors: ErrorHandling::default(),
+                parallelization_factor: 1,
             }),
         )
     }

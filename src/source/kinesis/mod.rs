@@ -17,7 +17,7 @@ use std::time::{Duration, UNIX_EPOCH};
 use super::shards::{Fault, IteratorStart, RawPage, ReadLimits, ShardApi, ShardPage, ShardSource};
 use super::{EventFormat, Partition, Record, SequenceNumber, SourceError};
 use crate::aws::error_text;
-use crate::model::StartingPosition;
+use crate::model::{lane_key, StartingPosition};
 pub use event::EventContext;
 
 /// Kinesis allows 5 GetRecords calls per second per shard; Lambda's base polling rate for a
@@ -194,6 +194,7 @@ impl ShardApi for KinesisApi {
                 Record {
                     sequence: SequenceNumber(r.sequence_number().to_string()),
                     arrival_ms,
+                    lane_key: lane_key(r.partition_key().unwrap_or_default().as_bytes()),
                     event: event::encode(
                         &self.ctx,
                         shard,
