@@ -10,6 +10,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 mod batching;
+mod lanes;
 mod limits;
 
 use super::shard::{Exit, ShardWorker};
@@ -173,6 +174,7 @@ fn record(clock: &Clock, id: u64, age_ms: i64) -> Record {
         sequence: SequenceNumber((1000 + id).to_string()),
         arrival_ms: clock.now_ms() - age_ms,
         event: format!("{{\"id\":{id}}}").into_bytes(),
+        lane_key: 0,
     }
 }
 
