@@ -42,6 +42,8 @@ use crate::worker::{pause_or_cancelled, MappingContext};
 pub const QUEUED_BATCHES: usize = 4;
 
 type Boxed<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+/// A lane batch in flight: its bytes (charged to the budget) and how it ended.
+type LaneBatch<'a> = Boxed<'a, (u64, Result<(), Stop>)>;
 
 /// The lane of a record with `lane_key` among `lanes`.
 pub fn lane_of(lane_key: u64, lanes: usize) -> usize {
@@ -206,8 +208,7 @@ impl ShardWorker {
         // Stops the lanes at their next safe point when one of them must stop the worker.
         let lanes_cancel = cancel.child_token();
         let (marks, lanes_cancel) = (&marks, &lanes_cancel);
-        let mut running: Vec<Option<Boxed<'_, (u64, Result<(), Stop>)>>> =
-            (0..n).map(|_| None).collect();
+        let mut running: Vec<Option<LaneBatch<'_>>> = (0..n).map(|_| None).collect();
         type Read = (Box<dyn PartitionReader>, Result<Page, SourceError>);
         let mut idle_reader = Some(reader);
         let mut read: Option<Boxed<'static, Read>> = None;
