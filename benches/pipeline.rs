@@ -80,6 +80,7 @@ fn main() {
                 ),
                 sequence: SequenceNumber(seq),
                 arrival_ms: 0,
+                lane_key: 0,
             }
         })
         .collect();

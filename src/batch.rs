@@ -172,6 +172,7 @@ mod tests {
             sequence: SequenceNumber(i.to_string()),
             arrival_ms: 0,
             event,
+            lane_key: 0,
         }
     }
 

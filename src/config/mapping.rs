@@ -14,8 +14,8 @@ use super::kafka_parse::{self, KAFKA_ONLY};
 use super::names::{Parsed, SourceId};
 use super::obj::{show, Obj};
 use super::settings::{
-    caught_up_interval, refuse_stream_fields, response_types, scaling, stream_errors,
-    stream_starting_position,
+    caught_up_interval, parallelization_factor, refuse_stream_fields, response_types, scaling,
+    stream_errors, stream_starting_position,
 };
 use super::target::target;
 use super::*;
@@ -72,6 +72,7 @@ pub(super) fn mapping(
     } else {
         stream_starting_position(m, arn.as_ref(), now, "stream sources")
     };
+    let parallelization_factor = parallelization_factor(m, queue);
     let enabled = m.bool("Enabled").unwrap_or(true);
     let caught_up_interval = caught_up_interval(m, arn.as_ref());
     let settings = if queue {
@@ -95,6 +96,7 @@ pub(super) fn mapping(
                 starting_position: starting_position?,
                 errors,
                 caught_up_interval,
+                parallelization_factor,
             })
         }
         (SourceArn::DynamoDb(stream), Settings::Stream(errors)) => {
@@ -103,6 +105,7 @@ pub(super) fn mapping(
                 starting_position: starting_position?,
                 errors,
                 caught_up_interval,
+                parallelization_factor,
             })
         }
         (

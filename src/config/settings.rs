@@ -76,6 +76,23 @@ pub(super) fn scaling(m: &mut Obj<'_, '_>, queue: bool) -> Option<u32> {
     max_concurrency
 }
 
+/// `ParallelizationFactor`: how many batches of one shard are in flight at once (Kinesis and
+/// DynamoDB Streams, 1–10, default 1; docs/parallelization.md). An SQS mapping refuses it by name
+/// (`queue`) and gets 1; Kafka refuses it in [`super::kafka_parse`].
+pub(super) fn parallelization_factor(m: &mut Obj<'_, '_>, queue: bool) -> u32 {
+    if queue {
+        if m.has("ParallelizationFactor") {
+            m.take("ParallelizationFactor");
+            m.err(
+                "ParallelizationFactor",
+                "is not supported for SQS sources (AWS takes it for Kinesis and DynamoDB Streams only)".into(),
+            );
+        }
+        return 1;
+    }
+    m.int("ParallelizationFactor", 1, 10, None, 1) as u32
+}
+
 /// Reports each stream-only field an SQS mapping was given.
 pub(super) fn refuse_stream_fields(m: &mut Obj<'_, '_>) {
     for field in STREAM_ONLY {

@@ -71,6 +71,32 @@ fn error_handling_fields() {
 }
 
 #[test]
+fn parallelization_factor_is_1_to_10_for_streams_only() {
+    let ddb = "arn:aws:dynamodb:us-east-1:1:table/t/stream/2020-01-01T00:00:00.000";
+    let c = parse(&format!(
+        "mappings:\n  - EventSourceArn: {ARN}\n    Name: one\n    FunctionName: f\n    StartingPosition: LATEST\n  - EventSourceArn: {ARN}\n    Name: five\n    FunctionName: f\n    StartingPosition: LATEST\n    ParallelizationFactor: 5\n  - EventSourceArn: {ddb}\n    FunctionName: f\n    StartingPosition: LATEST\n    ParallelizationFactor: 10\n"
+    ))
+    .unwrap();
+    let factors: Vec<usize> = c
+        .mappings
+        .iter()
+        .map(|m| m.parallelization_factor())
+        .collect();
+    assert_eq!(factors, [1, 5, 10], "AWS's default is 1");
+    let errs = errors(&format!(
+        "mappings:\n  - EventSourceArn: {ARN}\n    Name: a\n    FunctionName: f\n    StartingPosition: LATEST\n    ParallelizationFactor: 0\n  - EventSourceArn: {ARN}\n    Name: b\n    FunctionName: f\n    StartingPosition: LATEST\n    ParallelizationFactor: 11\n  - EventSourceArn: arn:aws:sqs:us-east-1:1:q\n    FunctionName: f\n    ParallelizationFactor: 2\n"
+    ));
+    assert_eq!(
+        errs,
+        vec![
+            "mappings[0].ParallelizationFactor: 0 is out of range 1..=10",
+            "mappings[1].ParallelizationFactor: 11 is out of range 1..=10",
+            "mappings[2].ParallelizationFactor: is not supported for SQS sources (AWS takes it for Kinesis and DynamoDB Streams only)",
+        ]
+    );
+}
+
+#[test]
 fn dynamodb_streams_reject_at_timestamp() {
     let errs = errors("mappings:\n  - EventSourceArn: arn:aws:dynamodb:us-east-1:1:table/t/stream/2020-01-01T00:00:00.000\n    FunctionName: f\n    StartingPosition: AT_TIMESTAMP\n    StartingPositionTimestamp: 1\n");
     assert_eq!(errs, vec!["mappings[0].StartingPosition: AT_TIMESTAMP is not supported for DynamoDB Streams (use TRIM_HORIZON or LATEST)"]);

@@ -65,6 +65,8 @@ pub struct StreamSettings<A> {
     /// between reads (Kinesis: 1 s, DynamoDB Streams: 250 ms, as Lambda polls). Unused by an
     /// enhanced fan-out mapping, which is pushed its records.
     pub caught_up_interval: Duration,
+    /// `ParallelizationFactor` (1–10): batches of one shard in flight at once, in lanes by key.
+    pub parallelization_factor: u32,
 }
 
 /// An SQS source: failed messages return to the queue (its redrive policy moves poison messages).
@@ -212,6 +214,16 @@ impl Mapping {
         }
     }
 
+    /// `ParallelizationFactor`: a shard's batches in flight at once (1 for SQS and Kafka, which
+    /// refuse it).
+    pub fn parallelization_factor(&self) -> usize {
+        match &self.source {
+            MappingSource::Kinesis(s) => s.parallelization_factor.max(1) as usize,
+            MappingSource::DynamoDbStream(s) => s.parallelization_factor.max(1) as usize,
+            MappingSource::Sqs(_) | MappingSource::Kafka(_) => 1,
+        }
+    }
+
     /// A Kafka mapping's settings; `None` for the other sources.
     pub fn kafka(&self) -> Option<&KafkaSettings> {
         match &self.source {
@@ -266,6 +278,7 @@ impl Mapping {
                 starting_position: StartingPosition::TrimHorizon,
                 errors,
                 caught_up_interval: Duration::from_secs(1),
+                parallelization_factor: 1,
             }),
         )
     }
@@ -290,6 +303,7 @@ impl Mapping {
                 starting_position,
                 errors: ErrorHandling::default(),
                 caught_up_interval: Duration::from_millis(250),
+                parallelization_factor: 1,
             }),
         )
     }

@@ -310,6 +310,7 @@ mod tests {
             sequence: crate::model::SequenceNumber(offset.to_string()),
             arrival_ms: ms,
             event: b"{}".to_vec(),
+            lane_key: 0,
         })
         .collect()
     }

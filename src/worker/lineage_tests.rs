@@ -70,6 +70,7 @@ impl PartitionReader for FakeShard {
                 // Just arrived: well within the stream's retention.
                 arrival_ms: Clock::new().now_ms(),
                 event: format!("{{\"id\":{i}}}").into_bytes(),
+                lane_key: 0,
             })
             .collect();
         Ok(Page::Records {

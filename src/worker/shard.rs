@@ -17,8 +17,13 @@ use tokio::time::{sleep_until, Instant};
 use tokio_util::sync::CancellationToken;
 
 mod filtered;
+mod lanes;
 mod pieces;
 mod settle;
+mod watermark;
+
+#[cfg(test)]
+pub(crate) use lanes::lane_of;
 
 use pieces::{Expiry, Invoke, Pieces, Settled, Step};
 use settle::response_context;
@@ -82,7 +87,9 @@ fn bytes_of(records: &[Record]) -> u64 {
 
 pub struct ShardWorker {
     ctx: Arc<MappingContext>,
-    reader: Box<dyn PartitionReader>,
+    /// In a mutex only so that the worker is `Sync` (lanes share it by reference, see [`lanes`]);
+    /// always reached through `get_mut`, never locked.
+    reader: std::sync::Mutex<Box<dyn PartitionReader>>,
     batcher: Batcher,
     ended: bool,
     /// Logs, metrics and the /status row of this shard, one call per event.
@@ -93,6 +100,8 @@ pub struct ShardWorker {
     held: u64,
     /// Where the partition's checkpoint is, and the lease it is moved under.
     committer: Committer,
+    /// ParallelizationFactor: above 1, batches go out in that many lanes at once ([`lanes`]).
+    lanes: usize,
 }
 
 impl ShardWorker {
@@ -110,8 +119,9 @@ impl ShardWorker {
         );
         ShardWorker {
             telemetry: ctx.telemetry.partition(&shard),
+            lanes: ctx.mapping.parallelization_factor(),
             ctx,
-            reader,
+            reader: std::sync::Mutex::new(reader),
             batcher,
             ended: false,
             format,
@@ -128,6 +138,13 @@ impl ShardWorker {
     fn release(&mut self, bytes: u64) {
         self.held -= bytes;
         self.ctx.unhold(bytes);
+    }
+
+    fn reader(&mut self) -> &mut dyn PartitionReader {
+        let reader = self.reader.get_mut();
+        reader
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .as_mut()
     }
 
     fn set_state(&mut self, state: ShardState) {
@@ -153,6 +170,9 @@ impl ShardWorker {
 
     /// Reads and processes batches until the shard ended and is checkpointed as ended.
     async fn work(&mut self, cancel: &CancellationToken) -> Result<(), Stop> {
+        if self.lanes > 1 {
+            return self.work_in_lanes(cancel).await;
+        }
         loop {
             self.fill(cancel).await?;
             if self.batcher.is_empty() {
@@ -181,7 +201,7 @@ impl ShardWorker {
                 return Ok(());
             }
             self.set_state(ShardState::Reading);
-            let mut at = self.reader.next_read_at();
+            let mut at = self.reader().next_read_at();
             if !self.batcher.is_empty() {
                 at = at.min(window_end);
             }
@@ -201,7 +221,7 @@ impl ShardWorker {
             }
             let page = tokio::select! {
                 _ = cancel.cancelled() => return Err(Stop::Cancelled),
-                page = self.reader.read() => page,
+                page = self.reader().read() => page,
             };
             match page {
                 Ok(Page::Records {
@@ -252,7 +272,10 @@ impl ShardWorker {
                 now_ms: now,
             });
             match step {
-                Step::Invoke(call) => self.invoke(call, now, cancel).await?,
+                Step::Invoke(call) => {
+                    self.set_state(ShardState::Dispatching);
+                    self.invoke(call, now, cancel).await?
+                }
                 Step::Checkpoint(last) => {
                     self.checkpoint(Checkpoint::Sequence(last), cancel).await?
                 }
@@ -271,7 +294,7 @@ impl ShardWorker {
     /// Invokes the front piece and settles it with what happened. `now` is when the step was
     /// asked for.
     async fn invoke(
-        &mut self,
+        &self,
         call: Invoke<'_>,
         now: i64,
         cancel: &CancellationToken,
@@ -281,7 +304,6 @@ impl ShardWorker {
         }
         self.still_leased()?;
         let ctx = self.ctx.clone();
-        self.set_state(ShardState::Dispatching);
         let records = call.records();
         let n = records.len();
         let payload = batch::encode_in(&self.format.envelope, records);

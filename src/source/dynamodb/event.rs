@@ -93,6 +93,26 @@ pub fn encode(r: &StreamsRecord, stream_arn: &str) -> (Vec<u8>, i64) {
     )
 }
 
+/// The record's lane key ([`crate::model::lane_key`]) from its item's `Keys`, attribute names in
+/// order, so every change to one item is in the same ParallelizationFactor lane (0 without keys).
+pub fn item_key(r: &StreamsRecord) -> u64 {
+    let Some(keys) = r.dynamodb().and_then(|d| d.keys()) else {
+        return 0;
+    };
+    let mut names: Vec<&String> = keys.keys().collect();
+    names.sort();
+    let mut bytes = Vec::new();
+    for name in names {
+        bytes.extend_from_slice(name.as_bytes());
+        bytes.push(0);
+        if let Ok(v) = serde_json::to_vec(&attribute(&keys[name])) {
+            bytes.extend_from_slice(&v);
+        }
+        bytes.push(0);
+    }
+    crate::model::lane_key(&bytes)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -166,5 +186,23 @@ mod tests {
                     "SequenceNumber":"222","SizeBytes":59,"StreamViewType":"OLD_IMAGE"},
                 "userIdentity":{"type":"Service","principalId":"dynamodb.amazonaws.com"}})
         );
+    }
+
+    #[test]
+    fn the_lane_key_is_the_item_key_whatever_the_attribute_order() {
+        let record = |keys: Vec<(&str, AttributeValue)>| {
+            let keys: HashMap<String, AttributeValue> =
+                keys.into_iter().map(|(k, v)| (k.to_string(), v)).collect();
+            StreamsRecord::builder()
+                .dynamodb(StreamRecord::builder().set_keys(Some(keys)).build())
+                .build()
+        };
+        let (pk, sk) = (AttributeValue::S("a".into()), AttributeValue::N("1".into()));
+        let one = record(vec![("pk", pk.clone()), ("sk", sk.clone())]);
+        let same = record(vec![("sk", sk), ("pk", pk.clone())]);
+        let other = record(vec![("pk", pk), ("sk", AttributeValue::N("2".into()))]);
+        assert_eq!(item_key(&one), item_key(&same));
+        assert_ne!(item_key(&one), item_key(&other));
+        assert_eq!(item_key(&StreamsRecord::builder().build()), 0);
     }
 }

@@ -158,6 +158,7 @@ impl ShardApi for DynamoDbApi {
                     sequence,
                     arrival_ms,
                     event,
+                    lane_key: event::item_key(r),
                 })
             })
             .collect();

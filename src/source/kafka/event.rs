@@ -149,6 +149,7 @@ impl KafkaRecord {
             sequence: SequenceNumber(self.offset.to_string()),
             arrival_ms: self.timestamp.filter(|t| *t >= 0).unwrap_or(now_ms),
             event: self.entry(),
+            lane_key: crate::model::lane_key(self.key.as_deref().unwrap_or_default()),
         }
     }
 }

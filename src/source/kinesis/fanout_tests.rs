@@ -83,6 +83,7 @@ fn rec(seq: &str) -> Record {
     Record {
         sequence: SequenceNumber(seq.into()),
         arrival_ms: 0,
+        lane_key: 0,
         event: seq.as_bytes().to_vec(),
     }
 }

@@ -21,7 +21,7 @@ use std::time::{Duration, UNIX_EPOCH};
 use super::shards::{Fault, IteratorStart, RawPage, ReadLimits, ShardApi, ShardPage, ShardSource};
 use super::{EventFormat, Partition, Record, SequenceNumber, SourceError};
 use crate::aws::error_text;
-use crate::model::StartingPosition;
+use crate::model::{lane_key, StartingPosition};
 pub use event::EventContext;
 pub use fanout::FanoutSource;
 
@@ -215,6 +215,7 @@ pub(crate) fn record(
     Record {
         sequence: SequenceNumber(r.sequence_number().to_string()),
         arrival_ms,
+        lane_key: lane_key(r.partition_key().unwrap_or_default().as_bytes()),
         event: event::encode(
             ctx,
             shard,

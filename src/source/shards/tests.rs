@@ -117,6 +117,7 @@ fn at(s: &str, arrival_ms: i64) -> Record {
         sequence: SequenceNumber(s.into()),
         arrival_ms,
         event: vec![],
+        lane_key: 0,
     }
 }
 

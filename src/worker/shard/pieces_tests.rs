@@ -34,6 +34,7 @@ fn records(ids: impl IntoIterator<Item = u64>) -> Vec<Record> {
             sequence: SequenceNumber(id.to_string()),
             arrival_ms: id as i64,
             event: vec![],
+            lane_key: 0,
         })
         .collect()
 }

@@ -16,6 +16,7 @@ use crate::batch;
 use crate::checkpoint::{Checkpoint, CommitError};
 use crate::destination::{FailureInfo, FailureRecord, ResponseContext};
 use crate::dispatch::Invoked;
+use crate::source::SequenceNumber;
 
 impl ShardWorker {
     /// Records are given up on: describe them to the on-failure destination (retrying until it
@@ -25,6 +26,17 @@ impl ShardWorker {
         given: GiveUp,
         cancel: &CancellationToken,
     ) -> Result<(), Stop> {
+        let end = self.hand_over(given, cancel).await?;
+        self.checkpoint(Checkpoint::Sequence(end), cancel).await
+    }
+
+    /// Describes records given up on to the on-failure destination (or counts them dropped);
+    /// returns the last one's sequence number, past which the shard may be checkpointed.
+    pub(super) async fn hand_over(
+        &self,
+        given: GiveUp,
+        cancel: &CancellationToken,
+    ) -> Result<SequenceNumber, Stop> {
         // Handing records to the destination is a dispatch too: not once the lease is gone.
         self.still_leased()?;
         let GiveUp {
@@ -83,13 +95,13 @@ impl ShardWorker {
             }
             None => t.dropped(records.len()),
         }
-        self.checkpoint(Checkpoint::Sequence(end), cancel).await
+        Ok(end)
     }
 
     /// Commits a checkpoint, retrying until the store takes it (or shutdown comes first). The only
     /// place a shard worker writes checkpoints. A refused commit or a lost lease stops the worker.
     pub(super) async fn checkpoint(
-        &mut self,
+        &self,
         cp: Checkpoint,
         cancel: &CancellationToken,
     ) -> Result<(), Stop> {
@@ -117,14 +129,14 @@ impl ShardWorker {
 
     /// `Ok` while the partition's lease is held; otherwise the worker is to stop (before its next
     /// dispatch).
-    pub(super) fn still_leased(&mut self) -> Result<(), Stop> {
+    pub(super) fn still_leased(&self) -> Result<(), Stop> {
         if self.committer.lease().is_held() {
             return Ok(());
         }
         Err(self.stop_for(CommitError::LeaseLost))
     }
 
-    fn stop_for(&mut self, why: CommitError) -> Stop {
+    fn stop_for(&self, why: CommitError) -> Stop {
         if why == CommitError::LeaseLost {
             self.telemetry.lease_lost();
             Stop::LeaseLost

@@ -11,6 +11,7 @@ use tokio_util::sync::CancellationToken;
 
 mod batching;
 mod filtering;
+mod lanes;
 mod limits;
 
 use super::shard::{Exit, ShardWorker};
@@ -174,6 +175,7 @@ fn record(clock: &Clock, id: u64, age_ms: i64) -> Record {
         sequence: SequenceNumber((1000 + id).to_string()),
         arrival_ms: clock.now_ms() - age_ms,
         event: format!("{{\"id\":{id}}}").into_bytes(),
+        lane_key: 0,
     }
 }
 
