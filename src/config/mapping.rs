@@ -13,6 +13,7 @@ use super::names::{Parsed, SourceId};
 use super::obj::{show, Obj};
 use super::settings::{
     refuse_stream_fields, response_types, scaling, stream_errors, stream_starting_position,
+    tumbling_window,
 };
 use super::target::target;
 use super::*;
@@ -72,6 +73,7 @@ pub(super) fn mapping(
     } else {
         Settings::Stream(stream_errors(m, false))
     };
+    let tumbling_window = tumbling_window(m, queue);
     let (arn, target) = (arn?, target?);
     // The default name of earlier releases, under which an unnamed mapping's checkpoints were written.
     let old_default = format!("{}-{}", arn.resource_name(), target.label());
@@ -84,6 +86,7 @@ pub(super) fn mapping(
                 stream,
                 starting_position: starting_position?,
                 errors,
+                tumbling_window,
             })
         }
         (SourceArn::DynamoDb(stream), Settings::Stream(errors)) => {
@@ -91,6 +94,7 @@ pub(super) fn mapping(
                 stream,
                 starting_position: starting_position?,
                 errors,
+                tumbling_window,
             })
         }
         (

@@ -1,7 +1,8 @@
 //! The fields only one kind of source takes. Streams and Kafka: `StartingPosition` (+ its timestamp)
 //! and AWS's stream error handling (`MaximumRetryAttempts`, `MaximumRecordAgeInSeconds`,
 //! `BisectBatchOnFunctionError`, `DestinationConfig`; a `kafka://<topic>` destination for Kafka
-//! only). Queues: `ScalingConfig`. All: `FunctionResponseTypes`. A field given to the wrong kind is
+//! only), and `TumblingWindowInSeconds` (Kinesis and DynamoDB Streams only). Queues:
+//! `ScalingConfig`. All: `FunctionResponseTypes`. A field given to the wrong kind is
 //! a problem naming AWS's rule; what only Kafka takes is read in [`super::kafka_parse`].
 
 use super::mapping::FUTURE_SKEW_SECS;
@@ -31,6 +32,23 @@ pub(super) fn scaling(m: &mut Obj<'_, '_>, queue: bool) -> Option<u32> {
         m.err("ScalingConfig", "is only supported for SQS sources".into());
     }
     max_concurrency
+}
+
+/// `TumblingWindowInSeconds`: 0 (off, the default) to 900 seconds, for Kinesis and DynamoDB
+/// Streams; an SQS source (`queue`) refuses it by name.
+pub(super) fn tumbling_window(m: &mut Obj<'_, '_>, queue: bool) -> Option<Duration> {
+    if queue {
+        if m.has("TumblingWindowInSeconds") {
+            m.take("TumblingWindowInSeconds");
+            m.err(
+                "TumblingWindowInSeconds",
+                "is not supported for SQS sources (AWS takes it for Kinesis and DynamoDB Streams only)".into(),
+            );
+        }
+        return None;
+    }
+    let secs = m.int("TumblingWindowInSeconds", 0, 900, None, 0);
+    (secs > 0).then(|| Duration::from_secs(secs as u64))
 }
 
 /// Reports each stream-only field an SQS mapping was given.

@@ -441,3 +441,33 @@ fn the_test_mappings_are_what_their_arns_parse_to() {
     assert_eq!(d.starting_position(), Some(StartingPosition::Latest));
     assert_eq!((k.name.as_str(), d.name.as_str()), ("m", "m"));
 }
+
+#[test]
+fn tumbling_windows_are_for_kinesis_and_dynamodb_streams_0_to_900_s() {
+    let ddb = "arn:aws:dynamodb:us-east-1:1:table/t/stream/2024-01-01T00:00:00.000";
+    let c = parse(&format!(
+        "mappings:\n  - EventSourceArn: {ARN}\n    Name: a\n    FunctionName: f\n    StartingPosition: LATEST\n    TumblingWindowInSeconds: 120\n  - EventSourceArn: {ddb}\n    FunctionName: f\n    StartingPosition: LATEST\n    TumblingWindowInSeconds: 900\n  - EventSourceArn: {ARN}\n    Name: off\n    FunctionName: g\n    StartingPosition: LATEST\n    TumblingWindowInSeconds: 0\n"
+    ))
+    .unwrap();
+    assert_eq!(
+        c.mappings[0].tumbling_window(),
+        Some(Duration::from_secs(120))
+    );
+    assert_eq!(
+        c.mappings[1].tumbling_window(),
+        Some(Duration::from_secs(900))
+    );
+    assert_eq!(c.mappings[2].tumbling_window(), None, "0 is off");
+    let sqs = "arn:aws:sqs:us-east-1:1:q";
+    let errs = errors(&format!(
+        "mappings:\n  - EventSourceArn: {ARN}\n    Name: a\n    FunctionName: f\n    StartingPosition: LATEST\n    TumblingWindowInSeconds: 901\n  - EventSourceArn: {ARN}\n    Name: b\n    FunctionName: g\n    StartingPosition: LATEST\n    TumblingWindowInSeconds: -1\n  - EventSourceArn: {sqs}\n    FunctionName: f\n    TumblingWindowInSeconds: 60\n"
+    ));
+    assert_eq!(
+        errs,
+        [
+            "mappings[0].TumblingWindowInSeconds: 901 is out of range 0..=900",
+            "mappings[1].TumblingWindowInSeconds: -1 is out of range 0..=900",
+            "mappings[2].TumblingWindowInSeconds: is not supported for SQS sources (AWS takes it for Kinesis and DynamoDB Streams only)",
+        ]
+    );
+}

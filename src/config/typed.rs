@@ -57,6 +57,8 @@ pub struct StreamSettings<A> {
     pub stream: A,
     pub starting_position: StartingPosition,
     pub errors: ErrorHandling,
+    /// `TumblingWindowInSeconds` (1–900); `None` when 0 or absent (no windows).
+    pub tumbling_window: Option<Duration>,
 }
 
 /// An SQS source: failed messages return to the queue (its redrive policy moves poison messages).
@@ -194,6 +196,16 @@ impl Mapping {
         }
     }
 
+    /// `TumblingWindowInSeconds` of a Kinesis or DynamoDB Streams mapping; `None` when off (and
+    /// for every other source, which takes none).
+    pub fn tumbling_window(&self) -> Option<Duration> {
+        match &self.source {
+            MappingSource::Kinesis(s) => s.tumbling_window,
+            MappingSource::DynamoDbStream(s) => s.tumbling_window,
+            MappingSource::Sqs(_) | MappingSource::Kafka(_) => None,
+        }
+    }
+
     /// A stream or Kafka mapping's error handling; `None` for a queue (failed messages return to it).
     pub fn stream_errors(&self) -> Option<&ErrorHandling> {
         match &self.source {
@@ -255,6 +267,7 @@ impl Mapping {
                 stream,
                 starting_position: StartingPosition::TrimHorizon,
                 errors,
+                tumbling_window: None,
             }),
         )
     }
@@ -278,6 +291,7 @@ impl Mapping {
                 stream,
                 starting_position,
                 errors: ErrorHandling::default(),
+                tumbling_window: None,
             }),
         )
     }

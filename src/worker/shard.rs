@@ -8,7 +8,9 @@
 //! as its [`Step`]s say, and records each event once through its [`PartitionTelemetry`] (log line,
 //! metrics and /status row). The records a worker holds
 //! are charged to the process-wide byte budget, and the worker waits for room before each read.
-//! Cancellation is `Err(Cancelled)`, passed up with `?` from every wait.
+//! Cancellation is `Err(Cancelled)`, passed up with `?` from every wait. With
+//! `TumblingWindowInSeconds`, batches are cut at window boundaries and carry the window fields, and
+//! windows are closed by invocations of their own ([`tumbling`], rules in [`window`]).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -17,12 +19,16 @@ use tokio_util::sync::CancellationToken;
 
 mod pieces;
 mod settle;
+mod tumbling;
+mod window;
+
+pub use window::LATE_ARRIVAL_GRACE;
 
 use pieces::{Expiry, Invoke, Pieces, Settled, Step};
 use settle::response_context;
 
 use super::{pause_or_cancelled, Cancelled, MappingContext};
-use crate::batch::{self, Batcher, MAX_PAYLOAD_BYTES};
+use crate::batch::{self, Batcher};
 use crate::checkpoint::{Checkpoint, Committer};
 use crate::dispatch::outcome::classify_as;
 use crate::dispatch::response::IdentifierKind;
@@ -90,6 +96,8 @@ pub struct ShardWorker {
     held: u64,
     /// Where the partition's checkpoint is, and the lease it is moved under.
     committer: Committer,
+    /// The shard's tumbling windows, when the mapping has them.
+    window: Option<window::Tumbling>,
 }
 
 impl ShardWorker {
@@ -100,11 +108,14 @@ impl ShardWorker {
         format: EventFormat,
         committer: Committer,
     ) -> Self {
+        let tumbling = ctx.mapping.tumbling_window();
         let batcher = Batcher::with_envelope(
             format.envelope.clone(),
             ctx.mapping.batching.batch_size,
-            MAX_PAYLOAD_BYTES,
+            tumbling::max_batch_bytes(tumbling, &committer),
         );
+        let window =
+            tumbling.map(|len| window::Tumbling::new(len, committer.max_window_state_bytes()));
         ShardWorker {
             telemetry: ctx.telemetry.partition(&shard),
             ctx,
@@ -114,6 +125,7 @@ impl ShardWorker {
             format,
             held: 0,
             committer,
+            window,
         }
     }
 
@@ -150,15 +162,20 @@ impl ShardWorker {
 
     /// Reads and processes batches until the shard ended and is checkpointed as ended.
     async fn work(&mut self, cancel: &CancellationToken) -> Result<(), Stop> {
+        self.resume_window(cancel).await?;
         loop {
             self.fill(cancel).await?;
+            if self.window_due() {
+                self.close_window(window::Closing::Final, cancel).await?;
+                continue;
+            }
             if self.batcher.is_empty() {
                 if self.ended {
                     return self.checkpoint(Checkpoint::ShardEnd, cancel).await;
                 }
                 continue;
             }
-            let batch = self.batcher.take();
+            let batch = self.take_batch();
             let bytes = bytes_of(&batch);
             self.process(batch, cancel).await?;
             self.release(bytes);
@@ -174,6 +191,7 @@ impl ShardWorker {
             if self.batcher.is_full()
                 || self.ended
                 || (!self.batcher.is_empty() && Instant::now() >= window_end)
+                || self.window_due()
             {
                 return Ok(());
             }
@@ -196,6 +214,7 @@ impl ShardWorker {
                 _ = self.ctx.budget.room() => {}
                 _ = sleep_until(window_end), if !self.batcher.is_empty() => return Ok(()),
             }
+            let read_started = self.ctx.clock.now_ms();
             let page = tokio::select! {
                 _ = cancel.cancelled() => return Err(Stop::Cancelled),
                 page = self.reader.read() => page,
@@ -207,6 +226,7 @@ impl ShardWorker {
                     millis_behind,
                 }) => {
                     source_failures = 0;
+                    self.window_read(read_started, caught_up);
                     let idle = records.is_empty() && caught_up && self.batcher.is_empty();
                     self.telemetry.read(records.len(), idle, millis_behind);
                     self.charge(bytes_of(&records));
@@ -281,7 +301,7 @@ impl ShardWorker {
         self.set_state(ShardState::Dispatching);
         let records = call.records();
         let n = records.len();
-        let payload = batch::encode_in(&self.format.envelope, records);
+        let payload = batch::encode_with(&self.format.envelope, records, &self.window_fields(None));
         let started = Instant::now();
         let result = ctx.dispatcher.invoke(payload).await;
         let took = started.elapsed();
@@ -292,6 +312,7 @@ impl ShardWorker {
             IdentifierKind::of(&self.format),
             records.iter().map(|r| r.sequence.0.as_str()),
         );
+        let outcome = self.window_response(outcome, &result);
         let label = outcome.label();
         let t = &self.telemetry;
         t.iterator_age(ctx.clock.now_ms() - last_arrival);
@@ -302,7 +323,9 @@ impl ShardWorker {
             }
             response_context(inv)
         });
-        match call.settle(outcome, response, &ctx.policy) {
+        let settled = call.settle(outcome, response, &ctx.policy);
+        let done = matches!(settled, Settled::Succeeded { .. } | Settled::Partial { .. });
+        match settled {
             Settled::Succeeded { last } => t.succeeded(n, &last, took),
             Settled::Partial {
                 first_failed,
@@ -314,7 +337,7 @@ impl ShardWorker {
                 detail,
             } => t.invocation_failed(n, label, function_errors, &detail),
         }
-        Ok(())
+        self.window_settled(done, cancel).await
     }
 }
 

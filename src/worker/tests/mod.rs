@@ -11,6 +11,7 @@ use tokio_util::sync::CancellationToken;
 
 mod batching;
 mod limits;
+mod window;
 
 use super::shard::{Exit, ShardWorker};
 use super::{Clock, MappingContext};
