@@ -393,6 +393,25 @@ mod tests {
     }
 
     #[test]
+    fn an_open_windows_state_round_trips_in_its_own_attribute() {
+        let mut lease = LeaseItem::new("m", "shardId-0", vec![], LeaseCheckpoint::TrimHorizon);
+        lease.window = Some(WindowState {
+            start_ms: 60_000,
+            state: serde_json::from_str(r#"{"sum":"3"}"#).unwrap(),
+        });
+        let item = lease.to_item();
+        assert_eq!(
+            item.get(attr::WINDOW),
+            Some(&s(r#"{"start_ms":60000,"state":{"sum":"3"}}"#))
+        );
+        assert_eq!(LeaseItem::from_item(&item).unwrap(), lease);
+        let mut bad = item.clone();
+        bad.insert(attr::WINDOW.into(), s("{"));
+        let err = LeaseItem::from_item(&bad).unwrap_err();
+        assert!(err.contains("sluiceWindow"), "{err}");
+    }
+
+    #[test]
     fn checkpoints_map_to_kcls_sentinels() {
         for (text, cp) in [
             ("TRIM_HORIZON", LeaseCheckpoint::TrimHorizon),
