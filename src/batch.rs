@@ -32,6 +32,23 @@ pub fn encode_in(envelope: &Envelope, records: &[Record]) -> Bytes {
     encode_entries_in(envelope, records.iter().map(|r| r.event.as_slice()))
 }
 
+/// The event JSON in `envelope` for `records`, with `members` (serialized `"name":value` pairs,
+/// comma-separated, e.g. a tumbling window's fields) added after the envelope's own: `{"Records":
+/// [...],<members>}`. Without members, exactly [`encode_in`].
+pub fn encode_with(envelope: &Envelope, records: &[Record], members: &[u8]) -> Bytes {
+    let event = encode_in(envelope, records);
+    if members.is_empty() {
+        return event;
+    }
+    let mut out = Vec::with_capacity(event.len() + members.len() + 1);
+    // Every envelope is an object: its closing brace goes after the members.
+    out.extend_from_slice(&event[..event.len() - 1]);
+    out.push(b',');
+    out.extend_from_slice(members);
+    out.push(b'}');
+    Bytes::from(out)
+}
+
 /// The event JSON `{"Records":[...]}` around pre-serialized entries (any source's).
 pub fn encode_entries<'a>(entries: impl Iterator<Item = &'a [u8]> + Clone) -> Bytes {
     encode_entries_in(&Envelope::Records, entries)
@@ -137,12 +154,24 @@ impl Batcher {
             || self.size(self.records.len(), self.entry_bytes) >= self.max_bytes
     }
 
+    /// The records waiting, in order.
+    pub fn iter(&self) -> impl Iterator<Item = &Record> {
+        self.records.iter()
+    }
+
     /// Takes the longest prefix within both limits; at least one record if any are waiting.
     pub fn take(&mut self) -> Vec<Record> {
+        self.take_upto(usize::MAX)
+    }
+
+    /// [`Batcher::take`], at most `max` records (a tumbling window's records: a batch never spans
+    /// two windows); at least one record if any are waiting.
+    pub fn take_upto(&mut self, max: usize) -> Vec<Record> {
+        let max = max.clamp(1, self.max_records);
         let mut out = Vec::new();
         let mut bytes = 0;
         while let Some(next) = self.records.front() {
-            let fits = out.len() < self.max_records
+            let fits = out.len() < max
                 && self.size(out.len() + 1, bytes + next.event.len()) <= self.max_bytes;
             if !fits && !out.is_empty() {
                 break;
@@ -212,6 +241,27 @@ mod tests {
         assert_eq!(
             split_by_size(vec![5000, 1], |n| *n, 1000),
             vec![vec![5000], vec![1]]
+        );
+    }
+
+    #[test]
+    fn extra_members_follow_the_records_and_a_take_can_be_capped() {
+        let mut b = Batcher::new(10, MAX_PAYLOAD_BYTES);
+        b.push((0..5).map(|i| rec(i, 20)).collect());
+        assert_eq!(b.iter().count(), 5);
+        let batch = b.take_upto(2);
+        assert_eq!(batch.len(), 2);
+        assert_eq!(b.take_upto(0).len(), 1, "at least one record");
+        let payload = encode_with(&Envelope::Records, &batch, br#""state":{},"shardId":"s""#);
+        let v: serde_json::Value = serde_json::from_slice(&payload).unwrap();
+        assert_eq!(v["Records"].as_array().unwrap().len(), 2);
+        assert_eq!(v["shardId"], "s");
+        assert_eq!(v["state"], serde_json::json!({}));
+        assert_eq!(encode_with(&Envelope::Records, &batch, b""), encode(&batch));
+        let empty = encode_with(&Envelope::Records, &[], br#""isFinalInvokeForWindow":true"#);
+        assert_eq!(
+            &empty[..],
+            br#"{"Records":[],"isFinalInvokeForWindow":true}"#
         );
     }
 

@@ -3,7 +3,7 @@
 
 use std::sync::{Arc, Mutex};
 
-use super::{Checkpoint, CheckpointError, CheckpointStore};
+use super::{Checkpoint, CheckpointError, CheckpointStore, WindowState};
 use crate::lease::{Lease, LeaseToken};
 use crate::model::PartitionId;
 
@@ -73,10 +73,25 @@ pub enum Verdict {
 /// In order: a stale token is [`CommitError::Fenced`]; a move already applied is
 /// [`Verdict::AlreadyThere`]; a move not starting from what is stored is
 /// [`CommitError::NotChained`]; a move that does not go forward is [`CommitError::Backwards`].
+/// [`check_window`] with no window on either side.
 pub fn check(
     stored: Option<&Checkpoint>,
     stored_lease: Option<&LeaseToken>,
     commit: &Commit<'_>,
+) -> Result<Verdict, CommitError> {
+    check_window(stored, None, stored_lease, commit, None)
+}
+
+/// [`check`] for stores that keep tumbling window state beside the checkpoint: a move is already
+/// applied only when the stored window is `window` too, and a move that keeps the checkpoint
+/// where it is but changes the window (a window's final invocation without records drops its
+/// state) is written.
+pub fn check_window(
+    stored: Option<&Checkpoint>,
+    stored_window: Option<&WindowState>,
+    stored_lease: Option<&LeaseToken>,
+    commit: &Commit<'_>,
+    window: Option<&WindowState>,
 ) -> Result<Verdict, CommitError> {
     if let Some(newest) = stored_lease {
         if commit.lease.is_stale_against(newest) {
@@ -86,7 +101,7 @@ pub fn check(
             });
         }
     }
-    if stored == Some(commit.to) {
+    if stored == Some(commit.to) && stored_window == window {
         return Ok(Verdict::AlreadyThere);
     }
     if stored != commit.from {
@@ -96,7 +111,9 @@ pub fn check(
         });
     }
     match commit.from {
-        Some(from) if commit.to <= from => Err(CommitError::Backwards {
+        // Only the window changes (the windows differ, or this was already there).
+        Some(from) if commit.to == from => Ok(Verdict::Write),
+        Some(from) if commit.to < from => Err(CommitError::Backwards {
             from: from.clone(),
             to: commit.to.clone(),
         }),
@@ -135,6 +152,26 @@ impl Committer {
         &self.lease
     }
 
+    /// The tumbling window state stored with the checkpoint this worker was planned from; `None`
+    /// when none is open there. State stored with another checkpoint (the partition moved since
+    /// it was planned) is [`CommitError::NotChained`]: the worker stops and is planned again.
+    pub async fn stored_window(&self) -> Result<Option<WindowState>, CommitError> {
+        let stored = self.store.window(&self.mapping, &self.partition).await?;
+        match stored {
+            None => Ok(None),
+            Some((at, window)) if Some(&at) == self.committed().as_ref() => Ok(Some(window)),
+            Some((at, _)) => Err(CommitError::NotChained {
+                expected: self.committed(),
+                found: Some(at),
+            }),
+        }
+    }
+
+    /// The most window state (bytes of JSON) the store keeps.
+    pub fn max_window_state_bytes(&self) -> usize {
+        self.store.max_window_state_bytes()
+    }
+
     /// Where this worker last left the partition.
     pub fn committed(&self) -> Option<Checkpoint> {
         self.committed
@@ -146,6 +183,16 @@ impl Committer {
     /// One attempt to move the partition to `to`, under the lease's token as it is now (so a
     /// renewal's counter is used). A lost lease writes nothing: [`CommitError::LeaseLost`].
     pub async fn commit(&self, to: &Checkpoint) -> Result<(), CommitError> {
+        self.commit_window(to, None).await
+    }
+
+    /// [`Committer::commit`] with the tumbling window state to store beside `to` (`None`: no
+    /// window open). With a window the move may keep the checkpoint where it is.
+    pub async fn commit_window(
+        &self,
+        to: &Checkpoint,
+        window: Option<&WindowState>,
+    ) -> Result<(), CommitError> {
         let token = self.lease.token().ok_or(CommitError::LeaseLost)?;
         let from = self.committed();
         let commit = Commit {
@@ -154,7 +201,7 @@ impl Committer {
             lease: &token,
         };
         self.store
-            .commit(&self.mapping, &self.partition, commit)
+            .commit_window(&self.mapping, &self.partition, commit, window)
             .await?;
         *self.committed.lock().unwrap_or_else(|e| e.into_inner()) = Some(to.clone());
         Ok(())

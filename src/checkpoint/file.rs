@@ -20,7 +20,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use super::format::{self, Stored, Unreadable};
-use super::{check, Checkpoint, CheckpointError, CheckpointStore, Commit, CommitError, Verdict};
+use super::{
+    check_window, Checkpoint, CheckpointError, CheckpointStore, Commit, CommitError, Verdict,
+    WindowState,
+};
 
 pub struct FileCheckpointStore {
     root: PathBuf,
@@ -157,7 +160,7 @@ impl FileCheckpointStore {
                  reads versions 1 to {}); it was written by a newer sluice: run that release \
                  again (do not delete the file, or the shard starts over)",
                 path.display(),
-                format::FORMAT_VERSION
+                format::WINDOW_FORMAT_VERSION
             ))),
         }
     }
@@ -295,6 +298,26 @@ impl CheckpointStore for FileCheckpointStore {
         shard: &str,
         commit: Commit<'_>,
     ) -> Result<(), CommitError> {
+        self.commit_window(mapping, shard, commit, None).await
+    }
+
+    async fn window(
+        &self,
+        mapping: &str,
+        shard: &str,
+    ) -> Result<Option<(Checkpoint, WindowState)>, CheckpointError> {
+        Ok(Self::read_checkpoint(&self.path(mapping, shard))
+            .await?
+            .and_then(|s| Some((s.checkpoint, s.window?))))
+    }
+
+    async fn commit_window(
+        &self,
+        mapping: &str,
+        shard: &str,
+        commit: Commit<'_>,
+        window: Option<&WindowState>,
+    ) -> Result<(), CommitError> {
         let path = self.path(mapping, shard);
         let lock = self
             .commits
@@ -305,14 +328,15 @@ impl CheckpointStore for FileCheckpointStore {
             .clone();
         let _one_at_a_time = lock.lock().await;
         let stored = Self::read_checkpoint(&path).await?;
-        let (checkpoint, lease) = match &stored {
-            Some(s) => (Some(&s.checkpoint), s.lease.as_ref()),
-            None => (None, None),
+        let (checkpoint, stored_window, lease) = match &stored {
+            Some(s) => (Some(&s.checkpoint), s.window.as_ref(), s.lease.as_ref()),
+            None => (None, None, None),
         };
-        match check(checkpoint, lease, &commit)? {
+        match check_window(checkpoint, stored_window, lease, &commit, window)? {
             Verdict::AlreadyThere => Ok(()),
             Verdict::Write => {
-                Self::write_json(path, format::encode(commit.to, commit.lease)).await?;
+                let bytes = format::encode_window(commit.to, commit.lease, window);
+                Self::write_json(path, bytes).await?;
                 Ok(())
             }
         }

@@ -14,7 +14,7 @@ mod commit;
 mod file;
 mod format;
 
-pub use commit::{check, Commit, CommitError, Committer, Verdict};
+pub use commit::{check, check_window, Commit, CommitError, Committer, Verdict};
 pub use file::FileCheckpointStore;
 pub use format::FORMAT_VERSION;
 
@@ -55,6 +55,25 @@ impl fmt::Display for Checkpoint {
     }
 }
 
+/// An open tumbling window's state (`TumblingWindowInSeconds`), stored with the checkpoint it was
+/// committed with: the window's start (epoch milliseconds) and the `state` object the function
+/// returned for the records up to that checkpoint. `None` beside a checkpoint: no window is open.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WindowState {
+    pub start_ms: i64,
+    pub state: serde_json::Map<String, serde_json::Value>,
+}
+
+impl WindowState {
+    /// The size of the state as the function sees it (its JSON), in bytes.
+    pub fn state_bytes(&self) -> usize {
+        serde_json::to_vec(&self.state).map_or(0, |v| v.len())
+    }
+}
+
+/// The most window state a store keeps by default (AWS's limit per shard, 1 MB).
+pub const MAX_WINDOW_STATE_BYTES: usize = 1024 * 1024;
+
 /// A store that could not be read or written; worth retrying.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("checkpoint store: {0}")]
@@ -76,6 +95,37 @@ pub trait CheckpointStore: Send + Sync {
         partition: &str,
         commit: Commit<'_>,
     ) -> Result<(), CommitError>;
+    /// The tumbling window state stored with the partition's checkpoint, with that checkpoint;
+    /// `None` when no window is open there (or the store keeps no window state).
+    async fn window(
+        &self,
+        _mapping: &str,
+        _partition: &str,
+    ) -> Result<Option<(Checkpoint, WindowState)>, CheckpointError> {
+        Ok(None)
+    }
+    /// [`CheckpointStore::commit`], storing `window` with `commit.to` (`None`: no window open,
+    /// any stored state is dropped). With a window, a commit may keep the checkpoint where it is
+    /// and change only the window (see [`check_window`]). A store that keeps no window state
+    /// refuses to store one (never drops it silently).
+    async fn commit_window(
+        &self,
+        mapping: &str,
+        partition: &str,
+        commit: Commit<'_>,
+        window: Option<&WindowState>,
+    ) -> Result<(), CommitError> {
+        match window {
+            None => self.commit(mapping, partition, commit).await,
+            Some(_) => Err(CommitError::Store(CheckpointError(
+                "this checkpoint store keeps no tumbling window state".into(),
+            ))),
+        }
+    }
+    /// The most window state (its JSON, in bytes) the store keeps; more ends a window early.
+    fn max_window_state_bytes(&self) -> usize {
+        MAX_WINDOW_STATE_BYTES
+    }
     /// When the mapping first started reading (epoch milliseconds), if recorded. A mapping with
     /// StartingPosition LATEST reads every shard without a checkpoint from this instant, so a
     /// restart before the first checkpoint loses nothing.

@@ -15,7 +15,7 @@ use super::names::{Parsed, SourceId};
 use super::obj::{show, Obj};
 use super::settings::{
     caught_up_interval, parallelization_factor, refuse_stream_fields, response_types, scaling,
-    stream_errors, stream_starting_position,
+    stream_errors, stream_starting_position, tumbling_window,
 };
 use super::target::target;
 use super::*;
@@ -83,6 +83,13 @@ pub(super) fn mapping(
         Settings::Stream(stream_errors(m, false))
     };
     let filter_criteria = filter_criteria(m);
+    let tumbling_window = tumbling_window(m, queue);
+    if tumbling_window.is_some() && parallelization_factor > 1 {
+        m.err(
+            "TumblingWindowInSeconds",
+            format!("cannot be used with ParallelizationFactor {parallelization_factor}: a window's state is carried per shard, so its invocations run one at a time (set ParallelizationFactor to 1)"),
+        );
+    }
     let (arn, target) = (arn?, target?);
     // The default name of earlier releases, under which an unnamed mapping's checkpoints were written.
     let old_default = format!("{}-{}", arn.resource_name(), target.label());
@@ -97,6 +104,7 @@ pub(super) fn mapping(
                 errors,
                 caught_up_interval,
                 parallelization_factor,
+                tumbling_window,
             })
         }
         (SourceArn::DynamoDb(stream), Settings::Stream(errors)) => {
@@ -106,6 +114,7 @@ pub(super) fn mapping(
                 errors,
                 caught_up_interval,
                 parallelization_factor,
+                tumbling_window,
             })
         }
         (

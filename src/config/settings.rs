@@ -1,9 +1,10 @@
 //! The fields only one kind of source takes. Streams and Kafka: `StartingPosition` (+ its timestamp)
 //! and AWS's stream error handling (`MaximumRetryAttempts`, `MaximumRecordAgeInSeconds`,
 //! `BisectBatchOnFunctionError`, `DestinationConfig`; a `kafka://<topic>` destination for Kafka
-//! only). Queues: `ScalingConfig`. All: `FunctionResponseTypes`. Polled streams:
-//! `CaughtUpPollingIntervalMillis` (sluice's addition). A field given to the wrong kind is a problem
-//! naming AWS's rule; what only Kafka takes is read in [`super::kafka_parse`].
+//! only), and `TumblingWindowInSeconds` (Kinesis and DynamoDB Streams only). Queues:
+//! `ScalingConfig`. All: `FunctionResponseTypes`. Polled streams: `CaughtUpPollingIntervalMillis`
+//! (sluice's addition). A field given to the wrong kind is a problem naming AWS's rule; what only
+//! Kafka takes is read in [`super::kafka_parse`].
 
 use super::mapping::FUTURE_SKEW_SECS;
 use super::obj::{show, Obj};
@@ -80,17 +81,37 @@ pub(super) fn scaling(m: &mut Obj<'_, '_>, queue: bool) -> Option<u32> {
 /// DynamoDB Streams, 1–10, default 1; docs/parallelization.md). An SQS mapping refuses it by name
 /// (`queue`) and gets 1; Kafka refuses it in [`super::kafka_parse`].
 pub(super) fn parallelization_factor(m: &mut Obj<'_, '_>, queue: bool) -> u32 {
+    stream_only_int(m, queue, "ParallelizationFactor", 1, 10, 1) as u32
+}
+
+/// `TumblingWindowInSeconds`: 0 (off, the default) to 900 seconds, for Kinesis and DynamoDB
+/// Streams; an SQS source (`queue`) refuses it by name.
+pub(super) fn tumbling_window(m: &mut Obj<'_, '_>, queue: bool) -> Option<Duration> {
+    let secs = stream_only_int(m, queue, "TumblingWindowInSeconds", 0, 900, 0);
+    (secs > 0).then(|| Duration::from_secs(secs as u64))
+}
+
+/// An integer field only stream sources take: `min..=max`, else `default`; an SQS source
+/// (`queue`) refuses it by name and gets `default`.
+fn stream_only_int(
+    m: &mut Obj<'_, '_>,
+    queue: bool,
+    field: &str,
+    min: i64,
+    max: i64,
+    default: i64,
+) -> i64 {
     if queue {
-        if m.has("ParallelizationFactor") {
-            m.take("ParallelizationFactor");
+        if m.has(field) {
+            m.take(field);
             m.err(
-                "ParallelizationFactor",
+                field,
                 "is not supported for SQS sources (AWS takes it for Kinesis and DynamoDB Streams only)".into(),
             );
         }
-        return 1;
+        return default;
     }
-    m.int("ParallelizationFactor", 1, 10, None, 1) as u32
+    m.int(field, min, max, None, default)
 }
 
 /// Reports each stream-only field an SQS mapping was given.

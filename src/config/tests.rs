@@ -97,6 +97,17 @@ fn parallelization_factor_is_1_to_10_for_streams_only() {
 }
 
 #[test]
+fn tumbling_windows_need_one_batch_at_a_time_per_shard() {
+    let errs = errors(&format!(
+        "mappings:\n  - EventSourceArn: {ARN}\n    FunctionName: f\n    StartingPosition: LATEST\n    ParallelizationFactor: 2\n    TumblingWindowInSeconds: 60\n"
+    ));
+    assert_eq!(
+        errs,
+        vec!["mappings[0].TumblingWindowInSeconds: cannot be used with ParallelizationFactor 2: a window's state is carried per shard, so its invocations run one at a time (set ParallelizationFactor to 1)"]
+    );
+}
+
+#[test]
 fn dynamodb_streams_reject_at_timestamp() {
     let errs = errors("mappings:\n  - EventSourceArn: arn:aws:dynamodb:us-east-1:1:table/t/stream/2020-01-01T00:00:00.000\n    FunctionName: f\n    StartingPosition: AT_TIMESTAMP\n    StartingPositionTimestamp: 1\n");
     assert_eq!(errs, vec!["mappings[0].StartingPosition: AT_TIMESTAMP is not supported for DynamoDB Streams (use TRIM_HORIZON or LATEST)"]);
@@ -466,4 +477,34 @@ fn the_test_mappings_are_what_their_arns_parse_to() {
     );
     assert_eq!(d.starting_position(), Some(StartingPosition::Latest));
     assert_eq!((k.name.as_str(), d.name.as_str()), ("m", "m"));
+}
+
+#[test]
+fn tumbling_windows_are_for_kinesis_and_dynamodb_streams_0_to_900_s() {
+    let ddb = "arn:aws:dynamodb:us-east-1:1:table/t/stream/2024-01-01T00:00:00.000";
+    let c = parse(&format!(
+        "mappings:\n  - EventSourceArn: {ARN}\n    Name: a\n    FunctionName: f\n    StartingPosition: LATEST\n    TumblingWindowInSeconds: 120\n  - EventSourceArn: {ddb}\n    FunctionName: f\n    StartingPosition: LATEST\n    TumblingWindowInSeconds: 900\n  - EventSourceArn: {ARN}\n    Name: off\n    FunctionName: g\n    StartingPosition: LATEST\n    TumblingWindowInSeconds: 0\n"
+    ))
+    .unwrap();
+    assert_eq!(
+        c.mappings[0].tumbling_window(),
+        Some(Duration::from_secs(120))
+    );
+    assert_eq!(
+        c.mappings[1].tumbling_window(),
+        Some(Duration::from_secs(900))
+    );
+    assert_eq!(c.mappings[2].tumbling_window(), None, "0 is off");
+    let sqs = "arn:aws:sqs:us-east-1:1:q";
+    let errs = errors(&format!(
+        "mappings:\n  - EventSourceArn: {ARN}\n    Name: a\n    FunctionName: f\n    StartingPosition: LATEST\n    TumblingWindowInSeconds: 901\n  - EventSourceArn: {ARN}\n    Name: b\n    FunctionName: g\n    StartingPosition: LATEST\n    TumblingWindowInSeconds: -1\n  - EventSourceArn: {sqs}\n    FunctionName: f\n    TumblingWindowInSeconds: 60\n"
+    ));
+    assert_eq!(
+        errs,
+        [
+            "mappings[0].TumblingWindowInSeconds: 901 is out of range 0..=900",
+            "mappings[1].TumblingWindowInSeconds: -1 is out of range 0..=900",
+            "mappings[2].TumblingWindowInSeconds: is not supported for SQS sources (AWS takes it for Kinesis and DynamoDB Streams only)",
+        ]
+    );
 }

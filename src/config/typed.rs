@@ -67,6 +67,8 @@ pub struct StreamSettings<A> {
     pub caught_up_interval: Duration,
     /// `ParallelizationFactor` (1–10): batches of one shard in flight at once, in lanes by key.
     pub parallelization_factor: u32,
+    /// `TumblingWindowInSeconds` (1–900); `None` when 0 or absent (no windows).
+    pub tumbling_window: Option<Duration>,
 }
 
 /// An SQS source: failed messages return to the queue (its redrive policy moves poison messages).
@@ -204,6 +206,16 @@ impl Mapping {
         }
     }
 
+    /// `TumblingWindowInSeconds` of a Kinesis or DynamoDB Streams mapping; `None` when off (and
+    /// for every other source, which takes none).
+    pub fn tumbling_window(&self) -> Option<Duration> {
+        match &self.source {
+            MappingSource::Kinesis(s) => s.tumbling_window,
+            MappingSource::DynamoDbStream(s) => s.tumbling_window,
+            MappingSource::Sqs(_) | MappingSource::Kafka(_) => None,
+        }
+    }
+
     /// A stream or Kafka mapping's error handling; `None` for a queue (failed messages return to it).
     pub fn stream_errors(&self) -> Option<&ErrorHandling> {
         match &self.source {
@@ -279,6 +291,7 @@ impl Mapping {
                 errors,
                 caught_up_interval: Duration::from_secs(1),
                 parallelization_factor: 1,
+                tumbling_window: None,
             }),
         )
     }
@@ -304,6 +317,7 @@ impl Mapping {
                 errors: ErrorHandling::default(),
                 caught_up_interval: Duration::from_millis(250),
                 parallelization_factor: 1,
+                tumbling_window: None,
             }),
         )
     }

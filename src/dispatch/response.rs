@@ -1,7 +1,8 @@
 //! The function's `batchItemFailures` response, read by AWS's rules (esm-spec.md §4 for streams,
 //! §5 for SQS). Identifiers are strings (sequence numbers or message ids) or, for Kafka, objects
 //! `{"partition":"<topic>-<n>","offset":<n>}` (see [`IdentifierKind`]). Only consulted when the
-//! mapping has `FunctionResponseTypes: [ReportBatchItemFailures]`.
+//! mapping has `FunctionResponseTypes: [ReportBatchItemFailures]`. With tumbling windows, the
+//! response's `state` object is read by [`window_state`] (esm-spec.md §6).
 
 use serde_json::Value;
 use std::borrow::Cow;
@@ -142,9 +143,43 @@ pub fn parse_as<'a>(
     }
 }
 
+/// The `state` object of a tumbling-window response (`{"state":{…},"batchItemFailures":[…]}`).
+/// A response without one (missing, null, not an object, or not JSON at all) is an error: AWS
+/// counts it as a failed invocation.
+pub fn window_state(body: &[u8]) -> Result<serde_json::Map<String, Value>, &'static str> {
+    let mut value: Value = match serde_json::from_slice(body) {
+        Ok(v) => v,
+        Err(_) => return Err("the response is not a JSON object with a state"),
+    };
+    match value.get_mut("state").map(Value::take) {
+        Some(Value::Object(state)) => Ok(state),
+        None | Some(Value::Null) => Err("the response has no state"),
+        Some(_) => Err("the response's state is not an object"),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_window_response_must_carry_a_state_object() {
+        let state = window_state(br#"{"state":{"sum":"3"},"batchItemFailures":[]}"#).unwrap();
+        assert_eq!(state.get("sum"), Some(&Value::from("3")));
+        assert!(window_state(br#"{"state":{}}"#).unwrap().is_empty());
+        for body in [
+            "",
+            "null",
+            "{}",
+            r#"{"batchItemFailures":[]}"#,
+            r#"{"state":null}"#,
+            r#"{"state":"x"}"#,
+            r#"{"state":[1]}"#,
+            "not json",
+        ] {
+            assert!(window_state(body.as_bytes()).is_err(), "{body}");
+        }
+    }
 
     fn p(body: &str) -> ItemFailures {
         parse(body.as_bytes(), ["10", "20", "30"])

@@ -13,7 +13,9 @@
 //! shards ([`super::Held::until`]). A stolen lease is used only after one lease duration, the most
 //! its previous holder can go on using it. Checkpoints live on the lease items: the coordinator is
 //! also the [`CheckpointStore`] of its stream mappings, and a commit is written only under the grant
-//! the worker holds, at the counter and checkpoint this replica last wrote.
+//! the worker holds, at the counter and checkpoint this replica last wrote. An open tumbling
+//! window's state is written with the checkpoint (`sluiceWindow`), at most
+//! [`MAX_WINDOW_STATE_BYTES_ON_LEASES`] of it.
 
 use async_trait::async_trait;
 use std::collections::{HashMap, HashSet};
@@ -27,11 +29,15 @@ use super::dynamo::{LeaseError as TableError, LeaseTable};
 use super::item::{LeaseCheckpoint, LeaseItem};
 use super::{Held, Lease, LeaseError, LeaseToken, Leases};
 use crate::checkpoint::{
-    check, Checkpoint, CheckpointError, CheckpointStore, Commit, CommitError, FileCheckpointStore,
-    Verdict,
+    check_window, Checkpoint, CheckpointError, CheckpointStore, Commit, CommitError,
+    FileCheckpointStore, Verdict, WindowState,
 };
 use crate::model::Partition;
 use crate::telemetry::{LeaseTelemetry, LossReason};
+
+/// The most tumbling window state kept on a lease item: DynamoDB items hold at most 400 KB, and
+/// the state is stored as JSON beside the lease's own attributes.
+pub const MAX_WINDOW_STATE_BYTES_ON_LEASES: usize = 300 * 1024;
 
 /// How this replica takes part in the fleet.
 #[derive(Debug, Clone)]
@@ -394,6 +400,37 @@ impl CheckpointStore for Coordinator {
         shard: &str,
         commit: Commit<'_>,
     ) -> Result<(), CommitError> {
+        self.commit_window(mapping, shard, commit, None).await
+    }
+
+    /// A held lease's window state as this replica last wrote it, else as stored in the table.
+    async fn window(
+        &self,
+        mapping: &str,
+        shard: &str,
+    ) -> Result<Option<(Checkpoint, WindowState)>, CheckpointError> {
+        let m = self
+            .of(mapping)
+            .ok_or_else(|| CheckpointError(format!("mapping {mapping} is not registered")))?;
+        let item = match m.grant(shard) {
+            Some(grant) => Some(grant.item.lock().await.clone()),
+            None => self.table.get(mapping, shard).await.map_err(store_error)?,
+        };
+        Ok(item.and_then(|i| Some((i.checkpoint.committed()?, i.window?))))
+    }
+
+    /// A lease item holds at most 400 KB (DynamoDB's limit), the lease's own attributes included.
+    fn max_window_state_bytes(&self) -> usize {
+        MAX_WINDOW_STATE_BYTES_ON_LEASES
+    }
+
+    async fn commit_window(
+        &self,
+        mapping: &str,
+        shard: &str,
+        commit: Commit<'_>,
+        window: Option<&WindowState>,
+    ) -> Result<(), CommitError> {
         let me = self.member.worker_id.as_str();
         let m = self.of(mapping).ok_or(CommitError::LeaseLost)?;
         let grant = m.grant(shard).ok_or(CommitError::LeaseLost)?;
@@ -408,12 +445,14 @@ impl CheckpointStore for Coordinator {
                 newest: current,
             });
         }
-        if check(item.checkpoint.committed().as_ref(), None, &commit)? == Verdict::AlreadyThere {
+        let stored = item.checkpoint.committed();
+        let verdict = check_window(stored.as_ref(), item.window.as_ref(), None, &commit, window)?;
+        if verdict == Verdict::AlreadyThere {
             return Ok(());
         }
         let to = LeaseCheckpoint::from(commit.to);
         // Bounded like a renewal, which waits for this write's lock.
-        let write = self.table.checkpoint(&item, me, &to);
+        let write = self.table.checkpoint_window(&item, me, &to, window);
         let written = tokio::time::timeout(self.member.renew_interval(), write)
             .await
             .unwrap_or_else(|_| {
@@ -432,7 +471,9 @@ impl CheckpointStore for Coordinator {
                 Ok(())
             }
             Err(TableError::Conflict(Some(now))) if now.owner.as_deref() == Some(me) => {
-                let landed = now.counter == item.counter && now.checkpoint == to;
+                let landed = now.counter == item.counter
+                    && now.checkpoint == to
+                    && now.window.as_ref() == window;
                 *item = *now;
                 if landed {
                     // An earlier attempt of this commit landed after all.

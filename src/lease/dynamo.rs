@@ -373,23 +373,44 @@ impl LeaseTable {
         me: &str,
         to: &LeaseCheckpoint,
     ) -> Result<LeaseItem, LeaseError> {
+        self.checkpoint_window(observed, me, to, None).await
+    }
+
+    /// [`LeaseTable::checkpoint`], storing an open tumbling window's state beside it
+    /// (`sluiceWindow`; `None` removes it).
+    pub async fn checkpoint_window(
+        &self,
+        observed: &LeaseItem,
+        me: &str,
+        to: &LeaseCheckpoint,
+        window: Option<&crate::checkpoint::WindowState>,
+    ) -> Result<LeaseItem, LeaseError> {
+        let mut values = vec![
+            (":me", s(me)),
+            (":observed", n(observed.counter)),
+            (":from", s(observed.checkpoint.as_str())),
+            (":to", s(to.as_str())),
+            (":zero", n(0)),
+        ];
+        let update = match window {
+            Some(w) => {
+                values.push((":window", s(&super::item::window_json(w))));
+                "SET #checkpoint = :to, #switches = :zero, #window = :window"
+            }
+            None => "SET #checkpoint = :to, #switches = :zero REMOVE #window",
+        };
         self.conditional(
             observed,
-            "SET #checkpoint = :to, #switches = :zero",
+            update,
             "#counter = :observed AND #owner = :me AND #checkpoint = :from",
             &[
                 ("#owner", attr::LEASE_OWNER),
                 ("#counter", attr::LEASE_COUNTER),
                 ("#checkpoint", attr::CHECKPOINT),
                 ("#switches", attr::OWNER_SWITCHES),
+                ("#window", attr::WINDOW),
             ],
-            vec![
-                (":me", s(me)),
-                (":observed", n(observed.counter)),
-                (":from", s(observed.checkpoint.as_str())),
-                (":to", s(to.as_str())),
-                (":zero", n(0)),
-            ],
+            values,
             "checkpoint",
         )
         .await

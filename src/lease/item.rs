@@ -6,13 +6,16 @@
 //! [`LeaseItem::from_item`] convert to and from the SDK's attribute maps; the conditional writes
 //! that take, renew, release and checkpoint a lease are built on them by the table client.
 //!
+//! Sluice adds one attribute of its own, `sluiceWindow`: an open tumbling window's state, the JSON
+//! `{"start_ms":…,"state":{…}}`, written with the checkpoint it belongs to (absent: none open).
+//!
 //! A name sluice does not write (`pendingCheckpoint…`, `throughputKBps`, `checkpointOwner`, …) is
 //! kept as read, so a round trip through sluice never drops what KCL put there.
 
 use aws_sdk_dynamodb::types::AttributeValue;
 use std::collections::HashMap;
 
-use crate::checkpoint::Checkpoint;
+use crate::checkpoint::{Checkpoint, WindowState};
 use crate::model::SequenceNumber;
 
 /// KCL's attribute names.
@@ -33,6 +36,8 @@ pub mod attr {
     /// KCL 3's graceful handoff: the previous holder, still finishing, while `leaseOwner` names
     /// the next.
     pub const CHECKPOINT_OWNER: &str = "checkpointOwner";
+    /// Sluice's own: the open tumbling window's state, as JSON, beside `checkpoint`.
+    pub const WINDOW: &str = "sluiceWindow";
 }
 
 /// A lease's `checkpoint`: a sequence number, or one of KCL's sentinels.
@@ -129,6 +134,8 @@ pub struct LeaseItem {
     pub hash_range: Option<(String, String)>,
     /// During a handoff, the previous holder that has not yet stopped (`checkpointOwner`).
     pub checkpoint_owner: Option<String>,
+    /// The open tumbling window's state stored with `checkpoint` (`sluiceWindow`).
+    pub window: Option<WindowState>,
     /// Attributes sluice does not interpret, kept as read.
     pub other: HashMap<String, AttributeValue>,
 }
@@ -148,6 +155,7 @@ impl LeaseItem {
             children: Vec::new(),
             hash_range: None,
             checkpoint_owner: None,
+            window: None,
             other: HashMap::new(),
         }
     }
@@ -188,6 +196,9 @@ impl LeaseItem {
         if let Some(previous) = &self.checkpoint_owner {
             item.insert(attr::CHECKPOINT_OWNER.into(), s(previous));
         }
+        if let Some(window) = &self.window {
+            item.insert(attr::WINDOW.into(), s(&window_json(window)));
+        }
         item.insert(attr::STREAM_NAME.into(), s(&self.mapping));
         item.insert(attr::SHARD_ID.into(), s(&self.shard));
         item
@@ -224,6 +235,13 @@ impl LeaseItem {
             _ => None,
         };
         let checkpoint_owner = take_s(&mut rest, attr::CHECKPOINT_OWNER)?;
+        let window = match take_s(&mut rest, attr::WINDOW)? {
+            Some(json) => Some(
+                serde_json::from_str(&json)
+                    .map_err(|e| format!("{} is not a window state: {e}", attr::WINDOW))?,
+            ),
+            None => None,
+        };
         // Derived from the key; never trusted over it.
         rest.remove(attr::STREAM_NAME);
         rest.remove(attr::SHARD_ID);
@@ -239,9 +257,15 @@ impl LeaseItem {
             children,
             hash_range,
             checkpoint_owner,
+            window,
             other: rest,
         })
     }
+}
+
+/// A window state as the `sluiceWindow` attribute holds it.
+pub(super) fn window_json(window: &WindowState) -> String {
+    serde_json::to_string(window).expect("window states serialize")
 }
 
 /// A string attribute.
@@ -366,6 +390,25 @@ mod tests {
         assert!(!item.contains_key("parentShardId"));
         assert!(!item.contains_key("childShardIds"));
         assert_eq!(LeaseItem::from_item(&item), Ok(lease));
+    }
+
+    #[test]
+    fn an_open_windows_state_round_trips_in_its_own_attribute() {
+        let mut lease = LeaseItem::new("m", "shardId-0", vec![], LeaseCheckpoint::TrimHorizon);
+        lease.window = Some(WindowState {
+            start_ms: 60_000,
+            state: serde_json::from_str(r#"{"sum":"3"}"#).unwrap(),
+        });
+        let item = lease.to_item();
+        assert_eq!(
+            item.get(attr::WINDOW),
+            Some(&s(r#"{"start_ms":60000,"state":{"sum":"3"}}"#))
+        );
+        assert_eq!(LeaseItem::from_item(&item).unwrap(), lease);
+        let mut bad = item.clone();
+        bad.insert(attr::WINDOW.into(), s("{"));
+        let err = LeaseItem::from_item(&bad).unwrap_err();
+        assert!(err.contains("sluiceWindow"), "{err}");
     }
 
     #[test]

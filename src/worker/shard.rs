@@ -9,7 +9,9 @@
 //! metrics and /status row). The records a worker holds
 //! are charged to the process-wide byte budget, and the worker waits for room before each read.
 //! Cancellation is `Err(Cancelled)`, passed up with `?` from every wait. A mapping's
-//! `FilterCriteria` is applied to each batch as it is taken ([`filtered`]).
+//! `FilterCriteria` is applied to each batch as it is taken ([`filtered`]). With
+//! `TumblingWindowInSeconds`, batches are cut at window boundaries and carry the window fields, and
+//! windows are closed by invocations of their own ([`tumbling`], rules in [`window`]).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -24,12 +26,19 @@ mod watermark;
 
 #[cfg(test)]
 pub(crate) use lanes::lane_of;
+mod tumbling;
+mod window;
+
+pub use window::LATE_ARRIVAL_GRACE;
 
 use pieces::{Expiry, Invoke, Pieces, Settled, Step};
 use settle::response_context;
 
 use super::{pause_or_cancelled, Cancelled, MappingContext};
 use crate::batch::{self, Batcher, MAX_PAYLOAD_BYTES};
+
+/// A tumbling window's `state` as a function answered it.
+type WindowStateMap = serde_json::Map<String, serde_json::Value>;
 use crate::checkpoint::{Checkpoint, Committer};
 use crate::dispatch::outcome::classify_as;
 use crate::dispatch::response::IdentifierKind;
@@ -102,6 +111,8 @@ pub struct ShardWorker {
     committer: Committer,
     /// ParallelizationFactor: above 1, batches go out in that many lanes at once ([`lanes`]).
     lanes: usize,
+    /// The shard's tumbling windows, when the mapping has them.
+    window: Option<window::Tumbling>,
 }
 
 impl ShardWorker {
@@ -112,11 +123,14 @@ impl ShardWorker {
         format: EventFormat,
         committer: Committer,
     ) -> Self {
+        let tumbling = ctx.mapping.tumbling_window();
         let batcher = Batcher::with_envelope(
             format.envelope.clone(),
             ctx.mapping.batching.batch_size,
-            MAX_PAYLOAD_BYTES,
+            tumbling::max_batch_bytes(tumbling, &committer),
         );
+        let window =
+            tumbling.map(|len| window::Tumbling::new(len, committer.max_window_state_bytes()));
         ShardWorker {
             telemetry: ctx.telemetry.partition(&shard),
             lanes: ctx.mapping.parallelization_factor(),
@@ -127,6 +141,7 @@ impl ShardWorker {
             format,
             held: 0,
             committer,
+            window,
         }
     }
 
@@ -173,15 +188,20 @@ impl ShardWorker {
         if self.lanes > 1 {
             return self.work_in_lanes(cancel).await;
         }
+        self.resume_window(cancel).await?;
         loop {
             self.fill(cancel).await?;
+            if self.window_due() {
+                self.close_window(window::Closing::Final, cancel).await?;
+                continue;
+            }
             if self.batcher.is_empty() {
                 if self.ended {
                     return self.checkpoint(Checkpoint::ShardEnd, cancel).await;
                 }
                 continue;
             }
-            let batch = self.batcher.take();
+            let batch = self.take_batch();
             let bytes = bytes_of(&batch);
             self.process_filtered(batch, cancel).await?;
             self.release(bytes);
@@ -197,6 +217,7 @@ impl ShardWorker {
             if self.batcher.is_full()
                 || self.ended
                 || (!self.batcher.is_empty() && Instant::now() >= window_end)
+                || self.window_due()
             {
                 return Ok(());
             }
@@ -219,6 +240,7 @@ impl ShardWorker {
                 _ = self.ctx.budget.room() => {}
                 _ = sleep_until(window_end), if !self.batcher.is_empty() => return Ok(()),
             }
+            let read_started = self.ctx.clock.now_ms();
             let page = tokio::select! {
                 _ = cancel.cancelled() => return Err(Stop::Cancelled),
                 page = self.reader().read() => page,
@@ -230,6 +252,7 @@ impl ShardWorker {
                     millis_behind,
                 }) => {
                     source_failures = 0;
+                    self.window_read(read_started, caught_up);
                     let idle = records.is_empty() && caught_up && self.batcher.is_empty();
                     self.telemetry.read(records.len(), idle, millis_behind);
                     self.charge(bytes_of(&records));
@@ -274,7 +297,8 @@ impl ShardWorker {
             match step {
                 Step::Invoke(call) => {
                     self.set_state(ShardState::Dispatching);
-                    self.invoke(call, now, cancel).await?
+                    let (answered, done) = self.invoke(call, now, cancel).await?;
+                    self.window_settled(answered, done, cancel).await?
                 }
                 Step::Checkpoint(last) => {
                     self.checkpoint(Checkpoint::Sequence(last), cancel).await?
@@ -292,13 +316,14 @@ impl ShardWorker {
     }
 
     /// Invokes the front piece and settles it with what happened. `now` is when the step was
-    /// asked for.
+    /// asked for. Returns, for a tumbling window, the `state` the function answered and whether
+    /// the piece's records (some of them) are done.
     async fn invoke(
         &self,
         call: Invoke<'_>,
         now: i64,
         cancel: &CancellationToken,
-    ) -> Result<(), Stop> {
+    ) -> Result<(Option<WindowStateMap>, bool), Stop> {
         if cancel.is_cancelled() {
             return Err(Stop::Cancelled);
         }
@@ -306,7 +331,7 @@ impl ShardWorker {
         let ctx = self.ctx.clone();
         let records = call.records();
         let n = records.len();
-        let payload = batch::encode_in(&self.format.envelope, records);
+        let payload = batch::encode_with(&self.format.envelope, records, &self.window_fields(None));
         let started = Instant::now();
         // An event over Lambda's limit is never sent (the batcher makes one only of a single
         // record that is too large by itself): the target would refuse it.
@@ -326,6 +351,7 @@ impl ShardWorker {
             IdentifierKind::of(&self.format),
             records.iter().map(|r| r.sequence.0.as_str()),
         );
+        let (outcome, answered) = self.window_response(outcome, &result);
         let label = outcome.label();
         let t = &self.telemetry;
         t.iterator_age(ctx.clock.now_ms() - last_arrival);
@@ -336,7 +362,9 @@ impl ShardWorker {
             }
             response_context(inv)
         });
-        match call.settle(outcome, response, &ctx.policy) {
+        let settled = call.settle(outcome, response, &ctx.policy);
+        let done = matches!(settled, Settled::Succeeded { .. } | Settled::Partial { .. });
+        match settled {
             Settled::Succeeded { last } => t.succeeded(n, &last, took),
             Settled::Partial {
                 first_failed,
@@ -348,7 +376,7 @@ impl ShardWorker {
                 detail,
             } => t.invocation_failed(n, label, function_errors, &detail),
         }
-        Ok(())
+        Ok((answered, done))
     }
 }
 

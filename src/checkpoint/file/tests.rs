@@ -231,12 +231,13 @@ async fn a_file_from_a_newer_format_is_refused_naming_the_version() {
         dir.path(),
         "m",
         "shardId-0",
-        r#"{"version":3,"position":{"sequence":"7"},"lease":{"owner":"w","counter":1}}"#,
+        // Version 3 is this release's (tumbling window state): 4 is from a newer one.
+        r#"{"version":4,"position":{"sequence":"7"},"lease":{"owner":"w","counter":1}}"#,
     );
     let store = FileCheckpointStore::open(dir.path()).unwrap();
     let msg = store.get("m", "shardId-0").await.unwrap_err().to_string();
     assert!(msg.contains("shardId-0.json"), "{msg}");
-    assert!(msg.contains("format version 3"), "{msg}");
+    assert!(msg.contains("format version 4"), "{msg}");
     assert!(msg.contains("newer sluice"), "{msg}");
     // Nor is it overwritten by a commit.
     let to = Checkpoint::Sequence(SequenceNumber("8".into()));
@@ -363,4 +364,59 @@ async fn list_returns_every_shard_checkpoint_of_a_mapping_and_nothing_else() {
         2,
         "the marker is no checkpoint"
     );
+}
+
+#[tokio::test]
+async fn window_state_is_kept_with_its_checkpoint_and_survives_a_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = Checkpoint::Sequence(SequenceNumber("5".into()));
+    let b = Checkpoint::Sequence(SequenceNumber("9".into()));
+    let window = WindowState {
+        start_ms: 1_700_000_040_000,
+        state: serde_json::from_str(r#"{"sum":"14"}"#).unwrap(),
+    };
+    let lease = SingleReplica::token();
+    let commit = |from, to| Commit {
+        from,
+        to,
+        lease: &lease,
+    };
+    {
+        let store = FileCheckpointStore::open(dir.path()).unwrap();
+        put(&store, "m", "shardId-0", None, &a).await;
+        assert_eq!(store.window("m", "shardId-0").await.unwrap(), None);
+        store
+            .commit_window("m", "shardId-0", commit(Some(&a), &b), Some(&window))
+            .await
+            .unwrap();
+        // The same commit retried is already there; a plain commit to the same place is not.
+        store
+            .commit_window("m", "shardId-0", commit(Some(&a), &b), Some(&window))
+            .await
+            .unwrap();
+    }
+    let store = FileCheckpointStore::open(dir.path()).unwrap();
+    assert_eq!(
+        store.window("m", "shardId-0").await.unwrap(),
+        Some((b.clone(), window.clone()))
+    );
+    assert_eq!(store.get("m", "shardId-0").await.unwrap(), Some(b.clone()));
+    let text = std::fs::read_to_string(dir.path().join("m").join("shardId-0.json")).unwrap();
+    assert!(text.starts_with("{\"version\":3,"), "{text}");
+    // A final invocation drops the state and keeps the checkpoint where it is (version 2 again).
+    store
+        .commit_window("m", "shardId-0", commit(Some(&b), &b), None)
+        .await
+        .unwrap();
+    assert_eq!(store.window("m", "shardId-0").await.unwrap(), None);
+    assert_eq!(store.get("m", "shardId-0").await.unwrap(), Some(b.clone()));
+    let text = std::fs::read_to_string(dir.path().join("m").join("shardId-0.json")).unwrap();
+    assert!(text.starts_with("{\"version\":2,"), "{text}");
+    // Moving backwards is still refused, window or not.
+    assert!(matches!(
+        store
+            .commit_window("m", "shardId-0", commit(Some(&b), &a), Some(&window))
+            .await,
+        Err(CommitError::Backwards { .. })
+    ));
 }

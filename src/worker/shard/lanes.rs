@@ -380,7 +380,10 @@ impl ShardWorker {
         loop {
             let now = ctx.clock.now_ms();
             match pieces.next(&AgeAt { ctx, now_ms: now }) {
-                Step::Invoke(call) => self.invoke(call, now, cancel).await?,
+                // Lanes never have tumbling windows (refused at validate): no state to keep.
+                Step::Invoke(call) => {
+                    self.invoke(call, now, cancel).await?;
+                }
                 Step::Checkpoint(last) => progress.through(&last),
                 Step::Wait(delay) => pause_or_cancelled(cancel, delay).await?,
                 Step::GiveUp(given) => {

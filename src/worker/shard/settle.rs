@@ -2,7 +2,8 @@
 //! [`Committer`](crate::checkpoint::Committer), retried until the store takes them, never when
 //! refused; the one place that writes them) and the records it gives up on (described to the
 //! on-failure destination, retried until they expire from the stream, or dropped and counted). Also
-//! reads what a function's response says for the failure record. The worker's lease is checked here
+//! reads what a function's response says for the failure record. An open tumbling window's state
+//! is committed with each checkpoint. The worker's lease is checked here
 //! before each dispatch and each hand-over to the destination.
 
 use std::time::Duration;
@@ -106,6 +107,7 @@ impl ShardWorker {
         cancel: &CancellationToken,
     ) -> Result<(), Stop> {
         let ctx = self.ctx.clone();
+        let window = self.window_to_store();
         let (t, committer) = (&self.telemetry, &self.committer);
         let written = until_ok(
             cancel,
@@ -113,7 +115,7 @@ impl ShardWorker {
             |e: &CommitError, _, _| t.checkpoint_failed(e),
             // A refusal is never retried: it comes out as `Ok(Err(_))`.
             || async {
-                match committer.commit(&cp).await {
+                match committer.commit_window(&cp, window.as_ref()).await {
                     Err(e) if !e.is_refusal() => Err(e),
                     done => Ok(done),
                 }
@@ -136,7 +138,7 @@ impl ShardWorker {
         Err(self.stop_for(CommitError::LeaseLost))
     }
 
-    fn stop_for(&self, why: CommitError) -> Stop {
+    pub(super) fn stop_for(&self, why: CommitError) -> Stop {
         if why == CommitError::LeaseLost {
             self.telemetry.lease_lost();
             Stop::LeaseLost

@@ -13,6 +13,7 @@ mod batching;
 mod filtering;
 mod lanes;
 mod limits;
+mod window;
 
 use super::shard::{Exit, ShardWorker};
 use super::{Clock, MappingContext};
