@@ -74,11 +74,19 @@ impl fmt::Display for LeaseToken {
 pub struct Held {
     pub token: LeaseToken,
     pub until: Option<Instant>,
+    /// The holder is giving the partition up (a Kafka group's revocation): its worker is stopped
+    /// as at shutdown — the batch in flight finishes and is committed under this still-valid
+    /// token, nothing more is dispatched — before the grant goes.
+    pub ending: bool,
 }
 
 impl From<LeaseToken> for Held {
     fn from(token: LeaseToken) -> Self {
-        Held { token, until: None }
+        Held {
+            token,
+            until: None,
+            ending: false,
+        }
     }
 }
 
@@ -132,14 +140,20 @@ impl Lease {
         self.token().is_some()
     }
 
-    /// Resolves once the lease is lost or its grant runs out without a renewal (at once if it
-    /// already has); never for a fixed lease.
+    /// True once the holder is giving the partition up ([`Held::ending`]): the token still commits
+    /// the batch in flight, but the worker is to stop.
+    pub fn is_ending(&self) -> bool {
+        self.state.borrow().as_ref().is_some_and(|h| h.ending)
+    }
+
+    /// Resolves once the lease is lost, is ending, or its grant runs out without a renewal (at
+    /// once if it already has); never for a fixed lease.
     pub async fn lost(&self) {
         let mut state = self.state.clone();
         loop {
             let until = match &*state.borrow_and_update() {
                 None => return,
-                Some(h) if !h.valid_at(Instant::now()) => return,
+                Some(h) if h.ending || !h.valid_at(Instant::now()) => return,
                 Some(h) => h.until,
             };
             let expiry = async {

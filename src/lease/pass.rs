@@ -120,6 +120,7 @@ async fn renew(co: Arc<Coordinator>, m: Arc<MappingLeases>, shard: String, grant
                 grant.state.send_replace(Some(Held {
                     token: LeaseToken::new(me, item.counter),
                     until: Some(sent + co.member.grant_span()),
+                    ending: false,
                 }));
             }
             return;
@@ -408,6 +409,7 @@ async fn balance_leases(
                 let state = watch::Sender::new(Some(Held {
                     token: LeaseToken::new(me, taken.counter),
                     until: Some(sent + co.member.grant_span()),
+                    ending: false,
                 }));
                 let grant = Arc::new(Grant {
                     taken_at: taken.counter,

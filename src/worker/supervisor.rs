@@ -436,7 +436,9 @@ fn start_worker(
             }
         };
         let stopped = match joined {
-            Ok(Exit::Cancelled) if !lease.is_held() => Stopped::Exit(Exit::LeaseLost),
+            Ok(Exit::Cancelled) if !lease.is_held() || lease.is_ending() => {
+                Stopped::Exit(Exit::LeaseLost)
+            }
             Ok(exit) => Stopped::Exit(exit),
             Err(e) if e.is_panic() => Stopped::Panicked(panic_text(e.into_panic())),
             Err(_) => Stopped::Exit(Exit::Cancelled),

@@ -128,33 +128,62 @@ impl Group {
         self.changed.notify_one();
     }
 
-    /// Loses the leases of `partitions`, waits (bounded) until their workers have stopped, and
-    /// forgets them.
+    /// Gives `partitions` up as the group asks: their leases end ([`Held::ending`]), so each
+    /// worker finishes and commits its batch in flight and dispatches nothing more; once they have
+    /// stopped (bounded by the revoke wait) the leases are lost and the partitions forgotten, and
+    /// the group may hand them to another member, which resumes from those commits.
     fn revoke(&self, partitions: &[i32]) {
+        let ending: Vec<i32> = {
+            let assigned = lock(&self.assigned);
+            partitions
+                .iter()
+                .filter(|p| {
+                    assigned.get(p).is_some_and(|a| {
+                        a.state.send_modify(|h| {
+                            if let Some(h) = h {
+                                h.ending = true;
+                            }
+                        });
+                        true
+                    })
+                })
+                .copied()
+                .collect()
+        };
+        self.changed.notify_one();
+        let busy = |ps: &[i32]| -> Vec<i32> {
+            let assigned = lock(&self.assigned);
+            ps.iter()
+                .filter(|p| {
+                    assigned
+                        .get(p)
+                        .is_some_and(|a| a.state.receiver_count() > 0)
+                })
+                .copied()
+                .collect()
+        };
+        let deadline = std::time::Instant::now() + self.revoke_wait;
+        // Called on the consumer's poll, outside any async context: a plain wait.
+        loop {
+            let still = busy(&ending);
+            if still.is_empty() {
+                break;
+            }
+            if std::time::Instant::now() >= deadline {
+                warn!(topic = %self.topic, partitions = ?still, wait_s = self.revoke_wait.as_secs(), "revoked partitions still have a batch in flight; giving them up (their batch is not committed and will be delivered again)");
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
         let revoked: Vec<(i32, watch::Sender<Option<Held>>)> = {
             let mut assigned = lock(&self.assigned);
-            partitions
+            ending
                 .iter()
                 .filter_map(|p| assigned.remove(p).map(|a| (*p, a.state)))
                 .collect()
         };
         for (_, state) in &revoked {
             state.send_replace(None);
-        }
-        self.changed.notify_one();
-        let deadline = std::time::Instant::now() + self.revoke_wait;
-        // Called on the consumer's poll, outside any async context: a plain wait.
-        while revoked.iter().any(|(_, s)| s.receiver_count() > 0) {
-            if std::time::Instant::now() >= deadline {
-                let busy: Vec<i32> = revoked
-                    .iter()
-                    .filter(|(_, s)| s.receiver_count() > 0)
-                    .map(|(p, _)| *p)
-                    .collect();
-                warn!(topic = %self.topic, partitions = ?busy, wait_s = self.revoke_wait.as_secs(), "revoked partitions still have a batch in flight; giving them up (their batch is not committed and will be delivered again)");
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(10));
         }
         let mut committed = lock(&self.committed);
         for (p, _) in &revoked {
@@ -207,7 +236,10 @@ impl Group {
     /// The partition's live lease, if assigned.
     fn lease(&self, partition: i32) -> Option<Lease> {
         let assigned = lock(&self.assigned);
-        let a = assigned.get(&partition)?;
+        // A partition being revoked gets no new worker.
+        let a = assigned
+            .get(&partition)
+            .filter(|a| a.state.borrow().as_ref().is_some_and(|h| !h.ending))?;
         Some(Lease::new(
             partition_id(&self.topic, partition),
             a.state.subscribe(),
@@ -523,5 +555,42 @@ mod tests {
         let again = leases.held("m", &listed).await.unwrap();
         assert!(!group.holds(0, &token));
         assert!(group.holds(0, &again[0].token().unwrap()));
+    }
+
+    #[tokio::test]
+    async fn a_revoked_partition_keeps_its_grant_for_the_batch_in_flight_then_loses_it() {
+        let group = Arc::new(Group::new("t", "g", Duration::from_secs(5), 1 << 20));
+        let leases = KafkaLeases {
+            group: group.clone(),
+        };
+        let listed = vec![Partition {
+            id: partition_id("t", 0),
+            parents: vec![],
+            closed: false,
+        }];
+        group.assign(&[0]);
+        let lease = leases.held("m", &listed).await.unwrap().remove(0);
+        let token = lease.token().unwrap();
+        // The group's revocation runs on the consumer's thread and waits for the worker.
+        let revoking = std::thread::spawn({
+            let group = group.clone();
+            move || group.revoke(&[0])
+        });
+        tokio::time::timeout(Duration::from_secs(5), lease.lost())
+            .await
+            .expect("an ending lease stops its worker");
+        assert!(lease.is_ending());
+        assert!(group.holds(0, &token), "the batch in flight still commits");
+        assert!(
+            leases.held("m", &listed).await.unwrap().is_empty(),
+            "no new worker for a partition being revoked"
+        );
+        assert!(
+            !revoking.is_finished(),
+            "the revocation waits for the worker"
+        );
+        drop(lease);
+        revoking.join().unwrap();
+        assert!(!group.holds(0, &token), "then the grant is gone");
     }
 }
