@@ -35,7 +35,7 @@ const RATE_INTERVAL: &str = "30s";
 
 /// A `prometheus` server run by the test, killed when dropped.
 struct Prometheus {
-    _child: Child,
+    child: Child,
     base: String,
     log: PathBuf,
     http: reqwest::Client,
@@ -95,7 +95,7 @@ impl Prometheus {
             .spawn()
             .unwrap_or_else(|e| panic!("starting {}: {e}", binary.display()));
         let prometheus = Prometheus {
-            _child: child,
+            child,
             base: format!("http://127.0.0.1:{port}"),
             log,
             http: reqwest::Client::new(),
@@ -111,6 +111,11 @@ impl Prometheus {
         })
         .await;
         prometheus
+    }
+
+    /// Kills the server and reaps it (dropping it kills it too, without waiting).
+    async fn stop(mut self) {
+        self.child.kill().await.expect("killing prometheus");
     }
 
     /// GET `path` of the HTTP API; the `data` of a `success` answer. Panics on an `error` answer
@@ -508,7 +513,7 @@ async fn every_dashboard_panel_has_data_and_the_rules_load_against_a_real_promet
             "unexpected alert: {a}"
         );
     }
-    drop(prometheus);
+    prometheus.stop().await;
     drop(sluice);
 }
 
