@@ -8,5 +8,8 @@ testbed/testbed.sh start
 trap 'testbed/testbed.sh stop' EXIT
 # shellcheck disable=SC1091
 source .testbed/env
+# The alert rules: valid, and their unit tests pass.
+promtool check rules deploy/prometheus/sluice-rules.yaml
+promtool test rules deploy/prometheus/sluice-rules.test.yaml
 # The integration tests wait on I/O, not CPU: let them run side by side.
 cargo test --all-targets -- --test-threads "${SLUICE_TEST_THREADS:-8}"
