@@ -10,3 +10,5 @@ trap 'testbed/testbed.sh stop' EXIT
 source .testbed/env
 # The integration tests wait on I/O, not CPU: let them run side by side.
 cargo test --all-targets -- --test-threads "${SLUICE_TEST_THREADS:-8}"
+# The deploy kit, offline: manifests against the Kubernetes schemas, ECS JSON against the API's shapes.
+deploy/validate.sh
