@@ -13,3 +13,5 @@ promtool check rules deploy/prometheus/sluice-rules.yaml
 promtool test rules deploy/prometheus/sluice-rules.test.yaml
 # The integration tests wait on I/O, not CPU: let them run side by side.
 cargo test --all-targets -- --test-threads "${SLUICE_TEST_THREADS:-8}"
+# The deploy kit, offline: manifests against the Kubernetes schemas, ECS JSON against the API's shapes.
+deploy/validate.sh
