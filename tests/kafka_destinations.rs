@@ -70,24 +70,26 @@ fn header<'a>(m: &'a rdkafka::message::OwnedMessage, key: &str) -> Option<&'a [u
     m.headers()?.iter().find(|h| h.key == key)?.value
 }
 
-/// A function that fails every event holding the value `poison`, as Lambda reports an unhandled
-/// error.
-async fn failing_on_poison() -> Sink {
-    Sink::start(|req, _| {
-        let poisoned = common::kafka::event_records(&req.body)
-            .iter()
-            .any(|r| r.value == "poison");
-        if poisoned {
-            (
-                200,
-                vec![("X-Amz-Function-Error", "Unhandled".to_string())],
-                r#"{"errorMessage":"poison record"}"#.into(),
-            )
-        } else {
-            (200, vec![], "{}".into())
-        }
-    })
-    .await
+/// An MSK cluster on moto whose only listener, `listener` (a `BootstrapBrokerString*` field of
+/// GetBootstrapBrokers), is the test bed's broker (the test bed's moto serves it from the cluster's
+/// tags); returns its ARN.
+async fn msk_cluster(tb: &TestBed, listener: &str) -> String {
+    let cluster = kafka_in(tb, REGION)
+        .create_cluster()
+        .cluster_name(unique("c"))
+        .kafka_version("3.6.0")
+        .number_of_broker_nodes(1)
+        .broker_node_group_info(
+            aws_sdk_kafka::types::BrokerNodeGroupInfo::builder()
+                .instance_type("kafka.m5.large")
+                .client_subnets("subnet-1")
+                .build(),
+        )
+        .tags(format!("sluice-test:{listener}"), bootstrap(tb))
+        .send()
+        .await
+        .expect("CreateCluster on moto");
+    cluster.cluster_arn().unwrap().to_string()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -106,7 +108,7 @@ async fn a_poison_record_goes_to_a_kafka_topic_with_its_key_value_and_headers() 
     )
     .await;
     let after = common::kafka::produce(&tb, &topic, &records("b", 200, 7)).await;
-    let sink = failing_on_poison().await;
+    let sink = common::kafka::failing_on_poison().await;
     let dir = tempfile::tempdir().unwrap();
     let group = unique("group");
     let extra = format!("    BisectBatchOnFunctionError: true\n    MaximumRetryAttempts: 0\n    DestinationConfig: {{ OnFailure: {{ Destination: 'kafka://{dlt}' }} }}\n");
@@ -235,22 +237,7 @@ async fn an_msk_cluster_is_found_by_its_arn_and_named_in_the_event() {
     let produced = common::kafka::produce(&tb, &topic, &records("m", 300, 5)).await;
     // moto keeps the cluster; its bootstrap string (the test bed's broker, plaintext only: no IAM
     // listener, so sluice uses the unauthenticated one) is served by GetBootstrapBrokers.
-    let cluster = kafka_in(&tb, REGION)
-        .create_cluster()
-        .cluster_name(unique("c"))
-        .kafka_version("3.6.0")
-        .number_of_broker_nodes(1)
-        .broker_node_group_info(
-            aws_sdk_kafka::types::BrokerNodeGroupInfo::builder()
-                .instance_type("kafka.m5.large")
-                .client_subnets("subnet-1")
-                .build(),
-        )
-        .tags("sluice-test:BootstrapBrokerString", bootstrap(&tb))
-        .send()
-        .await
-        .expect("CreateCluster on moto");
-    let arn = cluster.cluster_arn().unwrap().to_string();
+    let arn = msk_cluster(&tb, "BootstrapBrokerString").await;
     let sink = Sink::start(|_, _| (200, vec![], "{}".into())).await;
     let dir = tempfile::tempdir().unwrap();
     let group = unique("group");
@@ -300,22 +287,7 @@ async fn an_msk_cluster_with_iam_gets_signed_tokens_from_the_kafka_client() {
     // credentials, and that the failure is reported while the process keeps running.
     let tb = testbed();
     let topic = unique("iam");
-    let cluster = kafka_in(&tb, REGION)
-        .create_cluster()
-        .cluster_name(unique("c"))
-        .kafka_version("3.6.0")
-        .number_of_broker_nodes(1)
-        .broker_node_group_info(
-            aws_sdk_kafka::types::BrokerNodeGroupInfo::builder()
-                .instance_type("kafka.m5.large")
-                .client_subnets("subnet-1")
-                .build(),
-        )
-        .tags("sluice-test:BootstrapBrokerStringSaslIam", bootstrap(&tb))
-        .send()
-        .await
-        .expect("CreateCluster on moto");
-    let arn = cluster.cluster_arn().unwrap().to_string();
+    let arn = msk_cluster(&tb, "BootstrapBrokerStringSaslIam").await;
     let dir = tempfile::tempdir().unwrap();
     let yaml = format!(
         "  - Name: {topic}\n    EventSourceArn: {arn}\n    Topics: [{topic}]\n    StartingPosition: TRIM_HORIZON\n    Http: {{ Url: 'http://127.0.0.1:1/' }}\n"

@@ -292,11 +292,6 @@ async fn two_processes_in_one_group_split_the_partitions_and_the_survivor_takes_
     assert_eq!(procs[0].terminate().await, 0);
 }
 
-/// True if the event carries a record whose value is `poison`.
-fn has_poison(req: &Request) -> bool {
-    event_records(&req.body).iter().any(|r| r.value == "poison")
-}
-
 fn iso(v: &Value) -> time::OffsetDateTime {
     let s = v.as_str().unwrap_or_else(|| panic!("{v} is not a string"));
     assert!(
@@ -320,20 +315,7 @@ async fn a_poison_record_is_bisected_out_and_recorded_at_the_destination() {
         .unwrap()
         .clone();
     let (queue_url, queue_arn) = create_queue(&sqs(&tb), &unique("dest"), &[]).await;
-    // The function fails every batch holding the poison record, as Lambda reports an unhandled
-    // error: 200 with X-Amz-Function-Error.
-    let sink = Sink::start(|req, _| {
-        if has_poison(req) {
-            (
-                200,
-                vec![("X-Amz-Function-Error", "Unhandled".to_string())],
-                r#"{"errorMessage":"poison record"}"#.into(),
-            )
-        } else {
-            (200, vec![], "{}".into())
-        }
-    })
-    .await;
+    let sink = common::kafka::failing_on_poison().await;
     let dir = tempfile::tempdir().unwrap();
     let group = unique("group");
     let extra = format!("    BisectBatchOnFunctionError: true\n    MaximumRetryAttempts: 1\n    DestinationConfig: {{ OnFailure: {{ Destination: '{queue_arn}' }} }}\n");

@@ -522,3 +522,20 @@ pub fn plain(text: &str) -> String {
     }
     out
 }
+
+/// A function that fails every event holding a record whose value is `poison`, as Lambda reports
+/// an unhandled error (200 with `X-Amz-Function-Error`), and succeeds otherwise.
+pub async fn failing_on_poison() -> Sink {
+    Sink::start(|req, _| {
+        if event_records(&req.body).iter().any(|r| r.value == "poison") {
+            (
+                200,
+                vec![("X-Amz-Function-Error", "Unhandled".to_string())],
+                r#"{"errorMessage":"poison record"}"#.into(),
+            )
+        } else {
+            (200, vec![], "{}".into())
+        }
+    })
+    .await
+}
