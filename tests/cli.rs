@@ -503,3 +503,198 @@ async fn iam_policy_prints_a_valid_policy_and_kafka_checkpoints_are_refused() {
     assert_eq!(code, 2);
     assert!(err.contains("orders-to-lambda"), "{err}");
 }
+
+fn mapping_from(arn: &str, url: &str, run: &str, start: &str) -> String {
+    mapping(arn, url, run).replace("TRIM_HORIZON", start)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_latest_mapping_replays_from_before_its_first_start() {
+    let tb = testbed();
+    let kinesis = kinesis(&tb).await;
+    let stream = unique("cli-latest");
+    let arn = create_stream(&kinesis, &stream, 1).await;
+    let sink = Sink::ok().await;
+    let dir = tempfile::tempdir().unwrap();
+    let cp = dir.path().join("cp");
+    let yaml = |run: &str| {
+        config(
+            &tb,
+            &cp,
+            free_port(),
+            &mapping_from(&arn, &sink.url, run, "LATEST"),
+        )
+    };
+    // Written before the mapping ever started: LATEST never sends these.
+    let a = put_records(&kinesis, &stream, records("a", 10, 4)).await;
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let (mut sluice, path) = start(dir.path(), "run1", &yaml("1")).await;
+    let b = put_records(&kinesis, &stream, records("b", 10, 4)).await;
+    delivers_exactly(&sink, "1", &b).await;
+    sluice
+        .wait_checkpoint("caught up", "m", &b[0].shard, &b.last().unwrap().seq)
+        .await;
+    assert_eq!(sluice.terminate().await, 0);
+
+    // From the oldest record: the shard is cleared and the recorded first start moved back.
+    let out = ok(&[
+        "checkpoints",
+        "reset",
+        "--config",
+        &path,
+        "--mapping",
+        "m",
+        "--to",
+        "trim-horizon",
+    ])
+    .await;
+    assert!(out.contains("first start: moved back"), "{out}");
+    let listed = ok(&["checkpoints", "list", "--config", &path, "--mapping", "m"]).await;
+    assert!(
+        listed.contains("first started: 1970-01-01T00:00:01Z"),
+        "{listed}"
+    );
+    let all: Vec<Written> = a.iter().chain(&b).cloned().collect();
+    let (mut sluice, _) = start(dir.path(), "run2", &yaml("2")).await;
+    delivers_exactly(&sink, "2", &all).await;
+    sluice
+        .wait_checkpoint("caught up", "m", &b[0].shard, &b.last().unwrap().seq)
+        .await;
+    assert_eq!(sluice.terminate().await, 0);
+
+    // The plain reset of a LATEST mapping: at the shard's last record now.
+    let out = ok(&["checkpoints", "reset", "--config", &path, "--mapping", "m"]).await;
+    assert!(
+        out.contains(&format!("→ {}", b.last().unwrap().seq)),
+        "{out}"
+    );
+}
+
+/// The DynamoDB sequence numbers of the records run `run` sent, in order.
+fn ddb_sent(sink: &Sink, run: &str) -> Vec<String> {
+    sink.accepted
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|r| r.run == run)
+        .flat_map(|r| {
+            let v: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+            v["Records"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|e| {
+                    e["dynamodb"]["SequenceNumber"]
+                        .as_str()
+                        .unwrap()
+                        .to_string()
+                })
+                .collect::<Vec<_>>()
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dynamodb_streams_replay_from_a_timestamp_and_a_sequence_number() {
+    use aws_sdk_dynamodb::types::{AttributeValue, StreamViewType};
+    let tb = testbed();
+    let ddb = dynamodb(&tb);
+    let table = unique("cli-table");
+    let arn = create_table(&ddb, &table, StreamViewType::NewImage).await;
+    let sink = Sink::ok().await;
+    let dir = tempfile::tempdir().unwrap();
+    let cp = dir.path().join("cp");
+    let yaml = |run: &str| {
+        config(
+            &tb,
+            &cp,
+            free_port(),
+            &mapping(&format!("'{arn}'"), &sink.url, run),
+        )
+    };
+    let put = |id: usize| {
+        ddb.put_item()
+            .table_name(&table)
+            .item("Id", AttributeValue::N(id.to_string()))
+            .send()
+    };
+    for id in 0..5 {
+        put(id).await.expect("PutItem");
+    }
+    // DynamoDB Streams times records to the second.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let between = time::OffsetDateTime::now_utc().unix_timestamp();
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    for id in 5..10 {
+        put(id).await.expect("PutItem");
+    }
+    let (mut sluice, path) = start(dir.path(), "run1", &yaml("1")).await;
+    wait_for("10 records sent", Duration::from_secs(60), || async {
+        (ddb_sent(&sink, "1").len() >= 10).then_some(())
+    })
+    .await;
+    let first = ddb_sent(&sink, "1");
+    assert_eq!(first.len(), 10);
+    let status = sluice.status().await.unwrap();
+    let shard = status["mappings"]["m"]
+        .as_object()
+        .unwrap()
+        .keys()
+        .next()
+        .unwrap()
+        .clone();
+    sluice
+        .wait_checkpoint("caught up", "m", &shard, &first[9])
+        .await;
+    assert_eq!(sluice.terminate().await, 0);
+
+    let out = ok(&[
+        "checkpoints",
+        "set",
+        "--config",
+        &path,
+        "--mapping",
+        "m",
+        "--timestamp",
+        &between.to_string(),
+    ])
+    .await;
+    assert!(
+        out.contains(&format!("{shard}: {} → {}", first[9], first[4])),
+        "{out}"
+    );
+    let (mut sluice, _) = start(dir.path(), "run2", &yaml("2")).await;
+    wait_for("5 records sent again", Duration::from_secs(60), || async {
+        (ddb_sent(&sink, "2").len() >= 5).then_some(())
+    })
+    .await;
+    sluice
+        .wait_checkpoint("caught up", "m", &shard, &first[9])
+        .await;
+    assert_eq!(ddb_sent(&sink, "2"), first[5..]);
+    assert_eq!(sluice.terminate().await, 0);
+
+    ok(&[
+        "checkpoints",
+        "set",
+        "--config",
+        &path,
+        "--mapping",
+        "m",
+        "--partition",
+        &shard,
+        "--sequence",
+        &first[7],
+    ])
+    .await;
+    let (mut sluice, _) = start(dir.path(), "run3", &yaml("3")).await;
+    wait_for("2 records sent again", Duration::from_secs(60), || async {
+        (ddb_sent(&sink, "3").len() >= 2).then_some(())
+    })
+    .await;
+    sluice
+        .wait_checkpoint("caught up", "m", &shard, &first[9])
+        .await;
+    assert_eq!(ddb_sent(&sink, "3"), first[8..]);
+    assert_eq!(sluice.terminate().await, 0);
+}
