@@ -12,7 +12,7 @@
 //! is used, else the placeholders [`ACCOUNT_PLACEHOLDER`] / [`REGION_PLACEHOLDER`], which
 //! [`Policy::placeholders`] reports (`--account` / `--region` fill them in).
 
-use serde_json::{json, Value};
+use serde::Serialize;
 use std::collections::{BTreeMap, BTreeSet};
 
 use crate::config::{
@@ -32,10 +32,39 @@ pub struct Overrides {
     pub region: Option<String>,
 }
 
+/// An IAM policy document, its fields in the order AWS writes them.
+#[derive(Debug, Clone, Serialize)]
+pub struct Document {
+    #[serde(rename = "Version")]
+    pub version: &'static str,
+    #[serde(rename = "Statement")]
+    pub statement: Vec<Statement>,
+}
+
+/// One `Allow` statement.
+#[derive(Debug, Clone, Serialize)]
+pub struct Statement {
+    #[serde(rename = "Sid")]
+    pub sid: &'static str,
+    #[serde(rename = "Effect")]
+    pub effect: &'static str,
+    #[serde(rename = "Action")]
+    pub action: Vec<&'static str>,
+    #[serde(rename = "Resource")]
+    pub resource: Vec<String>,
+}
+
+impl Document {
+    /// The document as pretty-printed JSON.
+    pub fn to_json(&self) -> String {
+        serde_json::to_string_pretty(self).expect("policies serialize")
+    }
+}
+
 /// A policy document and the placeholders left in it.
 #[derive(Debug, Clone)]
 pub struct Policy {
-    pub document: Value,
+    pub document: Document,
     /// Each placeholder used, with why (for a note on stderr).
     pub placeholders: Vec<String>,
 }
@@ -327,18 +356,21 @@ pub fn policy(cfg: &Config, overrides: &Overrides) -> Policy {
             ),
         );
     }
-    let document = json!({
-        "Version": "2012-10-17",
-        "Statement": st.by_sid.iter().map(|(sid, (actions, resources))| {
-            json!({
-                "Sid": sid,
-                "Effect": "Allow",
-                "Action": actions.iter().collect::<Vec<_>>(),
-                "Resource": resources.iter().collect::<Vec<_>>(),
-            })
-        }).collect::<Vec<_>>(),
-    });
-    let text = document.to_string();
+    let statements: Vec<Statement> = st
+        .by_sid
+        .iter()
+        .map(|(sid, (actions, resources))| Statement {
+            sid,
+            effect: "Allow",
+            action: actions.iter().copied().collect(),
+            resource: resources.iter().cloned().collect(),
+        })
+        .collect();
+    let document = Document {
+        version: "2012-10-17",
+        statement: statements,
+    };
+    let text = document.to_json();
     for p in &ctx.placeholders {
         let word = p.split(':').next().unwrap_or_default();
         if text.contains(word) {

@@ -32,6 +32,13 @@ pub fn load_config(path: &Path) -> Result<Config, ExitCode> {
     })
 }
 
+/// Writes `text` to stdout; a closed pipe (`| head`) is not an error.
+pub fn print_out(text: &str) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    let _ = out.write_all(text.as_bytes()).and_then(|_| out.flush());
+}
+
 /// A current-thread runtime for a subcommand's calls.
 pub fn runtime() -> Result<tokio::runtime::Runtime, ExitCode> {
     tokio::runtime::Builder::new_current_thread()
@@ -81,11 +88,11 @@ pub fn status(args: StatusArgs) -> ExitCode {
         Duration::from_secs(args.timeout_seconds),
     )) {
         Ok(json) if args.json => {
-            println!("{json:#}");
+            print_out(&format!("{json:#}\n"));
             ExitCode::SUCCESS
         }
         Ok(json) => {
-            print!("{}", status::render(&json));
+            print_out(&status::render(&json));
             ExitCode::SUCCESS
         }
         Err(e) => {
@@ -121,13 +128,7 @@ pub fn iam_policy(args: IamPolicyArgs) -> ExitCode {
             region: args.region,
         },
     );
-    match serde_json::to_string_pretty(&policy.document) {
-        Ok(text) => println!("{text}"),
-        Err(e) => {
-            eprintln!("sluice iam-policy: {e}");
-            return ExitCode::from(EXIT_FAILED);
-        }
-    }
+    print_out(&format!("{}\n", policy.document.to_json()));
     for p in &policy.placeholders {
         eprintln!("note: placeholder {p}");
     }
