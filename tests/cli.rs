@@ -38,6 +38,23 @@ async fn ok(args: &[&str]) -> String {
     out
 }
 
+/// `sluice checkpoints <command> --config <path> --mapping m <rest>`.
+async fn cp(command: &str, path: &str, rest: &[&str]) -> (i32, String, String) {
+    let mut args = vec!["checkpoints", command, "--config", path, "--mapping", "m"];
+    args.extend_from_slice(rest);
+    cli(&args).await
+}
+
+/// [`cp`], which must succeed; its stdout.
+async fn cp_ok(command: &str, path: &str, rest: &[&str]) -> String {
+    let (code, out, err) = cp(command, path, rest).await;
+    assert_eq!(
+        code, 0,
+        "sluice checkpoints {command} {rest:?} failed:\n{out}\n{err}"
+    );
+    out
+}
+
 fn mapping(arn: &str, url: &str, run: &str) -> String {
     format!(
         "  - Name: m\n    EventSourceArn: {arn}\n    StartingPosition: TRIM_HORIZON\n    BatchSize: 100\n    Http:\n      Url: {url}\n      Headers: {{ X-Run: \"{run}\" }}\n"
@@ -93,8 +110,8 @@ async fn status_and_checkpoints_on_the_embedded_store() {
     let arn = create_stream(&kinesis, &stream, 2).await;
     let sink = Sink::ok().await;
     let dir = tempfile::tempdir().unwrap();
-    let cp = dir.path().join("cp");
-    let yaml = |run: &str| config(&tb, &cp, free_port(), &mapping(&arn, &sink.url, run));
+    let cp_dir = dir.path().join("cp");
+    let yaml = |run: &str| config(&tb, &cp_dir, free_port(), &mapping(&arn, &sink.url, run));
 
     let a = put_records(&kinesis, &stream, records("a", 40, 16)).await;
     let shards: Vec<String> = by_shard(&a).keys().cloned().collect();
@@ -129,13 +146,13 @@ async fn status_and_checkpoints_on_the_embedded_store() {
     assert!(err.contains("no answer"), "{err}");
 
     // Moving checkpoints under a running sluice is refused: it holds the directory.
-    let (code, _, err) = cli(&["checkpoints", "reset", "--config", &path, "--mapping", "m"]).await;
+    let (code, _, err) = cp("reset", &path, &[]).await;
     assert_eq!(code, 1);
     assert!(err.contains("in use by another sluice process"), "{err}");
     assert_eq!(sluice.terminate().await, 0);
 
     // list: every shard at its last record.
-    let listed = ok(&["checkpoints", "list", "--config", &path, "--mapping", "m"]).await;
+    let listed = cp_ok("list", &path, &[]).await;
     for s in &shards {
         let last = of(&a, s).last().unwrap().seq.clone();
         assert!(
@@ -154,49 +171,23 @@ async fn status_and_checkpoints_on_the_embedded_store() {
     let (a0, a1, b0, b1) = (of(&a, &s0), of(&a, &s1), of(&b, &s0), of(&b, &s1));
 
     // set --sequence: shard 0 back to its 5th record (replay), shard 1 ahead to b's 3rd (skip).
-    let out = ok(&[
-        "checkpoints",
+    let out = cp_ok(
         "set",
-        "--config",
         &path,
-        "--mapping",
-        "m",
-        "--partition",
-        &s0,
-        "--sequence",
-        &a0[4].seq,
-    ])
+        &["--partition", &s0, "--sequence", &a0[4].seq],
+    )
     .await;
     assert!(
         out.contains(&format!("{s0}: {} → {}", a0.last().unwrap().seq, a0[4].seq)),
         "{out}"
     );
-    ok(&[
-        "checkpoints",
+    cp_ok(
         "set",
-        "--config",
         &path,
-        "--mapping",
-        "m",
-        "--partition",
-        &s1,
-        "--sequence",
-        &b1[2].seq,
-    ])
+        &["--partition", &s1, "--sequence", &b1[2].seq],
+    )
     .await;
-    let (code, _, err) = cli(&[
-        "checkpoints",
-        "set",
-        "--config",
-        &path,
-        "--mapping",
-        "m",
-        "--partition",
-        &s1,
-        "--sequence",
-        "12ab",
-    ])
-    .await;
+    let (code, _, err) = cp("set", &path, &["--partition", &s1, "--sequence", "12ab"]).await;
     assert_eq!(code, 2, "{err}");
     let (mut sluice, _) = start(dir.path(), "run2", &yaml("2")).await;
     let expected: Vec<Written> = a0[5..].iter().chain(&b0).chain(&b1[3..]).cloned().collect();
@@ -213,30 +204,9 @@ async fn status_and_checkpoints_on_the_embedded_store() {
     let at = between
         .format(&time::format_description::well_known::Rfc3339)
         .unwrap();
-    let dry = ok(&[
-        "checkpoints",
-        "set",
-        "--config",
-        &path,
-        "--mapping",
-        "m",
-        "--timestamp",
-        &at,
-        "--dry-run",
-    ])
-    .await;
+    let dry = cp_ok("set", &path, &["--timestamp", &at, "--dry-run"]).await;
     assert!(dry.contains("dry run"), "{dry}");
-    let out = ok(&[
-        "checkpoints",
-        "set",
-        "--config",
-        &path,
-        "--mapping",
-        "m",
-        "--timestamp",
-        &at,
-    ])
-    .await;
+    let out = cp_ok("set", &path, &["--timestamp", &at]).await;
     assert!(
         out.contains(&format!(
             "{s0}: {} → {}",
@@ -258,12 +228,12 @@ async fn status_and_checkpoints_on_the_embedded_store() {
     assert_eq!(sluice.terminate().await, 0);
 
     // reset: TRIM_HORIZON again, everything re-read.
-    let out = ok(&["checkpoints", "reset", "--config", &path, "--mapping", "m"]).await;
+    let out = cp_ok("reset", &path, &[]).await;
     assert!(
         out.contains(&format!("{s0}: {} → -", b0.last().unwrap().seq)),
         "{out}"
     );
-    let listed = ok(&["checkpoints", "list", "--config", &path, "--mapping", "m"]).await;
+    let listed = cp_ok("list", &path, &[]).await;
     assert!(listed.contains("no checkpoints"), "{listed}");
     let all: Vec<Written> = a.iter().chain(&b).cloned().collect();
     let (mut sluice, _) = start(dir.path(), "run4", &yaml("4")).await;
@@ -275,28 +245,8 @@ async fn status_and_checkpoints_on_the_embedded_store() {
     assert_eq!(sluice.terminate().await, 0);
 
     // reset --to trim-horizon, then --to latest: only what is written afterwards is sent.
-    ok(&[
-        "checkpoints",
-        "reset",
-        "--config",
-        &path,
-        "--mapping",
-        "m",
-        "--to",
-        "trim-horizon",
-    ])
-    .await;
-    let out = ok(&[
-        "checkpoints",
-        "reset",
-        "--config",
-        &path,
-        "--mapping",
-        "m",
-        "--to",
-        "latest",
-    ])
-    .await;
+    cp_ok("reset", &path, &["--to", "trim-horizon"]).await;
+    let out = cp_ok("reset", &path, &["--to", "latest"]).await;
     assert!(
         out.contains(&format!("{s1}: - → {}", b1.last().unwrap().seq)),
         "{out}"
@@ -340,7 +290,7 @@ async fn checkpoints_on_the_lease_table_refuse_a_live_holder_and_fence_it_with_f
         .wait_checkpoint("checkpointed", "m", &shard, &last)
         .await;
 
-    let listed = ok(&["checkpoints", "list", "--config", &path, "--mapping", "m"]).await;
+    let listed = cp_ok("list", &path, &[]).await;
     assert!(listed.contains(&format!("lease table {table}")), "{listed}");
     let row = listed
         .lines()
@@ -349,18 +299,11 @@ async fn checkpoints_on_the_lease_table_refuse_a_live_holder_and_fence_it_with_f
     assert!(row.contains(&last) && row.contains("w-1"), "{row}");
 
     // The holder renews its lease: refused.
-    let (code, _, err) = cli(&[
-        "checkpoints",
+    let (code, _, err) = cp(
         "set",
-        "--config",
         &path,
-        "--mapping",
-        "m",
-        "--partition",
-        &shard,
-        "--sequence",
-        &a[9].seq,
-    ])
+        &["--partition", &shard, "--sequence", &a[9].seq],
+    )
     .await;
     assert_eq!(code, 1, "{err}");
     assert!(
@@ -369,19 +312,11 @@ async fn checkpoints_on_the_lease_table_refuse_a_live_holder_and_fence_it_with_f
     );
 
     // --force: the holder is fenced, takes the lease again and re-reads from the new checkpoint.
-    let out = ok(&[
-        "checkpoints",
+    let out = cp_ok(
         "set",
-        "--config",
         &path,
-        "--mapping",
-        "m",
-        "--partition",
-        &shard,
-        "--sequence",
-        &a[19].seq,
-        "--force",
-    ])
+        &["--partition", &shard, "--sequence", &a[19].seq, "--force"],
+    )
     .await;
     assert!(
         out.contains(&format!("{shard}: {last} → {}", a[19].seq)),
@@ -408,7 +343,7 @@ async fn checkpoints_on_the_lease_table_refuse_a_live_holder_and_fence_it_with_f
 
     // Stopped (its lease released): moved without waiting or forcing; the lease is freed with a
     // higher counter.
-    let before = ok(&["checkpoints", "list", "--config", &path, "--mapping", "m"]).await;
+    let before = cp_ok("list", &path, &[]).await;
     let counter = |text: &str| -> u64 {
         let row = text
             .lines()
@@ -416,24 +351,17 @@ async fn checkpoints_on_the_lease_table_refuse_a_live_holder_and_fence_it_with_f
             .unwrap();
         row.split_whitespace().nth(3).unwrap().parse().unwrap()
     };
-    let out = ok(&[
-        "checkpoints",
+    let out = cp_ok(
         "set",
-        "--config",
         &path,
-        "--mapping",
-        "m",
-        "--partition",
-        &shard,
-        "--sequence",
-        &a[4].seq,
-    ])
+        &["--partition", &shard, "--sequence", &a[4].seq],
+    )
     .await;
     assert!(
         out.contains(&format!("{shard}: {last} → {}", a[4].seq)),
         "{out}"
     );
-    let after = ok(&["checkpoints", "list", "--config", &path, "--mapping", "m"]).await;
+    let after = cp_ok("list", &path, &[]).await;
     assert!(counter(&after) > counter(&before), "{before}\n{after}");
     let row = after
         .lines()
@@ -448,7 +376,7 @@ async fn checkpoints_on_the_lease_table_refuse_a_live_holder_and_fence_it_with_f
     assert_eq!(sluice.terminate().await, 0);
 
     // reset on the lease table: the starting position's sentinel; everything again.
-    let out = ok(&["checkpoints", "reset", "--config", &path, "--mapping", "m"]).await;
+    let out = cp_ok("reset", &path, &[]).await;
     assert!(
         out.contains(&format!("{shard}: {last} → TRIM_HORIZON")),
         "{out}"
@@ -516,11 +444,11 @@ async fn a_latest_mapping_replays_from_before_its_first_start() {
     let arn = create_stream(&kinesis, &stream, 1).await;
     let sink = Sink::ok().await;
     let dir = tempfile::tempdir().unwrap();
-    let cp = dir.path().join("cp");
+    let cp_dir = dir.path().join("cp");
     let yaml = |run: &str| {
         config(
             &tb,
-            &cp,
+            &cp_dir,
             free_port(),
             &mapping_from(&arn, &sink.url, run, "LATEST"),
         )
@@ -537,19 +465,9 @@ async fn a_latest_mapping_replays_from_before_its_first_start() {
     assert_eq!(sluice.terminate().await, 0);
 
     // From the oldest record: the shard is cleared and the recorded first start moved back.
-    let out = ok(&[
-        "checkpoints",
-        "reset",
-        "--config",
-        &path,
-        "--mapping",
-        "m",
-        "--to",
-        "trim-horizon",
-    ])
-    .await;
+    let out = cp_ok("reset", &path, &["--to", "trim-horizon"]).await;
     assert!(out.contains("first start: moved back"), "{out}");
-    let listed = ok(&["checkpoints", "list", "--config", &path, "--mapping", "m"]).await;
+    let listed = cp_ok("list", &path, &[]).await;
     assert!(
         listed.contains("first started: 1970-01-01T00:00:01Z"),
         "{listed}"
@@ -563,7 +481,7 @@ async fn a_latest_mapping_replays_from_before_its_first_start() {
     assert_eq!(sluice.terminate().await, 0);
 
     // The plain reset of a LATEST mapping: at the shard's last record now.
-    let out = ok(&["checkpoints", "reset", "--config", &path, "--mapping", "m"]).await;
+    let out = cp_ok("reset", &path, &[]).await;
     assert!(
         out.contains(&format!("→ {}", b.last().unwrap().seq)),
         "{out}"
@@ -603,11 +521,11 @@ async fn dynamodb_streams_replay_from_a_timestamp_and_a_sequence_number() {
     let arn = create_table(&ddb, &table, StreamViewType::NewImage).await;
     let sink = Sink::ok().await;
     let dir = tempfile::tempdir().unwrap();
-    let cp = dir.path().join("cp");
+    let cp_dir = dir.path().join("cp");
     let yaml = |run: &str| {
         config(
             &tb,
-            &cp,
+            &cp_dir,
             free_port(),
             &mapping(&format!("'{arn}'"), &sink.url, run),
         )
@@ -648,17 +566,7 @@ async fn dynamodb_streams_replay_from_a_timestamp_and_a_sequence_number() {
         .await;
     assert_eq!(sluice.terminate().await, 0);
 
-    let out = ok(&[
-        "checkpoints",
-        "set",
-        "--config",
-        &path,
-        "--mapping",
-        "m",
-        "--timestamp",
-        &between.to_string(),
-    ])
-    .await;
+    let out = cp_ok("set", &path, &["--timestamp", &between.to_string()]).await;
     assert!(
         out.contains(&format!("{shard}: {} → {}", first[9], first[4])),
         "{out}"
@@ -674,18 +582,11 @@ async fn dynamodb_streams_replay_from_a_timestamp_and_a_sequence_number() {
     assert_eq!(ddb_sent(&sink, "2"), first[5..]);
     assert_eq!(sluice.terminate().await, 0);
 
-    ok(&[
-        "checkpoints",
+    cp_ok(
         "set",
-        "--config",
         &path,
-        "--mapping",
-        "m",
-        "--partition",
-        &shard,
-        "--sequence",
-        &first[7],
-    ])
+        &["--partition", &shard, "--sequence", &first[7]],
+    )
     .await;
     let (mut sluice, _) = start(dir.path(), "run3", &yaml("3")).await;
     wait_for("2 records sent again", Duration::from_secs(60), || async {
