@@ -21,6 +21,7 @@ pub mod aws;
 pub mod batch;
 pub mod budget;
 pub mod checkpoint;
+pub mod cli;
 pub mod config;
 pub mod destination;
 pub mod dispatch;

@@ -1,4 +1,5 @@
-//! The `sluice` binary: `sluice run` and `sluice validate`. A bad config exits 2 before any AWS call.
+//! The `sluice` binary: `sluice run` and `sluice validate`, and the day-2 commands of
+//! [`sluice::cli`] (`status`, `checkpoints`, `iam-policy`). A bad config exits 2 before any AWS call.
 
 use clap::{Args, Parser, Subcommand};
 use std::net::SocketAddr;
@@ -25,6 +26,13 @@ enum Command {
     Run(RunArgs),
     /// Check a config file; print every problem, one per line; exit 2 if there is any.
     Validate(ConfigArg),
+    /// Print a running instance's mappings and partitions (its /status) as a table.
+    Status(sluice::cli::StatusArgs),
+    /// List, set or reset a stopped mapping's checkpoints.
+    #[command(subcommand)]
+    Checkpoints(sluice::cli::checkpoints::Command),
+    /// Print the least-privilege IAM policy the config needs.
+    IamPolicy(sluice::cli::IamPolicyArgs),
 }
 
 #[derive(Args)]
@@ -62,6 +70,9 @@ fn load(arg: &ConfigArg) -> Result<sluice::config::Config, ExitCode> {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
+        Command::Status(args) => sluice::cli::status(args),
+        Command::Checkpoints(command) => sluice::cli::checkpoints::run(command),
+        Command::IamPolicy(args) => sluice::cli::iam_policy(args),
         Command::Validate(arg) => match load(&arg) {
             Ok(cfg) => {
                 println!(

@@ -98,6 +98,45 @@ impl FileCheckpointStore {
         Ok(found)
     }
 
+    /// Replaces `shard`'s checkpoint by `to` (`None`: deletes it, so the shard starts from the
+    /// mapping's starting position), whatever it was: an operator's move (`sluice checkpoints`),
+    /// made with the process stopped (the directory's lock keeps a running one out). Backwards
+    /// moves are allowed; an open tumbling window's state is dropped, since it belonged to the
+    /// old checkpoint. The file keeps the token it was written under, so the next process's
+    /// commits chain from `to`. Returns the checkpoint replaced.
+    pub async fn overwrite(
+        &self,
+        mapping: &str,
+        shard: &str,
+        to: Option<&Checkpoint>,
+    ) -> Result<Option<Checkpoint>, CheckpointError> {
+        let path = self.path(mapping, shard);
+        let old = Self::read_checkpoint(&path).await?;
+        match to {
+            Some(to) => {
+                let token = old
+                    .as_ref()
+                    .and_then(|s| s.lease.clone())
+                    .unwrap_or_else(crate::lease::SingleReplica::token);
+                Self::write_json(path, format::encode_window(to, &token, None)).await?;
+            }
+            None if old.is_some() => {
+                tokio::task::spawn_blocking(move || {
+                    std::fs::remove_file(&path)
+                        .and_then(|_| match path.parent() {
+                            Some(dir) => File::open(dir)?.sync_all(),
+                            None => Ok(()),
+                        })
+                        .map_err(|e| CheckpointError(format!("delete {}: {e}", path.display())))
+                })
+                .await
+                .map_err(|e| CheckpointError(format!("delete task failed: {e}")))??;
+            }
+            None => {}
+        }
+        Ok(old.map(|s| s.checkpoint))
+    }
+
     /// Whether `mapping`'s checkpoints were imported into a lease table already.
     pub fn imported(&self, mapping: &str) -> bool {
         self.imported_path(mapping).exists()

@@ -466,6 +466,59 @@ impl LeaseTable {
             .ok_or_else(|| LeaseError::Table(format!("{MAPPING_START} of {mapping} vanished")))
     }
 
+    /// Records `mapping`'s first start as `epoch_ms`, replacing any recorded one (an operator
+    /// replaying a LATEST mapping from before it started, `sluice checkpoints`).
+    pub async fn put_mapping_start(&self, mapping: &str, epoch_ms: i64) -> Result<(), LeaseError> {
+        let mut item = meta_key(mapping);
+        item.insert(
+            MAPPING_START.into(),
+            AttributeValue::N(epoch_ms.to_string()),
+        );
+        self.client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(item))
+            .send()
+            .await
+            .map_err(|e| table_error("PutItem", &e))?;
+        Ok(())
+    }
+
+    /// An operator's move of `observed`'s checkpoint to `to` (`sluice checkpoints`), conditional
+    /// on the lease still being at the observed counter and checkpoint: the lease is freed (no
+    /// owner, no handoff) and its counter advanced, so a holder still running is fenced — its
+    /// next renewal or checkpoint fails its condition — and any replica may take it at once. An
+    /// open tumbling window's state is dropped (it belonged to the old checkpoint) and the owner
+    /// switches since the checkpoint go back to 0.
+    pub async fn overwrite_checkpoint(
+        &self,
+        observed: &LeaseItem,
+        to: &LeaseCheckpoint,
+    ) -> Result<LeaseItem, LeaseError> {
+        self.conditional(
+            observed,
+            "SET #checkpoint = :to, #counter = :next, #switches = :zero REMOVE #owner, #previous, #window",
+            "#counter = :observed AND #checkpoint = :from",
+            &[
+                ("#owner", attr::LEASE_OWNER),
+                ("#counter", attr::LEASE_COUNTER),
+                ("#checkpoint", attr::CHECKPOINT),
+                ("#switches", attr::OWNER_SWITCHES),
+                ("#previous", attr::CHECKPOINT_OWNER),
+                ("#window", attr::WINDOW),
+            ],
+            vec![
+                (":observed", n(observed.counter)),
+                (":next", n(observed.counter + 1)),
+                (":from", s(observed.checkpoint.as_str())),
+                (":to", s(to.as_str())),
+                (":zero", n(0)),
+            ],
+            "overwrite checkpoint",
+        )
+        .await
+    }
+
     /// One conditional UpdateItem on the lease of `observed`; the item as it is after the write, or
     /// a conflict with the item as it is now.
     async fn conditional(
