@@ -125,6 +125,8 @@ pub(super) struct MappingLeases {
     pub changed: Notify,
     /// Wakes the taker for a pass now.
     pub kick: Notify,
+    /// Fires when the mapping is forgotten ([`Coordinator::forget`]): its taker and renewer end.
+    pub forgotten: CancellationToken,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -197,6 +199,7 @@ impl Coordinator {
             items: Mutex::new(None),
             changed: Notify::new(),
             kick: Notify::new(),
+            forgotten: CancellationToken::new(),
         });
         lock(&self.mappings).insert(name.to_string(), m.clone());
         tokio::spawn(super::pass::taker(self.clone(), m.clone()));
@@ -260,6 +263,20 @@ impl Coordinator {
             for shard in shards {
                 self.release_one(&m, &shard).await;
             }
+        }
+    }
+
+    /// A mapping stopped for good or to restart (a config reload), after its workers stopped: its
+    /// taker and renewer end and every lease it still holds is released, so other replicas (or
+    /// its next start) take them at once.
+    pub async fn forget(&self, mapping: &str) {
+        let Some(m) = lock(&self.mappings).remove(mapping) else {
+            return;
+        };
+        m.forgotten.cancel();
+        let shards: Vec<String> = lock(&m.held).keys().cloned().collect();
+        for shard in shards {
+            self.release_one(&m, &shard).await;
         }
     }
 

@@ -1,0 +1,212 @@
+//! The mappings running, each on its own: a stop token (a child of the process's shutdown token)
+//! and a task tracker of its own, so one mapping can be stopped and awaited while the others keep
+//! running (a config reload), and all are stopped together at shutdown.
+//!
+//! Stopping a mapping is the shutdown of one mapping: its token fires, so its supervisor or queue
+//! worker reads nothing more, its shard workers finish their in-flight batch and checkpoint it (and
+//! release their leases), its SQS pollers stop receiving and settle what they hold. Once its tracker
+//! is empty, [`Mappings::finish`] closes its Kafka consumers (leaving their groups), makes the
+//! coordinator forget it (releasing what it still holds) and takes it off `/status`; a mapping
+//! stopped for good also leaves `/metrics`.
+
+use std::sync::Arc;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{info, warn};
+
+use super::process::{KafkaSources, Process};
+use crate::config::Mapping;
+use crate::telemetry::ReloadTelemetry;
+
+/// One mapping running (or draining).
+pub(super) struct Running {
+    pub(super) mapping: Mapping,
+    stop: CancellationToken,
+    tracker: TaskTracker,
+    kafka: KafkaSources,
+}
+
+impl Running {
+    /// No new reads: in-flight batches finish and are checkpointed.
+    fn stop(&self) {
+        self.stop.cancel();
+        self.tracker.close();
+    }
+
+    /// Every task of the mapping has ended.
+    async fn stopped(&self) {
+        self.tracker.wait().await
+    }
+
+    fn name(&self) -> &str {
+        &self.mapping.name
+    }
+}
+
+/// The running set (see the module docs).
+pub(super) struct Mappings {
+    /// What every mapping shares; its `shutdown` is the process's.
+    base: Process,
+    /// In start order.
+    running: Vec<Running>,
+    /// Stopped by a reload and not yet drained: waited on at shutdown too.
+    draining: Vec<Running>,
+    pub(super) reloads: Arc<ReloadTelemetry>,
+}
+
+impl Mappings {
+    pub(super) fn new(base: Process, reloads: Arc<ReloadTelemetry>) -> Self {
+        Mappings {
+            base,
+            running: Vec::new(),
+            draining: Vec::new(),
+            reloads,
+        }
+    }
+
+    pub(super) fn process(&self) -> &Process {
+        &self.base
+    }
+
+    /// Starts `mapping` with its own token and tracker; it is pending on `/readyz` until its
+    /// first pass.
+    pub(super) fn start(&mut self, mapping: Mapping) -> anyhow::Result<()> {
+        let stop = self.base.shutdown.child_token();
+        let tracker = TaskTracker::new();
+        let kafka = KafkaSources::default();
+        let view = Process {
+            tracker: tracker.clone(),
+            shutdown: stop.clone(),
+            kafka_sources: kafka.clone(),
+            ..self.base.clone()
+        };
+        self.base.status.mapping_pending(&mapping.name);
+        if let Err(e) = view.start(mapping.clone()) {
+            self.base.status.forget_mapping(&mapping.name);
+            return Err(e);
+        }
+        self.reloads.mapping_started(&mapping.name);
+        self.running.push(Running {
+            mapping,
+            stop,
+            tracker,
+            kafka,
+        });
+        Ok(())
+    }
+
+    /// The mappings running, as they were started.
+    pub(super) fn configs(&self) -> Vec<Mapping> {
+        self.running.iter().map(|r| r.mapping.clone()).collect()
+    }
+
+    /// Stops the mappings named (see [`Running::stop`]); they drain until [`Mappings::drain`] or
+    /// the shutdown waits for them.
+    pub(super) fn stop(&mut self, names: &[String]) {
+        let (stopping, running): (Vec<_>, Vec<_>) = std::mem::take(&mut self.running)
+            .into_iter()
+            .partition(|r| names.iter().any(|n| n == r.name()));
+        self.running = running;
+        for r in &stopping {
+            info!(mapping = %r.name(), "stopping the mapping: in-flight batches finish and are checkpointed");
+            r.stop();
+        }
+        self.draining.extend(stopping);
+    }
+
+    /// Waits until every draining mapping has stopped, then [`Mappings::finish`]es each; a mapping
+    /// in `forget` also leaves `/metrics`. Past `grace`, logs which ones it still waits for (a
+    /// mapping's new settings never run beside its old workers). `false` if `shutdown` fired first:
+    /// the draining mappings are then left to the shutdown.
+    pub(super) async fn drain(
+        &mut self,
+        grace: Duration,
+        forget: &[String],
+        shutdown: &CancellationToken,
+    ) -> bool {
+        let drained = {
+            let draining = &self.draining;
+            let all = async {
+                for r in draining {
+                    r.stopped().await;
+                }
+            };
+            tokio::pin!(all);
+            let overdue = tokio::time::sleep(grace);
+            tokio::pin!(overdue);
+            let mut warned = false;
+            loop {
+                tokio::select! {
+                    _ = &mut all => break true,
+                    _ = shutdown.cancelled() => break false,
+                    _ = &mut overdue, if !warned => {
+                        warned = true;
+                        for r in draining.iter().filter(|r| !r.tracker.is_empty()) {
+                            warn!(mapping = %r.name(), grace_s = grace.as_secs(), "the mapping still has in-flight invocations after the grace period; the reload waits for them (the other mappings keep running)");
+                        }
+                    }
+                }
+            }
+        };
+        if !drained {
+            return false;
+        }
+        for r in std::mem::take(&mut self.draining) {
+            let gone = forget.iter().any(|n| n == r.name());
+            self.finish(r, gone).await;
+        }
+        true
+    }
+
+    /// After `r`'s tasks ended: its Kafka consumers leave their groups, the coordinator forgets
+    /// it, and it leaves `/status` (and `/metrics` when `gone`).
+    async fn finish(&self, r: Running, gone: bool) {
+        close_kafka(&r.kafka).await;
+        if let Some(c) = &self.base.coordinator {
+            c.forget(r.name()).await;
+        }
+        self.base.status.forget_mapping(r.name());
+        self.reloads.mapping_stopped(r.name());
+        if gone {
+            self.base.metrics.forget_mapping(r.name());
+        }
+        info!(mapping = %r.name(), "mapping stopped; its checkpoints are kept");
+    }
+
+    /// The process is shutting down (its token fired, so every mapping's has): waits up to
+    /// `grace` for every mapping, then closes their Kafka consumers. `false` if the grace period
+    /// ran out first.
+    pub(super) async fn shutdown(&mut self, grace: Duration) -> bool {
+        let all: Vec<Running> = self
+            .running
+            .drain(..)
+            .chain(self.draining.drain(..))
+            .collect();
+        for r in &all {
+            r.stop();
+        }
+        let finished = tokio::time::timeout(grace, async {
+            for r in &all {
+                r.stopped().await;
+            }
+        })
+        .await
+        .is_ok();
+        for r in &all {
+            close_kafka(&r.kafka).await;
+        }
+        finished
+    }
+}
+
+async fn close_kafka(sources: &KafkaSources) {
+    let leaving: Vec<_> = sources
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .drain(..)
+        .collect();
+    for source in leaving {
+        source.close(Duration::from_secs(2)).await;
+    }
+}
