@@ -210,3 +210,114 @@ async fn close_kafka(sources: &KafkaSources) {
         source.close(Duration::from_secs(2)).await;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::budget::ByteBudget;
+    use crate::checkpoint::FileCheckpointStore;
+    use crate::telemetry::{Metrics, Status};
+
+    /// Two SQS mappings whose queue endpoint refuses connections: they run (resolving, retrying)
+    /// without reaching AWS.
+    const CONFIG: &str = "region: us-east-1\nendpoints: { sqs: 'http://127.0.0.1:1' }\nmappings:\n  - Name: a\n    EventSourceArn: arn:aws:sqs:us-east-1:000000000000:a\n    Http: { Url: 'http://127.0.0.1:1/' }\n  - Name: b\n    EventSourceArn: arn:aws:sqs:us-east-1:000000000000:b\n    Http: { Url: 'http://127.0.0.1:1/' }\n";
+
+    async fn mappings(
+        dir: &std::path::Path,
+        shutdown: &CancellationToken,
+    ) -> (Mappings, Vec<Mapping>) {
+        let cfg = crate::config::parse_str(CONFIG).unwrap();
+        let (metrics, status) = (Arc::new(Metrics::new()), Arc::new(Status::new(0)));
+        let process = Process {
+            metrics: metrics.clone(),
+            status: status.clone(),
+            checkpoints: Arc::new(FileCheckpointStore::open(dir).unwrap()),
+            coordinator: None,
+            kafka_sources: Default::default(),
+            budget: Arc::new(ByteBudget::unlimited()),
+            clients: crate::aws::clients(&cfg).await,
+            tracker: TaskTracker::new(),
+            shutdown: shutdown.clone(),
+            shard_discovery_interval: cfg.shard_discovery_interval,
+            invoke_identity_arn: String::new(),
+        };
+        let reloads = Arc::new(ReloadTelemetry::new(&metrics, &status, "f"));
+        (Mappings::new(process, reloads), cfg.mappings)
+    }
+
+    fn names(m: &Mappings) -> Vec<String> {
+        m.configs().into_iter().map(|m| m.name).collect()
+    }
+
+    #[tokio::test]
+    async fn one_mapping_stops_and_is_forgotten_while_the_other_runs_on() {
+        let dir = tempfile::tempdir().unwrap();
+        let shutdown = CancellationToken::new();
+        let (mut m, all) = mappings(dir.path(), &shutdown).await;
+        for mapping in all {
+            m.start(mapping).unwrap();
+        }
+        assert_eq!(names(&m), ["a", "b"]);
+        let status = m.process().status.clone();
+        let metrics = m.process().metrics.clone();
+        // Both appear once their context is built.
+        crate::worker::until_ok(
+            &shutdown,
+            |_| Duration::from_millis(10),
+            |_: &String, _, _| {},
+            || async {
+                let text = metrics.encode();
+                (text.contains("mapping=\"a\"") && text.contains("mapping=\"b\""))
+                    .then_some(())
+                    .ok_or_else(|| "not yet".to_string())
+            },
+        )
+        .await
+        .unwrap();
+        assert_eq!(status.not_ready_because().as_deref(), Some("starting"));
+
+        m.stop(&["a".to_string()]);
+        assert!(
+            m.drain(Duration::from_secs(5), &["a".to_string()], &shutdown)
+                .await
+        );
+        assert_eq!(names(&m), ["b"]);
+        assert!(!m.running[0].stop.is_cancelled(), "b runs on");
+        let text = metrics.encode();
+        assert!(!text.contains("mapping=\"a\""), "{text}");
+        assert!(text.contains("mapping=\"b\""), "{text}");
+        let config = &status.snapshot()["config"]["mappings"];
+        assert!(
+            config.get("a").is_none() && config.get("b").is_some(),
+            "{config}"
+        );
+
+        shutdown.cancel();
+        assert!(m.shutdown(Duration::from_secs(5)).await);
+        assert!(names(&m).is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_drain_gives_way_to_the_shutdown_which_waits_for_the_draining_mapping() {
+        let dir = tempfile::tempdir().unwrap();
+        let shutdown = CancellationToken::new();
+        let (mut m, all) = mappings(dir.path(), &shutdown).await;
+        m.start(all[0].clone()).unwrap();
+        // An invocation that is still in flight.
+        let release = CancellationToken::new();
+        let held = release.clone();
+        m.running[0]
+            .tracker
+            .spawn(async move { held.cancelled().await });
+        m.stop(&["a".to_string()]);
+        let cancel = shutdown.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            cancel.cancel();
+        });
+        assert!(!m.drain(Duration::from_millis(50), &[], &shutdown).await);
+        assert_eq!(m.draining.len(), 1, "left to the shutdown");
+        release.cancel();
+        assert!(m.shutdown(Duration::from_secs(5)).await);
+    }
+}
