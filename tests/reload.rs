@@ -348,3 +348,99 @@ async fn sigterm_during_a_reload_still_shuts_down_within_the_grace_period() {
     assert_eq!(bodies(&slow), ["slow-0"]);
     assert_eq!(sqs_support::depth(&sqs, &q_url).await, 0);
 }
+
+/// `mapping`'s leases in `table`: shard key → owner (`None`: free).
+async fn lease_owners(
+    dynamodb: &aws_sdk_dynamodb::Client,
+    table: &str,
+    mapping: &str,
+) -> std::collections::BTreeMap<String, Option<String>> {
+    let out = dynamodb
+        .scan()
+        .table_name(table)
+        .send()
+        .await
+        .expect("Scan");
+    out.items()
+        .iter()
+        .filter_map(|item| {
+            let key = item.get("leaseKey")?.as_s().ok()?;
+            let shard = key.strip_prefix(&format!("{mapping}:"))?;
+            let owner = item.get("leaseOwner").and_then(|v| v.as_s().ok()).cloned();
+            Some((shard.to_string(), owner))
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_a_lease_table_a_removed_mapping_releases_its_leases_and_takes_them_again_when_added_back(
+) {
+    use common::sluice::{coordinated_config, Coordination};
+    let tb = testbed();
+    let kinesis = kinesis(&tb).await;
+    let sqs = sqs(&tb);
+    let dynamodb = dynamodb(&tb);
+    let stream = unique("reload-co");
+    let stream_arn = create_stream(&kinesis, &stream, 2).await;
+    let (q_url, q_arn) = create_queue(&sqs, &unique("reload-co-q"), &[]).await;
+    let (sk, sq) = (Sink::ok().await, Sink::ok().await);
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let table = format!("{stream}-leases");
+    let co = Coordination {
+        dynamodb: &tb.moto,
+        lease_table: &table,
+        worker_id: "solo",
+        lease_duration_seconds: 6,
+        lease_scan_interval_millis: 500,
+    };
+    let cfg = |m: &str| coordinated_config(&tb, &dir.path().join("cp"), port, &co, m);
+    let kin = kinesis_mapping("kin", &stream_arn, &sk.url, 100);
+    let q = queue_mapping("q", &q_arn, &sq.url);
+    let path = dir.path().join("run.yaml");
+    let mut sluice = Sluice::start(dir.path(), "run", &cfg(&format!("{kin}{q}"))).await;
+    sluice.wait_ready().await;
+    let a = put_records(&kinesis, &stream, records("a", 40, 11)).await;
+    wait_for("batch a delivered", Duration::from_secs(60), || async {
+        (keys(&sk.delivered()).len() >= a.len()).then_some(())
+    })
+    .await;
+    wait_for("both leases held", Duration::from_secs(30), || async {
+        let owners = lease_owners(&dynamodb, &table, "kin").await;
+        (owners.len() == 2 && owners.values().all(|o| o.as_deref() == Some("solo"))).then_some(())
+    })
+    .await;
+
+    // Removed: its leases are released (and stay free: its taker stopped).
+    reload_with(&sluice, &path, &cfg(&q));
+    wait_reload(&sluice, 2, "applied").await;
+    let owners = lease_owners(&dynamodb, &table, "kin").await;
+    assert!(owners.values().all(Option::is_none), "{owners:?}");
+    let b = put_records(&kinesis, &stream, records("b", 40, 11)).await;
+    let sent = send(&sqs, &q_url, "co", 5).await;
+    wait_bodies("q runs on", &sq, &sent).await;
+    // Several scan intervals later, nobody took them.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let owners = lease_owners(&dynamodb, &table, "kin").await;
+    assert!(owners.values().all(Option::is_none), "{owners:?}");
+    let status = sluice.status().await.unwrap();
+    assert!(status["leases"].get("kin").is_none(), "{status}");
+    assert_eq!(sk.delivered().len(), a.len());
+
+    // Added back: the leases are taken again and reading resumes at their checkpoints.
+    reload_with(&sluice, &path, &cfg(&format!("{kin}{q}")));
+    wait_reload(&sluice, 3, "applied").await;
+    wait_for("batch b delivered", Duration::from_secs(60), || async {
+        (keys(&sk.delivered()).len() >= a.len() + b.len()).then_some(())
+    })
+    .await;
+    let delivered = sk.delivered();
+    let all: Vec<Written> = a.iter().chain(&b).cloned().collect();
+    assert_eq!(keys(&delivered), keys(&all));
+    assert_eq!(
+        delivered.len(),
+        all.len(),
+        "nothing before the checkpoints read again"
+    );
+    assert_eq!(sluice.terminate().await, 0, "{}", sluice.log_text());
+}

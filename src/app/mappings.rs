@@ -111,6 +111,9 @@ impl Mappings {
         for r in &stopping {
             info!(mapping = %r.name(), "stopping the mapping: in-flight batches finish and are checkpointed");
             r.stop();
+            if let Some(c) = &self.base.coordinator {
+                c.retire(r.name());
+            }
         }
         self.draining.extend(stopping);
     }

@@ -30,7 +30,7 @@ pub(super) async fn taker(co: Arc<Coordinator>, m: Arc<MappingLeases>) {
         }
         tokio::select! {
             _ = co.shutdown.cancelled() => return,
-            _ = m.forgotten.cancelled() => return,
+            _ = m.retired.cancelled() => return,
             _ = tokio::time::sleep(co.member.scan_interval) => {}
             _ = m.kick.notified() => {}
         }

@@ -66,7 +66,8 @@ struct MappingView {
 /// The last reload in `config.last_reload`.
 #[derive(Debug, Clone, Serialize)]
 struct LastReload {
-    /// `applied`, `unchanged` or `refused`.
+    /// `applying` (stopping and starting mappings now), then `applied`; or `unchanged`, or
+    /// `refused`.
     result: &'static str,
     at: String,
     /// What asked for it: `signal` (SIGHUP) or `file` (the watched file changed).
@@ -198,6 +199,12 @@ impl ReloadTelemetry {
             v.generation += 1;
             v.fingerprint = fingerprint.to_string();
             v.loaded_at = now();
+            v.last_reload = Some(LastReload {
+                result: "applying",
+                at: now(),
+                trigger: trigger.to_string(),
+                problems: Vec::new(),
+            });
             info!(
                 trigger,
                 generation = v.generation,
@@ -266,6 +273,10 @@ mod tests {
         );
         assert_eq!(snap["config"]["generation"], 1);
         t.applying("file", "bbbb", "start [\"payments\"]");
+        assert_eq!(
+            status.snapshot()["config"]["last_reload"]["result"],
+            "applying"
+        );
         t.mapping_started("payments");
         t.mapping_stopped("orders");
         t.applied("file");
