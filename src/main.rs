@@ -1,5 +1,7 @@
-//! The `sluice` binary: `sluice run` and `sluice validate`, and the day-2 commands of
-//! [`sluice::cli`] (`status`, `checkpoints`, `iam-policy`). A bad config exits 2 before any AWS call.
+//! The `sluice` binary: `sluice run` and `sluice validate`, the day-2 commands of [`sluice::cli`]
+//! (`status`, `checkpoints`, `iam-policy`) and `probe` (a container health check). A bad config
+//! exits 2 before any AWS call. `run` stops on SIGTERM/SIGINT and reloads its config on SIGHUP (and,
+//! with `--watch-config`, when the file changes): see `app::reload`.
 
 use clap::{Args, Parser, Subcommand};
 use std::net::SocketAddr;
@@ -7,6 +9,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use tokio_util::sync::CancellationToken;
 
+use sluice::app::reload::{self, ConfigSource};
 use sluice::telemetry::{init_logging, LogFormat};
 
 #[derive(Parser)]
@@ -22,7 +25,7 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run every enabled mapping until SIGTERM or SIGINT.
+    /// Run every enabled mapping until SIGTERM or SIGINT; SIGHUP reloads the config.
     Run(RunArgs),
     /// Check a config file; print every problem, one per line; exit 2 if there is any.
     Validate(ConfigArg),
@@ -33,6 +36,8 @@ enum Command {
     Checkpoints(sluice::cli::checkpoints::Command),
     /// Print the least-privilege IAM policy the config needs.
     IamPolicy(sluice::cli::IamPolicyArgs),
+    /// Exit 0 if a URL (by default the local /healthz) answers 2xx: a container health check.
+    Probe(sluice::cli::ProbeArgs),
 }
 
 #[derive(Args)]
@@ -55,6 +60,9 @@ struct RunArgs {
     /// Overrides `checkpoint_dir`.
     #[arg(long, env = "SLUICE_CHECKPOINT_DIR")]
     checkpoint_dir: Option<PathBuf>,
+    /// Also reload the config when the file changes, checking every SECONDS (default 5).
+    #[arg(long, env = "SLUICE_WATCH_CONFIG", value_name = "SECONDS", num_args = 0..=1, default_missing_value = "5", value_parser = clap::value_parser!(u64).range(1..=3600))]
+    watch_config: Option<u64>,
 }
 
 fn load(arg: &ConfigArg) -> Result<sluice::config::Config, ExitCode> {
@@ -73,6 +81,7 @@ fn main() -> ExitCode {
         Command::Status(args) => sluice::cli::status(args),
         Command::Checkpoints(command) => sluice::cli::checkpoints::run(command),
         Command::IamPolicy(args) => sluice::cli::iam_policy(args),
+        Command::Probe(args) => sluice::cli::probe(args),
         Command::Validate(arg) => match load(&arg) {
             Ok(cfg) => {
                 println!(
@@ -89,12 +98,17 @@ fn main() -> ExitCode {
                 Ok(cfg) => cfg,
                 Err(code) => return code,
             };
-            if let Some(a) = args.admin_listen {
-                cfg.admin_listen = a;
-            }
-            if let Some(d) = args.checkpoint_dir {
-                cfg.checkpoint_dir = d;
-            }
+            let (admin_listen, checkpoint_dir) = (args.admin_listen, args.checkpoint_dir.clone());
+            // Applied to the file at start and at every reload.
+            let source = ConfigSource::new(args.config.config.clone(), move |cfg| {
+                if let Some(a) = admin_listen {
+                    cfg.admin_listen = a;
+                }
+                if let Some(d) = &checkpoint_dir {
+                    cfg.checkpoint_dir = d.clone();
+                }
+            });
+            (source.overrides)(&mut cfg);
             init_logging(args.log_format);
             let runtime = match tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
@@ -109,7 +123,18 @@ fn main() -> ExitCode {
             let code = runtime.block_on(async {
                 let shutdown = CancellationToken::new();
                 tokio::spawn(signal(shutdown.clone()));
-                match sluice::app::run(cfg, shutdown).await {
+                let (requester, requests) = reload::channel();
+                #[cfg(unix)]
+                match reload::on_sighup(requester.clone()) {
+                    Ok(task) => drop(tokio::spawn(task)),
+                    Err(e) => tracing::warn!(error = %e, "cannot install the SIGHUP handler; reload by SIGHUP is off"),
+                }
+                if let Some(every) = args.watch_config {
+                    let (path, stop) = (source.path.clone(), shutdown.clone());
+                    let every = std::time::Duration::from_secs(every);
+                    tokio::spawn(reload::watch(path, every, requester, stop));
+                }
+                match sluice::app::run_reloading(cfg, shutdown, source, requests).await {
                     Ok(()) => ExitCode::SUCCESS,
                     Err(e) => {
                         tracing::error!(error = format!("{e:#}"), "sluice failed");

@@ -144,6 +144,13 @@ async fn status_and_checkpoints_on_the_embedded_store() {
     let (code, _, err) = cli(&["status", "--url", &nobody, "--timeout-seconds", "2"]).await;
     assert_eq!(code, 1, "{err}");
     assert!(err.contains("no answer"), "{err}");
+    // probe: the container health check ECS runs (the image has no shell or curl).
+    let healthz = format!("{}/healthz", sluice.admin);
+    assert_eq!(cli(&["probe", "--url", &healthz]).await.0, 0);
+    let missing = format!("{}/no-such-page", sluice.admin);
+    assert_eq!(cli(&["probe", "--url", &missing]).await.0, 1);
+    let (code, _, err) = cli(&["probe", "--url", &format!("{nobody}/healthz")]).await;
+    assert_eq!(code, 1, "{err}");
 
     // Moving checkpoints under a running sluice is refused: it holds the directory.
     let (code, _, err) = cp("reset", &path, &[]).await;

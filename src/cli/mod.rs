@@ -1,7 +1,8 @@
 //! The day-2 subcommands of the `sluice` binary (docs/cli.md): `status` (a running instance's
 //! `/status` as a table), `checkpoints list|set|reset` (read and move a stopped mapping's
 //! checkpoints where the config keeps them) and `iam-policy` (the least-privilege policy a config
-//! needs). Each has its clap arguments and a `run` returning the process's exit code; `main.rs`
+//! needs), and `probe` (an HTTP health check for container runtimes whose image has no shell or
+//! curl: ECS). Each has its clap arguments and a `run` returning the process's exit code; `main.rs`
 //! only dispatches. Exit codes: 0 done, 1 failed (no answer, an AWS or store error, a refusal),
 //! 2 a bad config or bad arguments.
 
@@ -133,4 +134,47 @@ pub fn iam_policy(args: IamPolicyArgs) -> ExitCode {
         eprintln!("note: placeholder {p}");
     }
     ExitCode::SUCCESS
+}
+
+#[derive(Args, Debug)]
+pub struct ProbeArgs {
+    /// The URL to ask, e.g. the admin server's /healthz.
+    #[arg(long, default_value = "http://127.0.0.1:9090/healthz")]
+    pub url: String,
+    /// How long to wait for the answer, in seconds.
+    #[arg(long, default_value_t = 3)]
+    pub timeout_seconds: u64,
+}
+
+/// `sluice probe`: exit 0 when `url` answers 2xx within the timeout, else 1 (ECS's container
+/// health check runs it: the distroless image has no shell or curl).
+pub fn probe(args: ProbeArgs) -> ExitCode {
+    let rt = match runtime() {
+        Ok(rt) => rt,
+        Err(code) => return code,
+    };
+    let timeout = Duration::from_secs(args.timeout_seconds);
+    let answer = rt.block_on(async {
+        let client = reqwest::Client::builder()
+            .timeout(timeout)
+            .build()
+            .map_err(|e| e.to_string())?;
+        let resp = client
+            .get(&args.url)
+            .send()
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok::<u16, String>(resp.status().as_u16())
+    });
+    match answer {
+        Ok(status) if (200..300).contains(&status) => ExitCode::SUCCESS,
+        Ok(status) => {
+            eprintln!("{}: {status}", args.url);
+            ExitCode::from(EXIT_FAILED)
+        }
+        Err(e) => {
+            eprintln!("{}: {e}", args.url);
+            ExitCode::from(EXIT_FAILED)
+        }
+    }
 }

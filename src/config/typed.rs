@@ -13,7 +13,7 @@ use crate::filter::FilterCriteria;
 use crate::model::StartingPosition;
 
 /// One event source mapping.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Mapping {
     /// Unique name: metric label, log field and checkpoint key. Defaults to the source alone
     /// ([`ResourceArn::default_mapping_name`]), so editing the target keeps the mapping's progress.
@@ -44,7 +44,7 @@ pub struct Batching {
 }
 
 /// The event source and what only its kind has.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum MappingSource {
     Kinesis(StreamSettings<KinesisStreamArn>),
     DynamoDbStream(StreamSettings<DynamoDbStreamArn>),
@@ -98,7 +98,7 @@ pub struct ErrorHandling {
 }
 
 /// Where batches go.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum Target {
     /// `FunctionName`: a name, `name:alias`, or a function ARN.
     Lambda {
@@ -107,7 +107,7 @@ pub enum Target {
     Http(HttpTarget),
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct HttpTarget {
     pub url: String,
     pub headers: BTreeMap<String, String>,

@@ -125,6 +125,12 @@ pub(super) struct MappingLeases {
     pub changed: Notify,
     /// Wakes the taker for a pass now.
     pub kick: Notify,
+    /// Fires when the mapping stops (a config reload, [`Coordinator::retire`]): its taker ends.
+    pub retired: CancellationToken,
+    /// Fires when the mapping is forgotten ([`Coordinator::forget`]): its renewer ends.
+    pub forgotten: CancellationToken,
+    /// The taker's task, awaited by [`Coordinator::forget`].
+    pub taker: Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -197,9 +203,13 @@ impl Coordinator {
             items: Mutex::new(None),
             changed: Notify::new(),
             kick: Notify::new(),
+            retired: CancellationToken::new(),
+            forgotten: CancellationToken::new(),
+            taker: Mutex::new(None),
         });
         lock(&self.mappings).insert(name.to_string(), m.clone());
-        tokio::spawn(super::pass::taker(self.clone(), m.clone()));
+        let taker = tokio::spawn(super::pass::taker(self.clone(), m.clone()));
+        *lock(&m.taker) = Some(taker);
         tokio::spawn(super::pass::renewer(self.clone(), m));
         Arc::new(MappingHandle {
             coordinator: self.clone(),
@@ -260,6 +270,34 @@ impl Coordinator {
             for shard in shards {
                 self.release_one(&m, &shard).await;
             }
+        }
+    }
+
+    /// A mapping is stopping (a config reload): it takes no more leases; the ones it holds are
+    /// still renewed while its workers finish.
+    pub fn retire(&self, mapping: &str) {
+        if let Some(m) = self.of(mapping) {
+            m.retired.cancel();
+        }
+    }
+
+    /// A mapping stopped for good or to restart (a config reload), after its workers stopped: its
+    /// taker (once its pass in progress is over) and renewer end and every lease it still holds is
+    /// released, so other replicas (or its next start) take them at once.
+    pub async fn forget(&self, mapping: &str) {
+        let Some(m) = self.of(mapping) else {
+            return;
+        };
+        m.retired.cancel();
+        let taker = lock(&m.taker).take();
+        if let Some(taker) = taker {
+            let _ = taker.await;
+        }
+        lock(&self.mappings).remove(mapping);
+        m.forgotten.cancel();
+        let shards: Vec<String> = lock(&m.held).keys().cloned().collect();
+        for shard in shards {
+            self.release_one(&m, &shard).await;
         }
     }
 

@@ -30,6 +30,7 @@ pub(super) async fn taker(co: Arc<Coordinator>, m: Arc<MappingLeases>) {
         }
         tokio::select! {
             _ = co.shutdown.cancelled() => return,
+            _ = m.retired.cancelled() => return,
             _ = tokio::time::sleep(co.member.scan_interval) => {}
             _ = m.kick.notified() => {}
         }
@@ -43,6 +44,7 @@ pub(super) async fn renewer(co: Arc<Coordinator>, m: Arc<MappingLeases>) {
     loop {
         tokio::select! {
             _ = co.stopped.cancelled() => return,
+            _ = m.forgotten.cancelled() => return,
             _ = tick.tick() => {}
         }
         let grants: Vec<(String, Arc<Grant>)> = lock(&m.held)

@@ -57,7 +57,7 @@ impl MappingTelemetry {
 
     /// The mapping made its first pass: every partition it may run is running.
     pub fn running(&self, partitions: usize, running: usize) {
-        self.status.mapping_started();
+        self.status.mapping_started(self.name());
         info!(
             mapping = self.name(),
             shards = partitions,
@@ -351,7 +351,7 @@ impl PartitionTelemetry {
     pub fn queue_running(&self, url: &str, fifo: bool, visibility: Duration, in_flight: Duration) {
         info!(mapping = self.mapping(), queue = %url, fifo, visibility_timeout_s = visibility.as_secs(),
               in_flight_visibility_s = in_flight.as_secs(), "queue mapping running");
-        self.mapping.status.mapping_started();
+        self.mapping.status.mapping_started(self.mapping());
         self.update(|s| {
             s.state = ShardState::Reading;
             s.last_error = None;

@@ -58,6 +58,21 @@ impl KafkaFamilies {
     }
 }
 
+impl KafkaFamilies {
+    /// Removes every series of `mapping` (a mapping a reload stopped).
+    pub(super) fn forget(&self, mapping: &str) {
+        for stat in ["max", "sum"] {
+            self.lag.remove(&StatLabels {
+                mapping: mapping.to_string(),
+                stat: stat.to_string(),
+            });
+        }
+        self.oldest.remove(&MappingLabel {
+            mapping: mapping.to_string(),
+        });
+    }
+}
+
 /// One Kafka mapping's series.
 #[derive(Clone)]
 pub struct KafkaMetrics {

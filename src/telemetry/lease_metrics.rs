@@ -137,6 +137,32 @@ impl LeaseFamilies {
     }
 }
 
+impl LeaseFamilies {
+    /// Removes every series of `mapping` (a mapping a reload stopped).
+    pub(super) fn forget(&self, mapping: &str) {
+        let label = MappingLabel {
+            mapping: mapping.to_string(),
+        };
+        self.held.remove(&label);
+        self.steals.remove(&label);
+        self.renewal.remove(&label);
+        self.renewal_failures.remove(&label);
+        self.releases.remove(&label);
+        for kind in ["free", "expired"] {
+            self.takes.remove(&KindLabels {
+                mapping: mapping.to_string(),
+                kind: kind.to_string(),
+            });
+        }
+        for reason in LossReason::ALL {
+            self.losses.remove(&ReasonLabels {
+                mapping: mapping.to_string(),
+                reason: reason.as_str().to_string(),
+            });
+        }
+    }
+}
+
 /// One mapping's lease series, one method per event.
 pub(super) struct LeaseMetrics {
     held: Gauge,

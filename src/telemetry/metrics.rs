@@ -17,6 +17,9 @@ use std::time::Duration;
 
 use super::kafka_metrics::{KafkaFamilies, KafkaMetrics};
 use super::lease_metrics::{LeaseFamilies, LeaseMetrics};
+use super::reloads::ReloadFamilies;
+
+mod forget;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub(super) struct MappingLabel {
@@ -70,6 +73,8 @@ pub struct Metrics {
     leases: LeaseFamilies,
     /// The `sluice_kafka*` families ([`super::kafka_metrics`]).
     kafka: KafkaFamilies,
+    /// The `sluice_config_*` families ([`super::reloads`]).
+    pub(super) reloads: ReloadFamilies,
     /// Each mapping's series, resolved once ([`Metrics::mapping`]).
     mappings: Mutex<HashMap<String, Arc<MappingMetrics>>>,
 }
@@ -112,6 +117,7 @@ impl Metrics {
             in_flight_bytes: Gauge::default(),
             leases: LeaseFamilies::default(),
             kafka: KafkaFamilies::default(),
+            reloads: ReloadFamilies::default(),
             mappings: Mutex::new(HashMap::new()),
             registry: Registry::default(),
         };
@@ -206,6 +212,7 @@ impl Metrics {
         );
         m.leases.register(&mut registry);
         m.kafka.register(&mut registry);
+        m.reloads.register(&mut registry);
         Metrics { registry, ..m }
     }
 

@@ -2,19 +2,22 @@
 //! ([`Metrics`], [`MappingMetrics`]), the per-partition status board behind `/status` and
 //! `/readyz` ([`Status`]), and the handles workers record events through, one call per event
 //! ([`MappingTelemetry`], [`PartitionTelemetry`]), and the lease coordinator's handle with its
-//! `sluice_lease*` series and `/status` lease view ([`LeaseTelemetry`]).
+//! `sluice_lease*` series and `/status` lease view ([`LeaseTelemetry`]), and config reloads
+//! ([`ReloadTelemetry`]).
 
 mod events;
 mod kafka_metrics;
 mod lease_metrics;
 mod leases;
 mod metrics;
+mod reloads;
 mod status;
 
 pub use events::{MappingTelemetry, PartitionTelemetry};
 pub use kafka_metrics::KafkaMetrics;
 pub use leases::{LeaseTelemetry, LeaseView, LossReason};
 pub use metrics::{MappingMetrics, Metrics};
+pub use reloads::ReloadTelemetry;
 pub use status::{Row, ShardState, ShardStatus, Status};
 
 use tracing_subscriber::EnvFilter;

@@ -7,9 +7,13 @@
 //! `worker_id`, each running shard's lease `owner`, and every coordinated mapping's leases as last
 //! read from the table (`leases`, fed by [`super::LeaseTelemetry::table`]). In single-replica mode
 //! `worker_id` and `owner` are null and `leases` is empty.
+//!
+//! `config` shows the config running and the last reload ([`super::ReloadTelemetry`]). A mapping a
+//! reload starts is pending (not ready) until its first pass, like one started with the process;
+//! one a reload stops leaves the board ([`Status::forget_mapping`]).
 
 use serde::Serialize;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
@@ -86,8 +90,13 @@ struct LeaseRow {
 #[derive(Default)]
 pub struct Status {
     shards: RwLock<BTreeMap<String, BTreeMap<String, Row>>>,
-    /// Enabled mappings whose shards are not all running yet.
+    /// Enabled mappings whose shards are not all running yet, counted ([`Status::new`]).
     pending_mappings: AtomicUsize,
+    /// Enabled mappings whose shards are not all running yet, by name
+    /// ([`Status::mapping_pending`]).
+    pending_named: Mutex<BTreeSet<String>>,
+    /// The config running and the last reload (`config`), as [`super::ReloadTelemetry`] sets it.
+    config: RwLock<serde_json::Value>,
     draining: AtomicBool,
     /// Bytes charged to the in-flight budget, as last reported.
     in_flight_bytes: AtomicU64,
@@ -102,6 +111,8 @@ impl Status {
         Status {
             shards: RwLock::default(),
             pending_mappings: AtomicUsize::new(enabled_mappings),
+            pending_named: Mutex::default(),
+            config: RwLock::new(serde_json::Value::Null),
             draining: AtomicBool::new(false),
             in_flight_bytes: AtomicU64::new(0),
             worker_id: RwLock::default(),
@@ -109,10 +120,43 @@ impl Status {
         }
     }
 
-    pub fn mapping_started(&self) {
+    /// `mapping` is starting: not ready until its first pass ([`Status::mapping_started`]).
+    pub fn mapping_pending(&self, mapping: &str) {
+        self.pending_named
+            .lock()
+            .expect("status lock")
+            .insert(mapping.to_string());
+    }
+
+    /// `mapping` made its first pass. One not named pending counts against [`Status::new`]'s
+    /// number.
+    pub fn mapping_started(&self, mapping: &str) {
+        if self
+            .pending_named
+            .lock()
+            .expect("status lock")
+            .remove(mapping)
+        {
+            return;
+        }
         let _ = self
             .pending_mappings
             .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1));
+    }
+
+    /// A stopped mapping leaves the board: its rows, its lease view, its pending mark.
+    pub fn forget_mapping(&self, mapping: &str) {
+        self.pending_named
+            .lock()
+            .expect("status lock")
+            .remove(mapping);
+        self.shards.write().expect("status lock").remove(mapping);
+        self.leases.write().expect("status lock").remove(mapping);
+    }
+
+    /// Replaces the `config` section.
+    pub(super) fn set_config(&self, view: serde_json::Value) {
+        *self.config.write().expect("status lock") = view;
     }
 
     pub fn ready(&self) -> bool {
@@ -124,7 +168,9 @@ impl Status {
         if self.draining.load(Ordering::SeqCst) {
             return Some("draining".into());
         }
-        if self.pending_mappings.load(Ordering::SeqCst) > 0 {
+        if self.pending_mappings.load(Ordering::SeqCst) > 0
+            || !self.pending_named.lock().expect("status lock").is_empty()
+        {
             return Some("starting".into());
         }
         let all = self.shards.read().expect("status lock");
@@ -246,6 +292,7 @@ impl Status {
         let worker_id = self.worker_id.read().expect("status lock").clone();
         let leases = serde_json::to_value(&*self.leases.read().expect("status lock"))
             .unwrap_or_else(|_| serde_json::json!({}));
+        let config = self.config.read().expect("status lock").clone();
         let all = self.shards.read().expect("status lock");
         serde_json::json!({
             "ready": reason.is_none(),
@@ -253,6 +300,7 @@ impl Status {
             "in_flight_bytes": self.in_flight_bytes.load(Ordering::Relaxed),
             "worker_id": worker_id,
             "leases": leases,
+            "config": config,
             "mappings": all
                 .iter()
                 .map(|(m, shards)| {
@@ -296,5 +344,20 @@ mod tests {
         status.update_existing("orders", "shardId-7", |s| s.owner = None);
         assert!(status.get("orders", "shardId-7").is_none());
         assert_eq!(status.snapshot()["worker_id"], "w-1");
+    }
+
+    #[test]
+    fn a_mapping_started_by_name_is_pending_until_its_first_pass_and_forgotten_leaves() {
+        let status = Status::new(1);
+        status.mapping_pending("added");
+        status.mapping_started("orders");
+        assert_eq!(status.not_ready_because().as_deref(), Some("starting"));
+        status.mapping_started("added");
+        assert!(status.ready());
+        status.mapping_pending("later");
+        status.update("later", "queue", |s| s.state = ShardState::Failed);
+        status.forget_mapping("later");
+        assert!(status.ready(), "{:?}", status.not_ready_because());
+        assert!(status.snapshot()["mappings"].get("later").is_none());
     }
 }

@@ -171,6 +171,16 @@ impl Sluice {
         self.child.kill().await.expect("SIGKILL");
     }
 
+    /// SIGHUP: sluice reloads its config file.
+    pub fn hup(&self) {
+        let pid = self.child.id().expect("running");
+        let ok = std::process::Command::new("kill")
+            .args(["-HUP", &pid.to_string()])
+            .status()
+            .unwrap();
+        assert!(ok.success(), "kill -HUP {pid}");
+    }
+
     /// SIGTERM, then the exit code.
     pub async fn terminate(&mut self) -> i32 {
         let pid = self.child.id().expect("running");

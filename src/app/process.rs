@@ -1,13 +1,14 @@
-//! Wiring: builds the checkpoint store, the admin server, the AWS clients and, per enabled mapping,
-//! its source, dispatcher and destination; runs the mappings until `shutdown` fires, then gives
-//! in-flight work the grace period to finish (each finished batch is checkpointed as it completes).
-//!
-//! The process-wide parts live in one [`Process`]. [`Process::start`] gives each mapping its
-//! region's clients and its dispatcher, then hands it to the builder of its source kind:
-//! [`Process::stream_mapping`] (Kinesis, DynamoDB Streams: the supervisor) or
-//! [`Process::queue_mapping`] (SQS: the pollers), each returning the future the tracker spawns.
-//! Both build their [`MappingContext`] through [`Process::context`], the one place the on-failure
+//! One mapping's wiring: [`Process`] holds what every mapping of the process shares, and
+//! [`Process::start`] gives a mapping its region's clients and its dispatcher, then hands it to the
+//! builder of its source kind: [`Process::stream_mapping`] (Kinesis, DynamoDB Streams: the
+//! supervisor), [`Process::kafka_mapping`] (the consumer and the supervisor) or
+//! [`Process::queue_mapping`] (SQS: the pollers), each returning the future its tracker spawns.
+//! All build their [`MappingContext`] through [`Process::context`], the one place the on-failure
 //! destination is connected and the retry policy chosen.
+//!
+//! A `Process` value started from is one mapping's view of the process (see
+//! [`super::mappings`]): its `tracker` and `shutdown` are that mapping's own, so one mapping can be
+//! stopped and awaited without stopping the others.
 
 use anyhow::Context;
 use std::future::Future;
@@ -15,22 +16,18 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tracing::{error, info, warn};
+use tracing::{error, warn};
 
 use crate::aws::Clients;
 use crate::budget::ByteBudget;
-use crate::checkpoint::{CheckpointStore, FileCheckpointStore};
-use crate::config::{
-    Config, Coordination, DestinationArn, Mapping, MappingSource, StartingPosition, Target,
-};
+use crate::checkpoint::CheckpointStore;
+use crate::config::{DestinationArn, Mapping, MappingSource, StartingPosition, Target};
 use crate::destination::{AwsDestination, Destination, KafkaDestination};
 use crate::dispatch::{Dispatcher, HttpDispatcher, LambdaDispatcher};
-use crate::lease::coordinator::{Coordinator, Membership};
-use crate::lease::dynamo::LeaseTable;
+use crate::lease::coordinator::Coordinator;
 use crate::lease::item::LeaseCheckpoint;
 use crate::lease::{Leases, SingleReplica};
 use crate::retry::RetryPolicy;
-use crate::server::{self, AdminState};
 use crate::source::dynamodb::DynamoDbSource;
 use crate::source::kinesis::{EventContext, FanoutSource, KinesisSource};
 use crate::source::Source;
@@ -38,186 +35,30 @@ use crate::source::{kafka, sqs};
 use crate::telemetry::{LeaseTelemetry, MappingTelemetry, Metrics, Status};
 use crate::worker::{queue, supervisor, MappingContext};
 
-/// Runs sluice until `shutdown` is cancelled.
-pub async fn run(cfg: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
-    let metrics = Arc::new(Metrics::new());
-    let enabled: Vec<_> = cfg.mappings.iter().filter(|m| m.enabled).cloned().collect();
-    let status = Arc::new(Status::new(enabled.len()));
-    let clients = crate::aws::clients(&cfg).await;
-    let (checkpoints, coordinator) = match &cfg.coordination {
-        None => (single_replica_store(&cfg, &enabled).await?, None),
-        Some(c) => {
-            let coordinator = join_fleet(&cfg, c, &clients, &enabled, &shutdown).await?;
-            status.set_worker_id(coordinator.worker_id());
-            (
-                coordinator.clone() as Arc<dyn CheckpointStore>,
-                Some(coordinator),
-            )
-        }
-    };
-
-    let listener = tokio::net::TcpListener::bind(cfg.admin_listen)
-        .await
-        .with_context(|| format!("binding the admin server to {}", cfg.admin_listen))?;
-    info!(address = %listener.local_addr()?, "admin server listening");
-    let server_stop = CancellationToken::new();
-    let app = server::router(AdminState {
-        metrics: metrics.clone(),
-        status: status.clone(),
-    });
-    let stop = server_stop.clone();
-    let server = tokio::spawn(async move {
-        axum::serve(listener, app)
-            .with_graceful_shutdown(stop.cancelled_owned())
-            .await
-    });
-
-    let process = Process {
-        metrics,
-        status: status.clone(),
-        checkpoints,
-        coordinator: coordinator.clone(),
-        kafka_sources: Default::default(),
-        budget: Arc::new(ByteBudget::new(cfg.max_in_flight_bytes)),
-        clients,
-        tracker: TaskTracker::new(),
-        shutdown: shutdown.clone(),
-        shard_discovery_interval: cfg.shard_discovery_interval,
-        invoke_identity_arn: cfg.invoke_identity_arn.clone(),
-    };
-    for mapping in &cfg.mappings {
-        if !mapping.enabled {
-            info!(mapping = %mapping.name, "mapping disabled");
-        }
-    }
-    for mapping in enabled {
-        process.start(mapping)?;
-    }
-    let tracker = process.tracker;
-    let kafka_sources = process.kafka_sources;
-
-    shutdown.cancelled().await;
-    status.set_draining();
-    info!(
-        grace_s = cfg.shutdown_grace.as_secs(),
-        "shutting down: no new reads; waiting for in-flight invocations"
-    );
-    tracker.close();
-    if tokio::time::timeout(cfg.shutdown_grace, tracker.wait())
-        .await
-        .is_err()
-    {
-        warn!("grace period over: abandoning in-flight invocations (their records are re-read after the checkpoint on restart)");
-    } else {
-        info!("all workers stopped; checkpoints written");
-    }
-    let leaving: Vec<_> = kafka_sources
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .drain(..)
-        .collect();
-    for source in leaving {
-        source.close(Duration::from_secs(2)).await;
-    }
-    if let Some(coordinator) = coordinator {
-        // Whatever is still held (shards waiting for parents, workers abandoned): free it now.
-        coordinator.stop().await;
-    }
-    server_stop.cancel();
-    // A scraper holding a connection open does not hold the exit.
-    match tokio::time::timeout(Duration::from_secs(2), server).await {
-        Ok(Ok(Err(e))) => error!(error = %e, "admin server failed"),
-        Ok(Err(e)) => error!(error = %e, "admin server task failed"),
-        Ok(Ok(Ok(()))) => {}
-        Err(_) => warn!("admin server did not stop within 2 s; leaving it"),
-    }
-    Ok(())
-}
-
-/// The embedded store (one replica), with progress carried over to renamed mappings.
-async fn single_replica_store(
-    cfg: &Config,
-    enabled: &[Mapping],
-) -> anyhow::Result<Arc<dyn CheckpointStore>> {
-    let store = FileCheckpointStore::open(&cfg.checkpoint_dir)
-        .context("opening the checkpoint directory")?;
-    for mapping in enabled {
-        if let Some(from) = store
-            .adopt(&mapping.name, &mapping.legacy_names)
-            .await
-            .context("carrying checkpoints over to a renamed mapping")?
-        {
-            info!(mapping = %mapping.name, from = %from, "took over the checkpoints written under an earlier name");
-        }
-    }
-    Ok(Arc::new(store))
-}
-
-/// Joins the fleet through the lease table (created if missing) and, the first time, imports the
-/// progress of an embedded store left in `checkpoint_dir` by a single-replica deployment.
-async fn join_fleet(
-    cfg: &Config,
-    c: &Coordination,
-    clients: &Clients,
-    enabled: &[Mapping],
-    shutdown: &CancellationToken,
-) -> anyhow::Result<Arc<Coordinator>> {
-    let table = LeaseTable::new(clients.dynamodb.clone(), &c.lease_table);
-    let member = Membership {
-        worker_id: c.worker_id.clone(),
-        lease_duration: c.lease_duration,
-        scan_interval: c.scan_interval,
-    };
-    let coordinator = Coordinator::start(table, member, shutdown.clone())
-        .await
-        .with_context(|| format!("opening the lease table {}", c.lease_table))?;
-    info!(lease_table = %c.lease_table, worker_id = %c.worker_id, lease_duration_s = c.lease_duration.as_secs(), "coordinating through the lease table");
-    let streams = enabled.iter().filter(|m| m.source.has_shards());
-    if cfg.checkpoint_dir.is_dir() {
-        let file = FileCheckpointStore::open(&cfg.checkpoint_dir)
-            .context("opening the checkpoint directory to import it")?;
-        for mapping in streams {
-            let created = coordinator
-                .import(&file, &mapping.name, &c.lease_table)
-                .await
-                .map_err(|e| {
-                    anyhow::anyhow!(
-                        "importing the embedded checkpoints of {}: {e}",
-                        mapping.name
-                    )
-                })?;
-            if created > 0 {
-                info!(mapping = %mapping.name, leases = created, "imported the embedded store's checkpoints into the lease table");
-            }
-        }
-    } else {
-        for mapping in streams.filter(|m| !m.legacy_names.is_empty()) {
-            warn!(mapping = %mapping.name, "renamed-mapping carry-over applies to the embedded store only; the lease table keeps leases under the current name");
-        }
-    }
-    Ok(coordinator)
-}
+/// The Kafka consumers a mapping opened, closed (leaving their groups) once its workers stopped.
+pub(super) type KafkaSources = Arc<std::sync::Mutex<Vec<Arc<kafka::KafkaSource>>>>;
 
 /// What every mapping of the process shares; cloned once into each mapping's task.
 #[derive(Clone)]
-struct Process {
-    metrics: Arc<Metrics>,
-    status: Arc<Status>,
-    checkpoints: Arc<dyn CheckpointStore>,
+pub(super) struct Process {
+    pub(super) metrics: Arc<Metrics>,
+    pub(super) status: Arc<Status>,
+    pub(super) checkpoints: Arc<dyn CheckpointStore>,
     /// The fleet this replica belongs to (with `coordination`); `None`: this process holds every
     /// shard.
-    coordinator: Option<Arc<Coordinator>>,
-    /// Kafka mappings' consumers, closed (leaving their groups) once every worker has stopped.
-    kafka_sources: Arc<std::sync::Mutex<Vec<Arc<kafka::KafkaSource>>>>,
+    pub(super) coordinator: Option<Arc<Coordinator>>,
+    /// The Kafka consumers of the mapping this view starts.
+    pub(super) kafka_sources: KafkaSources,
     /// The process-wide in-flight byte budget.
-    budget: Arc<ByteBudget>,
+    pub(super) budget: Arc<ByteBudget>,
     /// The clients of the process region; each mapping takes its source's region from them.
-    clients: Clients,
-    /// Every mapping's tasks (supervisors, shard workers, pollers), waited on at shutdown.
-    tracker: TaskTracker,
-    shutdown: CancellationToken,
-    shard_discovery_interval: Duration,
-    invoke_identity_arn: String,
+    pub(super) clients: Clients,
+    /// The tasks (supervisor, shard workers, pollers) of the mapping this view starts.
+    pub(super) tracker: TaskTracker,
+    /// Stops the mapping this view starts (a child of the process's shutdown token).
+    pub(super) shutdown: CancellationToken,
+    pub(super) shard_discovery_interval: Duration,
+    pub(super) invoke_identity_arn: String,
 }
 
 /// One mapping being started: what its kind's builder needs besides its settings.
@@ -230,7 +71,7 @@ struct Wiring {
 
 impl Process {
     /// Starts `mapping` on the tracker through the builder of its source kind.
-    fn start(&self, mapping: Mapping) -> anyhow::Result<()> {
+    pub(super) fn start(&self, mapping: Mapping) -> anyhow::Result<()> {
         // The source ARN's region serves the mapping; a function or destination ARN naming another
         // region is called there (a bare function name: the source's region).
         let clients = self.clients.for_region(mapping.source.region());
@@ -476,6 +317,8 @@ async fn connect_destination(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::checkpoint::FileCheckpointStore;
+    use crate::config::Config;
 
     /// A process over a temporary checkpoint directory; nothing in it calls AWS until a mapping runs.
     async fn process(cfg: &Config, dir: &std::path::Path) -> Process {
