@@ -159,7 +159,7 @@ impl Run {
         self.function.events.lock().unwrap().clone()
     }
     /// Every event, as [`read`] reads it.
-    fn read_events(&self) -> Vec<(Vec<u64>, Option<String>, bool, bool, i64)> {
+    fn read_events(&self) -> Vec<Read> {
         self.events().iter().map(read).collect()
     }
     fn last_write(&self) -> (Checkpoint, Option<WindowState>) {
@@ -249,8 +249,11 @@ async fn run(
     }
 }
 
-/// Each event read as AWS's type: (ids, state sum, final, early, window start ms).
-fn read(event: &Value) -> (Vec<u64>, Option<String>, bool, bool, i64) {
+/// An event as [`read`] reads it: (ids, state sum, final, early, window start ms).
+type Read = (Vec<u64>, Option<String>, bool, bool, i64);
+
+/// Each event read as AWS's type.
+fn read(event: &Value) -> Read {
     // The fake records are not Kinesis entries: the window fields are read as AWS's type.
     let mut fields = event.clone();
     fields["Records"] = json!([]);
