@@ -12,6 +12,7 @@ use common::kafka::{
 };
 use common::sink::Sink;
 use common::sluice::{config, free_port, Sluice};
+use common::streams::{Stream, Table};
 use common::*;
 use serde_json::Value;
 use std::collections::{BTreeSet, HashMap};
@@ -42,6 +43,26 @@ async fn wait_filtered(sluice: &Sluice, mapping: &str, n: f64) {
     .await;
 }
 
+/// Waits until `mapping`'s checkpoint on `shard` reached `last` (a record filtered out) and sluice
+/// counted `filtered` records filtered out.
+async fn wait_past_filtered(
+    sluice: &Sluice,
+    mapping: &str,
+    shard: &str,
+    last: &str,
+    filtered: f64,
+) {
+    sluice
+        .wait_checkpoint(
+            "the checkpoint past the filtered last record",
+            mapping,
+            shard,
+            last,
+        )
+        .await;
+    wait_filtered(sluice, mapping, filtered).await;
+}
+
 /// Stops `sluice` (SIGTERM) and starts it again on the same checkpoints with `mappings`.
 async fn restart(
     tb: &TestBed,
@@ -63,28 +84,21 @@ async fn restart(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kinesis_records_are_filtered_on_data_and_metadata() {
     let tb = testbed();
-    let kinesis = kinesis(&tb).await;
-    let stream = unique("flt-kin");
-    let arn = create_stream(&kinesis, &stream, 1).await;
+    let stream = Stream::create(&tb, "flt-kin", 1).await;
     let sink = Sink::ok().await;
     let name = unique("kin");
     let mappings = format!(
-        "  - Name: {name}\n    EventSourceArn: {arn}\n    StartingPosition: TRIM_HORIZON\n    Http: {{ Url: '{}' }}\n{}",
+        "  - Name: {name}\n    EventSourceArn: {}\n    StartingPosition: TRIM_HORIZON\n    Http: {{ Url: '{}' }}\n{}",
+        stream.arn,
         sink.url,
         filters(&[r#"{"data": {"kind": ["keep"]}}"#, r#"{"partitionKey": ["meta"]}"#])
     );
-    let dir = tempfile::tempdir().unwrap();
-    let mut sluice = Sluice::start(
-        dir.path(),
-        "run",
-        &config(&tb, &dir.path().join("cp"), free_port(), &mappings),
-    )
-    .await;
+    let (mut sluice, dir) = Sluice::run(&tb, &mappings).await;
     sluice.wait_ready().await;
     let put = |k: &str, d: &str| (k.to_string(), d.to_string());
     let written = put_records(
-        &kinesis,
-        &stream,
+        &stream.kinesis,
+        &stream.name,
         vec![
             put("k", r#"{"kind":"keep","i":0}"#),
             put("k", r#"{"kind":"drop","i":1}"#),
@@ -98,15 +112,7 @@ async fn kinesis_records_are_filtered_on_data_and_metadata() {
     let wanted: BTreeSet<String> = [0, 2, 4].iter().map(|&i| written[i].data.clone()).collect();
     let shard = written[0].shard.clone();
     let last = written.last().unwrap().seq.clone();
-    sluice
-        .wait_checkpoint(
-            "the checkpoint past the filtered last record",
-            &name,
-            &shard,
-            &last,
-        )
-        .await;
-    wait_filtered(&sluice, &name, 3.0).await;
+    wait_past_filtered(&sluice, &name, &shard, &last, 3.0).await;
     let got: Vec<String> = sink.delivered().into_iter().map(|w| w.data).collect();
     assert_eq!(got.len(), 3, "{got:?}");
     assert_eq!(got.iter().cloned().collect::<BTreeSet<_>>(), wanted);
@@ -121,8 +127,8 @@ async fn kinesis_records_are_filtered_on_data_and_metadata() {
     // A restart reads on from the checkpoint: nothing again, filtered or not.
     let again = restart(&tb, &mut sluice, dir.path(), &mappings).await;
     let sentinel = put_records(
-        &kinesis,
-        &stream,
+        &stream.kinesis,
+        &stream.name,
         vec![put("k", r#"{"kind":"keep","i":6}"#)],
     )
     .await;
@@ -201,9 +207,8 @@ async fn last_stream_record(tb: &TestBed, stream_arn: &str) -> Option<(String, S
 async fn dynamodb_records_are_filtered_on_the_typed_record() {
     use aws_sdk_dynamodb::types::{AttributeValue, StreamViewType};
     let tb = testbed();
-    let ddb = dynamodb(&tb);
-    let table = unique("flt-ddb");
-    let stream_arn = create_table(&ddb, &table, StreamViewType::NewAndOldImages).await;
+    let table = Table::create(&tb, "flt-ddb", StreamViewType::NewAndOldImages).await;
+    let stream_arn = &table.stream_arn;
     let sink = Sink::ok().await;
     let name = unique("ddb");
     let mappings = format!(
@@ -211,21 +216,17 @@ async fn dynamodb_records_are_filtered_on_the_typed_record() {
         sink.url,
         filters(&[r#"{"eventName": ["INSERT"], "dynamodb": {"NewImage": {"status": {"S": ["shipped"]}}}}"#])
     );
-    let dir = tempfile::tempdir().unwrap();
-    let mut sluice = Sluice::start(
-        dir.path(),
-        "run",
-        &config(&tb, &dir.path().join("cp"), free_port(), &mappings),
-    )
-    .await;
+    let (mut sluice, dir) = Sluice::run(&tb, &mappings).await;
     sluice.wait_ready().await;
     let put = |id: &str, status: &str| {
         let item = HashMap::from([
             ("Id".to_string(), AttributeValue::N(id.into())),
             ("status".to_string(), AttributeValue::S(status.into())),
         ]);
-        ddb.put_item()
-            .table_name(&table)
+        table
+            .ddb
+            .put_item()
+            .table_name(&table.name)
             .set_item(Some(item))
             .send()
     };
@@ -234,18 +235,10 @@ async fn dynamodb_records_are_filtered_on_the_typed_record() {
     put("1", "shipped").await.unwrap(); // MODIFY
     put("3", "pending").await.unwrap(); // INSERT, pending: the last record, filtered out
     let (shard, last) = wait_for("the stream's records", Duration::from_secs(30), || async {
-        last_stream_record(&tb, &stream_arn).await
+        last_stream_record(&tb, stream_arn).await
     })
     .await;
-    sluice
-        .wait_checkpoint(
-            "the checkpoint past the filtered last record",
-            &name,
-            &shard,
-            &last,
-        )
-        .await;
-    wait_filtered(&sluice, &name, 3.0).await;
+    wait_past_filtered(&sluice, &name, &shard, &last, 3.0).await;
     let got = sink.accepted_entries();
     assert_eq!(got.len(), 1, "{got:?}");
     assert_eq!(got[0]["eventName"], "INSERT");

@@ -6,8 +6,8 @@ mod common;
 
 use common::sink::Sink;
 use common::sluice::{config, free_port, Sluice};
+use common::streams::{as_set, kill_9_and_restart, wait_delivered_once, Stream};
 use common::*;
-use std::collections::BTreeSet;
 use std::time::Duration;
 
 fn http_mapping(name: &str, arn: &str, url: &str, run: &str, batch: usize) -> String {
@@ -16,16 +16,10 @@ fn http_mapping(name: &str, arn: &str, url: &str, run: &str, batch: usize) -> St
     )
 }
 
-fn as_set(v: &[Written]) -> BTreeSet<(String, String)> {
-    v.iter().map(|w| (w.shard.clone(), w.seq.clone())).collect()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_record_reaches_an_http_function_in_order_per_shard() {
     let tb = testbed();
-    let kinesis = kinesis(&tb).await;
-    let stream = unique("spine-http");
-    let arn = create_stream(&kinesis, &stream, 4).await;
+    let Stream { kinesis, name, arn } = Stream::create(&tb, "spine-http", 4).await;
     let sink = Sink::ok().await;
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
@@ -42,30 +36,20 @@ async fn every_record_reaches_an_http_function_in_order_per_shard() {
     .await;
     sluice.wait_ready().await;
 
-    let written = put_records(&kinesis, &stream, records("r", 10_000, 257)).await;
+    let written = put_records(&kinesis, &name, records("r", 10_000, 257)).await;
     assert_eq!(
         by_shard(&written).len(),
         4,
         "records spread over all 4 shards"
     );
-    wait_for(
+    let delivered = wait_delivered_once(
         "all 10,000 records delivered",
         Duration::from_secs(240),
-        || async { (sink.delivered().len() >= written.len()).then_some(()) },
+        || sink.delivered(),
+        &written,
+        "no duplicates in a clean run",
     )
     .await;
-
-    let delivered = sink.delivered();
-    assert_eq!(
-        delivered.len(),
-        written.len(),
-        "no duplicates in a clean run"
-    );
-    assert_eq!(
-        as_set(&delivered),
-        as_set(&written),
-        "every record delivered"
-    );
     assert_ordered("http", &delivered);
     // Every batch holds records of one shard only.
     for req in sink.accepted.lock().unwrap().iter() {
@@ -148,30 +132,22 @@ async fn every_record_reaches_an_http_function_in_order_per_shard() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_record_reaches_a_real_lambda_function_in_order_per_shard() {
     let tb = testbed();
-    let kinesis = kinesis(&tb).await;
-    let stream = unique("spine-lambda");
-    let arn = create_stream(&kinesis, &stream, 4).await;
+    let Stream { kinesis, name, arn } = Stream::create(&tb, "spine-lambda", 4).await;
     let mapping = format!(
         "  - Name: lambda\n    EventSourceArn: {arn}\n    StartingPosition: TRIM_HORIZON\n    BatchSize: 500\n    FunctionName: recorder\n"
     );
     let (sluice, _dir) = Sluice::run(&tb, &mapping).await;
     sluice.wait_ready().await;
-    let written = put_records(&kinesis, &stream, records("l", 10_000, 311)).await;
+    let written = put_records(&kinesis, &name, records("l", 10_000, 311)).await;
 
-    let read = || recorded(&tb, &stream);
-    wait_for(
+    let delivered = wait_delivered_once(
         "all 10,000 records recorded by the function",
         Duration::from_secs(240),
-        || async { (read().len() >= written.len()).then_some(()) },
+        || recorded(&tb, &name),
+        &written,
+        "no duplicates in a clean run",
     )
     .await;
-    let delivered = read();
-    assert_eq!(
-        delivered.len(),
-        written.len(),
-        "no duplicates in a clean run"
-    );
-    assert_eq!(as_set(&delivered), as_set(&written));
     assert_ordered("lambda", &delivered);
     assert!(
         sluice
@@ -187,10 +163,8 @@ async fn every_record_reaches_a_real_lambda_function_in_order_per_shard() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_then_restart_loses_nothing_and_keeps_order() {
     let tb = testbed();
-    let kinesis = kinesis(&tb).await;
-    let stream = unique("spine-kill");
-    let arn = create_stream(&kinesis, &stream, 4).await;
-    let written = put_records(&kinesis, &stream, records("k", 4_000, 97)).await;
+    let Stream { kinesis, name, arn } = Stream::create(&tb, "spine-kill", 4).await;
+    let written = put_records(&kinesis, &name, records("k", 4_000, 97)).await;
     // A slow function, so the kill lands mid-stream with batches in flight.
     let sink = Sink::start(|_, _| {
         std::thread::sleep(Duration::from_millis(20));
@@ -200,51 +174,16 @@ async fn kill_9_then_restart_loses_nothing_and_keeps_order() {
     let dir = tempfile::tempdir().unwrap();
     let cp = dir.path().join("cp");
     let batch = 50;
-    let port = free_port();
-    let mut first = Sluice::start(
-        dir.path(),
-        "run1",
-        &config(
-            &tb,
-            &cp,
-            port,
-            &http_mapping("kill", &arn, &sink.url, "1", batch),
-        ),
-    )
-    .await;
-    wait_for("a quarter delivered", Duration::from_secs(120), || async {
-        (sink.delivered().len() >= 1_000).then_some(())
-    })
-    .await;
-    first.kill9().await;
-    let before_restart = sink.delivered_in_run("1");
-    assert!(
-        before_restart.len() < written.len(),
-        "the kill came too late to test anything"
-    );
-
-    let second = Sluice::start(
-        dir.path(),
-        "run2",
-        &config(
-            &tb,
-            &cp,
-            free_port(),
-            &http_mapping("kill", &arn, &sink.url, "2", batch),
-        ),
-    )
-    .await;
-    wait_for(
-        "every record delivered after the restart",
-        Duration::from_secs(180),
-        || async { (as_set(&sink.delivered()).len() >= written.len()).then_some(()) },
-    )
-    .await;
+    let run = |n: &str| {
+        let mapping = http_mapping("kill", &arn, &sink.url, n, batch);
+        config(&tb, &cp, free_port(), &mapping)
+    };
+    let second =
+        kill_9_and_restart(dir.path(), run, &sink, &written, Duration::from_secs(180)).await;
     drop(second);
 
     let run1 = sink.delivered_in_run("1");
     let run2 = sink.delivered_in_run("2");
-    assert_eq!(as_set(&sink.delivered()), as_set(&written), "nothing lost");
     assert_ordered("run 1", &run1);
     assert_ordered("run 2", &run2);
     // Run 2 resumed after each shard's checkpoint: it repeats at most the one batch per shard
@@ -275,10 +214,8 @@ async fn kill_9_then_restart_loses_nothing_and_keeps_order() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failing_shard_retries_while_the_others_proceed() {
     let tb = testbed();
-    let kinesis = kinesis(&tb).await;
-    let stream = unique("spine-fail");
-    let arn = create_stream(&kinesis, &stream, 4).await;
-    let written = put_records(&kinesis, &stream, records("f", 800, 61)).await;
+    let Stream { kinesis, name, arn } = Stream::create(&tb, "spine-fail", 4).await;
+    let written = put_records(&kinesis, &name, records("f", 800, 61)).await;
     let shards = by_shard(&written);
     let failing = shards.keys().next().unwrap().clone();
     let others_total: usize = shards
@@ -352,10 +289,8 @@ async fn a_failing_shard_retries_while_the_others_proceed() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_finishes_in_flight_work_checkpoints_and_exits_0() {
     let tb = testbed();
-    let kinesis = kinesis(&tb).await;
-    let stream = unique("spine-term");
-    let arn = create_stream(&kinesis, &stream, 2).await;
-    let written = put_records(&kinesis, &stream, records("t", 1_000, 31)).await;
+    let Stream { kinesis, name, arn } = Stream::create(&tb, "spine-term", 2).await;
+    let written = put_records(&kinesis, &name, records("t", 1_000, 31)).await;
     let sink = Sink::start(|_, _| {
         std::thread::sleep(Duration::from_millis(30));
         (200, vec![], String::new())
@@ -418,33 +353,26 @@ async fn sigterm_finishes_in_flight_work_checkpoints_and_exits_0() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn throttled_and_expired_reads_back_off_and_resume_without_loss_or_duplicates() {
     let mut tb = testbed();
-    let kinesis = kinesis(&tb).await;
-    let stream = unique("faults");
-    let arn = create_stream(&kinesis, &stream, 2).await;
+    let Stream { kinesis, name, arn } = Stream::create(&tb, "faults", 2).await;
     // sluice reads through the fault proxy: 3 throttled GetRecords, then 2 expired iterators.
-    let name = unique("kf");
+    let rules = unique("kf");
     std::fs::write(
-        tb.faults_dir.join(format!("{name}.json")),
+        tb.faults_dir.join(format!("{rules}.json")),
         r#"{"GetRecords": {"throttle": 3, "expire": 2}}"#,
     )
     .unwrap();
-    tb.kinesis = format!("{}/fault-{name}", tb.kinesis_faults);
+    tb.kinesis = format!("{}/fault-{rules}", tb.kinesis_faults);
     let sink = Sink::ok().await;
     let (sluice, _dir) = Sluice::run(&tb, &http_mapping("faults", &arn, &sink.url, "1", 100)).await;
-    let written = put_records(&kinesis, &stream, records("f", 600, 17)).await;
-    wait_for(
+    let written = put_records(&kinesis, &name, records("f", 600, 17)).await;
+    let delivered = wait_delivered_once(
         "every record delivered",
         Duration::from_secs(120),
-        || async { (sink.delivered().len() >= written.len()).then_some(()) },
+        || sink.delivered(),
+        &written,
+        "an expired iterator resumes after the last record: no duplicates",
     )
     .await;
-    let delivered = sink.delivered();
-    assert_eq!(
-        delivered.len(),
-        written.len(),
-        "an expired iterator resumes after the last record: no duplicates"
-    );
-    assert_eq!(as_set(&delivered), as_set(&written));
     assert_ordered("faults", &delivered);
     let throttled = sluice
         .metric(

@@ -6,9 +6,10 @@
 
 mod common;
 
-use aws_sdk_dynamodb::types::{AttributeValue, StreamViewType};
+use aws_sdk_dynamodb::types::StreamViewType;
 use common::sink::{Request, Sink};
 use common::sluice::{config, free_port, Sluice};
+use common::streams::{as_set, kill_9_and_restart, last_seq, wait_delivered_once, Stream, Table};
 use common::*;
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
@@ -63,36 +64,29 @@ fn assert_ordered_per_key(label: &str, items: &[Written]) {
     }
 }
 
-fn as_set(v: &[Written]) -> BTreeSet<String> {
-    v.iter().map(|w| w.seq.clone()).collect()
+/// Waits until `mapping`'s checkpoint reaches the last record `written` (all on one shard).
+async fn wait_checkpoint_at_last(sluice: &Sluice, mapping: &str, written: &[Written]) {
+    let last = last_seq(written);
+    sluice
+        .wait_checkpoint("the last record", mapping, &written[0].shard, &last)
+        .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kinesis_lanes_deliver_every_record_in_order_per_key_with_batches_at_once() {
     let tb = testbed();
-    let kinesis = kinesis(&tb).await;
-    let stream = unique("lanes");
-    let arn = create_stream(&kinesis, &stream, 1).await;
-    let written = put_records(&kinesis, &stream, records("p", 10_000, 8)).await;
+    let Stream { kinesis, name, arn } = Stream::create(&tb, "lanes", 1).await;
+    let written = put_records(&kinesis, &name, records("p", 10_000, 8)).await;
     let sink = Sink::start_slow(Duration::from_millis(50), |_, _| (200, vec![], "{}".into())).await;
     let (sluice, _dir) = Sluice::run(&tb, &mapping("lanes", &arn, &sink.url, "1", 100, "")).await;
-    wait_for(
+    let delivered = wait_delivered_once(
         "all 10,000 records delivered",
         Duration::from_secs(300),
-        || async { (sink.delivered().len() >= written.len()).then_some(()) },
+        || sink.delivered(),
+        &written,
+        "no duplicates in a clean run",
     )
     .await;
-    let delivered = sink.delivered();
-    assert_eq!(
-        delivered.len(),
-        written.len(),
-        "no duplicates in a clean run"
-    );
-    assert_eq!(
-        as_set(&delivered),
-        as_set(&written),
-        "every record delivered"
-    );
     assert_ordered_per_key("lanes", &delivered);
     for req in sink.accepted.lock().unwrap().iter() {
         assert!(req.records.len() <= 100);
@@ -108,27 +102,14 @@ async fn kinesis_lanes_deliver_every_record_in_order_per_key_with_batches_at_onc
         used.len()
     );
     // The checkpoint reaches the last record once every lane is done.
-    let last = written
-        .iter()
-        .map(|w| w.seq.clone())
-        .max_by(|a, b| seq_key(a).cmp(&seq_key(b)));
-    sluice
-        .wait_checkpoint(
-            "the last record",
-            "lanes",
-            &written[0].shard,
-            &last.unwrap(),
-        )
-        .await;
+    wait_checkpoint_at_last(&sluice, "lanes", &written).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failing_key_goes_to_the_destination_while_the_other_lanes_go_on() {
     let tb = testbed();
-    let kinesis = kinesis(&tb).await;
-    let stream = unique("lanes-fail");
-    let arn = create_stream(&kinesis, &stream, 1).await;
-    let written = put_records(&kinesis, &stream, records("f", 2_000, 8)).await;
+    let Stream { kinesis, name, arn } = Stream::create(&tb, "lanes-fail", 1).await;
+    let written = put_records(&kinesis, &name, records("f", 2_000, 8)).await;
     let sqs = sqs(&tb);
     let (dlq_url, dlq_arn) = create_queue(&sqs, &unique("lanes-dlq"), &[]).await;
     // Every batch holding key-0 fails; bisect isolates its records, which are given up on.
@@ -159,7 +140,10 @@ async fn a_failing_key_goes_to_the_destination_while_the_other_lanes_go_on() {
         Duration::from_secs(240),
         || async {
             let d = as_set(&sink.delivered());
-            other_lanes.iter().all(|w| d.contains(&w.seq)).then_some(())
+            other_lanes
+                .iter()
+                .all(|w| d.contains(&(w.shard.clone(), w.seq.clone())))
+                .then_some(())
         },
     )
     .await;
@@ -198,22 +182,14 @@ async fn a_failing_key_goes_to_the_destination_while_the_other_lanes_go_on() {
         })
         .sum();
     assert_eq!(given_up as usize, bad.len(), "key-0's records, each once");
-    let last = written
-        .iter()
-        .map(|w| w.seq.clone())
-        .max_by(|a, b| seq_key(a).cmp(&seq_key(b)));
-    sluice
-        .wait_checkpoint("the last record", "fail", &written[0].shard, &last.unwrap())
-        .await;
+    wait_checkpoint_at_last(&sluice, "fail", &written).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_mid_run_then_restart_loses_nothing() {
     let tb = testbed();
-    let kinesis = kinesis(&tb).await;
-    let stream = unique("lanes-kill");
-    let arn = create_stream(&kinesis, &stream, 1).await;
-    let written = put_records(&kinesis, &stream, records("k", 4_000, 8)).await;
+    let Stream { kinesis, name, arn } = Stream::create(&tb, "lanes-kill", 1).await;
+    let written = put_records(&kinesis, &name, records("k", 4_000, 8)).await;
     let sink = Sink::start_slow(Duration::from_millis(40), |_, _| (200, vec![], "{}".into())).await;
     let dir = tempfile::tempdir().unwrap();
     let cp = dir.path().join("cp");
@@ -225,26 +201,9 @@ async fn kill_9_mid_run_then_restart_loses_nothing() {
             &mapping("kill", &arn, &sink.url, n, 50, ""),
         )
     };
-    let mut first = Sluice::start(dir.path(), "run1", &run("1")).await;
-    wait_for("a quarter delivered", Duration::from_secs(120), || async {
-        (sink.delivered().len() >= 1_000).then_some(())
-    })
-    .await;
-    first.kill9().await;
+    let _second =
+        kill_9_and_restart(dir.path(), run, &sink, &written, Duration::from_secs(240)).await;
     let run1 = sink.delivered_in_run("1");
-    assert!(
-        run1.len() < written.len(),
-        "the kill came too late to test anything"
-    );
-
-    let _second = Sluice::start(dir.path(), "run2", &run("2")).await;
-    wait_for(
-        "every record delivered after the restart",
-        Duration::from_secs(240),
-        || async { (as_set(&sink.delivered()).len() >= written.len()).then_some(()) },
-    )
-    .await;
-    assert_eq!(as_set(&sink.delivered()), as_set(&written), "nothing lost");
     let run2 = sink.delivered_in_run("2");
     assert_ordered_per_key("run 1", &run1);
     assert_ordered_per_key("run 2", &run2);
@@ -259,24 +218,19 @@ async fn kill_9_mid_run_then_restart_loses_nothing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dynamodb_lanes_keep_each_items_changes_in_order() {
     let tb = testbed();
-    let ddb = dynamodb(&tb);
-    let table = unique("lanes-table");
-    let stream_arn = create_table(&ddb, &table, StreamViewType::NewImage).await;
+    let table = Table::create(&tb, "lanes-table", StreamViewType::NewImage).await;
     let sink = Sink::start_slow(Duration::from_millis(50), |_, _| (200, vec![], "{}".into())).await;
-    let (_sluice, _dir) =
-        Sluice::run(&tb, &mapping("ddb", &stream_arn, &sink.url, "1", 10, "")).await;
+    let (_sluice, _dir) = Sluice::run(
+        &tb,
+        &mapping("ddb", &table.stream_arn, &sink.url, "1", 10, ""),
+    )
+    .await;
     // 8 items, each changed 60 times: v counts its changes.
     const ITEMS: usize = 8;
     const CHANGES: usize = 60;
     for v in 0..CHANGES {
         for id in 0..ITEMS {
-            ddb.put_item()
-                .table_name(&table)
-                .item("Id", AttributeValue::N(id.to_string()))
-                .item("v", AttributeValue::N(v.to_string()))
-                .send()
-                .await
-                .unwrap();
+            table.put_numbers(id as u64, "v", v as u64).await;
         }
     }
     wait_for(

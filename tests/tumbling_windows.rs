@@ -9,9 +9,10 @@ mod common;
 
 use aws_lambda_events::event::dynamodb::TimeWindowEvent as DynamoDbTimeWindowEvent;
 use aws_lambda_events::event::kinesis::KinesisTimeWindowEvent;
-use aws_sdk_dynamodb::types::{AttributeValue, StreamViewType};
+use aws_sdk_dynamodb::types::StreamViewType;
 use common::sink::{Request, Sink};
 use common::sluice::{config, free_port, Sluice};
+use common::streams::{Stream, Table};
 use common::*;
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, BTreeSet};
@@ -159,20 +160,11 @@ async fn wait_closed(sink: &Sink, dynamodb: bool, written: usize) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn each_windows_final_state_is_the_sum_of_its_records() {
     let tb = testbed();
-    let kinesis = kinesis(&tb).await;
-    let stream = unique("tumbling");
-    let arn = create_stream(&kinesis, &stream, 2).await;
+    let Stream { kinesis, name, arn } = Stream::create(&tb, "tumbling", 2).await;
     let sink = Sink::start(sum_into_state).await;
-    let dir = tempfile::tempdir().unwrap();
-    let cfg = config(
-        &tb,
-        &dir.path().join("cp"),
-        free_port(),
-        &mapping("win", &arn, &sink.url, "1"),
-    );
-    let sluice = Sluice::start(dir.path(), "run", &cfg).await;
+    let (sluice, _dir) = Sluice::run(&tb, &mapping("win", &arn, &sink.url, "1")).await;
     sluice.wait_ready().await;
-    let written = put_bursts(&kinesis, &stream, 10).await;
+    let written = put_bursts(&kinesis, &name, 10).await;
     wait_closed(&sink, false, written).await;
     let w = windows(&sink, false);
     assert!(w.len() >= 2, "the records span several windows: {w:?}");
@@ -182,13 +174,12 @@ async fn each_windows_final_state_is_the_sum_of_its_records() {
 /// Runs a mapping, stops it mid-window with `stop`, starts it again, and checks the sums.
 async fn restart_mid_window(sigkill: bool) {
     let tb = testbed();
-    let kinesis = kinesis(&tb).await;
-    let stream = unique(if sigkill {
+    let prefix = if sigkill {
         "tumbling-kill"
     } else {
         "tumbling-term"
-    });
-    let arn = create_stream(&kinesis, &stream, 1).await;
+    };
+    let Stream { kinesis, name, arn } = Stream::create(&tb, prefix, 1).await;
     let sink = Sink::start(sum_into_state).await;
     let dir = tempfile::tempdir().unwrap();
     let cp = dir.path().join("cp");
@@ -200,8 +191,8 @@ async fn restart_mid_window(sigkill: bool) {
     .await;
     first.wait_ready().await;
     let putter = {
-        let (kinesis, stream) = (kinesis.clone(), stream.clone());
-        tokio::spawn(async move { put_bursts(&kinesis, &stream, 12).await })
+        let (kinesis, name) = (kinesis.clone(), name.clone());
+        tokio::spawn(async move { put_bursts(&kinesis, &name, 12).await })
     };
     // Mid-window: some records were summed into a window's state, not yet closed.
     wait_for("a window under way", Duration::from_secs(60), || async {
@@ -252,30 +243,15 @@ async fn sigterm_mid_window_then_restart_keeps_every_sum_right() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dynamodb_streams_windows_sum_their_records() {
     let tb = testbed();
-    let ddb = dynamodb(&tb);
-    let table = unique("tumbling");
-    let stream_arn = create_table(&ddb, &table, StreamViewType::NewImage).await;
+    let table = Table::create(&tb, "tumbling", StreamViewType::NewImage).await;
     let sink = Sink::start(sum_into_state).await;
-    let dir = tempfile::tempdir().unwrap();
-    let cfg = config(
-        &tb,
-        &dir.path().join("cp"),
-        free_port(),
-        &mapping("ddb", &stream_arn, &sink.url, "1"),
-    );
-    let sluice = Sluice::start(dir.path(), "run", &cfg).await;
+    let (sluice, _dir) = Sluice::run(&tb, &mapping("ddb", &table.stream_arn, &sink.url, "1")).await;
     sluice.wait_ready().await;
     let mut written = 0;
     for round in 0..4u64 {
         for i in 0..10u64 {
             let id = round * 10 + i;
-            ddb.put_item()
-                .table_name(&table)
-                .item("Id", AttributeValue::N(id.to_string()))
-                .item("V", AttributeValue::N((id + 1).to_string()))
-                .send()
-                .await
-                .unwrap();
+            table.put_numbers(id, "V", id + 1).await;
             written += 1;
         }
         tokio::time::sleep(Duration::from_millis(1500)).await;

@@ -8,6 +8,7 @@ pub mod kafka;
 pub mod proxy;
 pub mod sink;
 pub mod sluice;
+pub mod streams;
 
 use aws_sdk_kinesis::primitives::Blob;
 use aws_sdk_kinesis::types::{PutRecordsRequestEntry, StreamStatus};

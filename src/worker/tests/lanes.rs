@@ -23,6 +23,12 @@ fn keyed(clock: &Clock, id: u64, keys: u64) -> Record {
     }
 }
 
+/// `n` records over the keys `k0` to `k7`, arrived now.
+fn keyed_records(n: u64) -> Vec<Record> {
+    let clock = Clock::new();
+    (0..n).map(|i| keyed(&clock, i, 8)).collect()
+}
+
 fn lane_of_key(key: &str) -> usize {
     lane_of(lane_key(key.as_bytes()), LANES)
 }
@@ -43,6 +49,18 @@ struct SlowFunction {
 }
 
 impl SlowFunction {
+    /// A function taking `took` per invocation that fails (a function error) every batch holding
+    /// a record of `key` until `until` after its start, and succeeds otherwise.
+    fn failing_on(key: &'static str, took: Duration, until: Duration) -> Arc<Self> {
+        SlowFunction::new(took, move |records, at| {
+            if at < until && records.iter().any(|(k, _)| k == key) {
+                function_error()
+            } else {
+                ok()
+            }
+        })
+    }
+
     fn new(
         took: Duration,
         answer: impl Fn(&[(String, u64)], Duration) -> Result<Invoked, DispatchError>
@@ -167,10 +185,9 @@ async fn run_lanes(
     committed: Option<Checkpoint>,
     stop_after: Option<Duration>,
 ) -> LaneRun {
-    let mapping = Mapping::kinesis_for_tests(batch_size, Duration::ZERO, errors.clone());
+    let mapping = Mapping::kinesis_for_tests(batch_size, Duration::ZERO, errors);
     run_lanes_of(
         mapping,
-        errors,
         pages,
         function,
         committed,
@@ -183,7 +200,6 @@ async fn run_lanes(
 /// [`run_lanes`] for `mapping`, whose filter leaves out the records `filtered`.
 async fn run_lanes_of(
     mut mapping: Mapping,
-    errors: ErrorHandling,
     pages: Vec<Vec<Record>>,
     function: Arc<SlowFunction>,
     committed: Option<Checkpoint>,
@@ -209,36 +225,15 @@ async fn run_lanes_of(
         store.inner.writes.lock().unwrap().push(c.clone());
     }
     let metrics = Arc::new(Metrics::new());
-    let ctx = Arc::new(MappingContext {
+    let ctx = context(
         mapping,
-        dispatcher: function.clone(),
-        checkpoints: store.clone(),
-        destination: errors
-            .on_failure
-            .as_ref()
-            .map(|_| destination.clone() as Arc<dyn Destination>),
-        telemetry: MappingTelemetry::new("m", &metrics, &Arc::new(Status::new(1))),
-        policy: RetryPolicy::new(&errors),
-        clock: Clock::new(),
-        budget: Arc::new(ByteBudget::unlimited()),
-        retention_ms: std::sync::atomic::AtomicI64::new(24 * 3600 * 1000),
-    });
-    let reader = Box::new(FakeReader {
-        pages: pages.into(),
-        interval: Duration::from_millis(200),
-        idle: 0,
-        next: Instant::now(),
-    });
-    let lease =
-        crate::lease::Lease::fixed("shardId-000000000000", crate::lease::SingleReplica::token());
-    let committer = Committer::new(store.clone(), "m", lease, committed);
-    let worker = ShardWorker::new(
-        ctx,
-        "shardId-000000000000".into(),
-        reader,
-        crate::source::EventFormat::KINESIS,
-        committer,
+        function.clone(),
+        store.clone(),
+        Some(destination.clone()),
+        &metrics,
+        Clock::new(),
     );
+    let reader = FakeReader::new(pages, Duration::from_millis(200), 0);
     let cancel = CancellationToken::new();
     if let Some(after) = stop_after {
         let cancel = cancel.clone();
@@ -247,9 +242,7 @@ async fn run_lanes_of(
             cancel.cancel();
         });
     }
-    let exit = tokio::time::timeout(Duration::from_secs(3600), worker.run(cancel))
-        .await
-        .expect("worker finishes");
+    let exit = run_worker(ctx, store.clone(), reader, committed, cancel).await;
     let violations = store.violations.lock().unwrap().clone();
     assert!(violations.is_empty(), "{violations:?}");
     LaneRun {
@@ -273,8 +266,7 @@ fn assert_forward(checkpoints: &[Checkpoint]) {
 #[tokio::test(start_paused = true)]
 async fn lanes_run_batches_at_once_and_keep_order_per_key() {
     let started = Instant::now();
-    let clock = Clock::new();
-    let records: Vec<Record> = (0..400).map(|i| keyed(&clock, i, 8)).collect();
+    let records = keyed_records(400);
     let f = SlowFunction::new(Duration::from_secs(1), |_, _| ok());
     let run = run_lanes(
         ErrorHandling::default(),
@@ -316,17 +308,10 @@ async fn lanes_run_batches_at_once_and_keep_order_per_key() {
 
 #[tokio::test(start_paused = true)]
 async fn a_failing_key_holds_back_only_its_lane_and_the_checkpoint_waits_for_it() {
-    let clock = Clock::new();
-    let records: Vec<Record> = (0..200).map(|i| keyed(&clock, i, 8)).collect();
+    let records = keyed_records(200);
     let bad_lane = lane_of_key("k0");
     // k0 fails (a function error, retried without limit) for its first minute.
-    let f = SlowFunction::new(Duration::from_millis(100), |records, at| {
-        if at < Duration::from_secs(60) && records.iter().any(|(k, _)| k == "k0") {
-            function_error()
-        } else {
-            ok()
-        }
-    });
+    let f = SlowFunction::failing_on("k0", Duration::from_millis(100), Duration::from_secs(60));
     let run = run_lanes(
         ErrorHandling::default(),
         5,
@@ -369,15 +354,8 @@ async fn a_failing_key_holds_back_only_its_lane_and_the_checkpoint_waits_for_it(
 
 #[tokio::test(start_paused = true)]
 async fn give_ups_go_to_the_destination_per_lane() {
-    let clock = Clock::new();
-    let records: Vec<Record> = (0..100).map(|i| keyed(&clock, i, 8)).collect();
-    let f = SlowFunction::new(Duration::from_millis(50), |records, _| {
-        if records.iter().any(|(k, _)| k == "k0") {
-            function_error()
-        } else {
-            ok()
-        }
-    });
+    let records = keyed_records(100);
+    let f = SlowFunction::failing_on("k0", Duration::from_millis(50), Duration::MAX);
     let errors = with_destination(ErrorHandling {
         max_retry_attempts: Some(1),
         ..Default::default()
@@ -415,57 +393,43 @@ async fn give_ups_go_to_the_destination_per_lane() {
     assert_eq!(run.checkpoints().last(), Some(&Checkpoint::ShardEnd));
 }
 
-#[tokio::test(start_paused = true)]
-async fn a_restart_from_the_watermark_loses_nothing() {
-    let clock = Clock::new();
-    let records: Vec<Record> = (0..200).map(|i| keyed(&clock, i, 8)).collect();
-    // First run: record 0's key (k0) keeps failing; shut down after a minute.
-    let failing = SlowFunction::new(Duration::from_millis(100), |records, _| {
-        if records.iter().any(|(k, _)| k == "k0") {
-            function_error()
-        } else {
-            ok()
-        }
-    });
-    let first = run_lanes(
+/// Runs `records` (batches of 5, pages of 50) against `function` from the start and shuts the
+/// worker down after `stop`; returns the checkpoint it stored last.
+async fn stopped_run(
+    records: &[Record],
+    function: &Arc<SlowFunction>,
+    stop: Duration,
+) -> Option<Checkpoint> {
+    let run = run_lanes(
         ErrorHandling::default(),
         5,
-        pages(records.clone(), 50),
-        failing.clone(),
+        pages(records.to_vec(), 50),
+        function.clone(),
         None,
-        Some(Duration::from_secs(60)),
+        Some(stop),
     )
     .await;
-    assert_eq!(first.exit, Exit::Cancelled);
+    assert_eq!(run.exit, Exit::Cancelled);
+    run.checkpoints().last().cloned()
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_restart_from_the_watermark_loses_nothing() {
+    let records = keyed_records(200);
+    // First run: record 0's key (k0) keeps failing; shut down after a minute.
+    let failing = SlowFunction::failing_on("k0", Duration::from_millis(100), Duration::MAX);
+    let stored = stopped_run(&records, &failing, Duration::from_secs(60)).await;
     let delivered_first: HashSet<u64> = failing.succeeded().into_iter().collect();
     // The other lanes progressed, as far as the reader read ahead of k0's full lane.
     assert!(delivered_first.len() > 20, "{}", delivered_first.len());
     // Nothing passed record 0: the watermark stays before it (no checkpoint at all here).
-    let stored = first.checkpoints().last().cloned();
     assert_eq!(stored, None, "record 0 was never done");
 
     // The same with k0 recovered: a restart resumes after the stored watermark.
-    let clock = Clock::new();
-    let records: Vec<Record> = (0..200).map(|i| keyed(&clock, i, 8)).collect();
-    let flaky = SlowFunction::new(Duration::from_millis(100), |records, at| {
-        if at < Duration::from_secs(30) && records.iter().any(|(k, _)| k == "k3") {
-            function_error()
-        } else {
-            ok()
-        }
-    });
-    let first = run_lanes(
-        ErrorHandling::default(),
-        5,
-        pages(records.clone(), 50),
-        flaky.clone(),
-        None,
-        Some(Duration::from_secs(20)),
-    )
-    .await;
-    assert_eq!(first.exit, Exit::Cancelled);
+    let records = keyed_records(200);
+    let flaky = SlowFunction::failing_on("k3", Duration::from_millis(100), Duration::from_secs(30));
+    let stored = stopped_run(&records, &flaky, Duration::from_secs(20)).await;
     // The store checked that every record up to the watermark succeeded; record 3 (k3) never did.
-    let stored = first.checkpoints().last().cloned();
     let at: Option<u64> = match &stored {
         Some(Checkpoint::Sequence(s)) => Some(s.0.parse::<u64>().unwrap() - 1000),
         None => None,
@@ -506,15 +470,13 @@ fn seq_of(id: u64) -> SequenceNumber {
 #[tokio::test(start_paused = true)]
 async fn filtered_records_are_passed_by_the_watermark_without_being_sent() {
     use crate::filter::{FilterCriteria, Pattern};
-    let clock = Clock::new();
-    let records: Vec<Record> = (0..200).map(|i| keyed(&clock, i, 8)).collect();
+    let records = keyed_records(200);
     let mut mapping = Mapping::kinesis_for_tests(10, Duration::ZERO, ErrorHandling::default());
     let pattern = Pattern::parse(r#"{"id": [{"numeric": ["<", 100]}]}"#).unwrap();
     mapping.filter_criteria = FilterCriteria::new(vec![pattern]);
     let f = SlowFunction::new(Duration::from_millis(100), |_, _| ok());
     let run = run_lanes_of(
         mapping,
-        ErrorHandling::default(),
         pages(records, 50),
         f.clone(),
         None,

@@ -28,12 +28,27 @@ use crate::retry::RetryPolicy;
 use crate::source::{Page, PartitionReader, Record, SequenceNumber, SourceError};
 use crate::telemetry::{MappingTelemetry, Metrics, Status};
 
+/// The shard every fake reads.
+const SHARD: &str = "shardId-000000000000";
+
 /// Hands out `pages` one read at a time, `interval` apart, then `idle` empty reads, then the end.
 struct FakeReader {
     pages: VecDeque<Vec<Record>>,
     interval: Duration,
     idle: usize,
     next: Instant,
+}
+
+impl FakeReader {
+    /// A reader whose first read is due now.
+    fn new(pages: Vec<Vec<Record>>, interval: Duration, idle: usize) -> Self {
+        FakeReader {
+            pages: pages.into(),
+            interval,
+            idle,
+            next: Instant::now(),
+        }
+    }
 }
 
 #[async_trait]
@@ -259,7 +274,6 @@ async fn run_mapping(
     destination: MemDestination,
     script: impl Fn(&[u64], usize) -> Result<Invoked, DispatchError> + Send + Sync + 'static,
 ) -> Harness {
-    let errors = mapping.stream_errors().cloned().unwrap_or_default();
     let clock = Clock::new();
     let dispatcher = Arc::new(FakeDispatcher {
         calls: Mutex::new(Vec::new()),
@@ -268,46 +282,19 @@ async fn run_mapping(
     let store = Arc::new(MemStore::default());
     let destination = Arc::new(destination);
     let metrics = Arc::new(Metrics::new());
-    let ctx = Arc::new(MappingContext {
+    let mut ctx = context(
         mapping,
-        dispatcher: dispatcher.clone(),
-        checkpoints: store.clone(),
-        destination: errors
-            .on_failure
-            .as_ref()
-            .map(|_| destination.clone() as Arc<dyn Destination>),
-        telemetry: MappingTelemetry::new("m", &metrics, &Arc::new(Status::new(1))),
-        policy: RetryPolicy::new(&errors),
+        dispatcher.clone(),
+        store.clone(),
+        Some(destination.clone()),
+        &metrics,
         clock,
-        budget: reading
-            .budget
-            .clone()
-            .unwrap_or_else(|| Arc::new(ByteBudget::unlimited())),
-        // The fake stream keeps records 24 hours.
-        retention_ms: std::sync::atomic::AtomicI64::new(24 * 3600 * 1000),
-    });
-    let reader = Box::new(FakeReader {
-        pages: pages(&clock).into(),
-        interval: reading.interval,
-        idle: reading.idle,
-        next: Instant::now(),
-    });
-    let lease =
-        crate::lease::Lease::fixed("shardId-000000000000", crate::lease::SingleReplica::token());
-    let committer = Committer::new(store.clone(), "m", lease, None);
-    let worker = ShardWorker::new(
-        ctx,
-        "shardId-000000000000".into(),
-        reader,
-        crate::source::EventFormat::KINESIS,
-        committer,
     );
-    let exit = tokio::time::timeout(
-        Duration::from_secs(3600),
-        worker.run(CancellationToken::new()),
-    )
-    .await
-    .expect("worker finishes");
+    if let Some(budget) = reading.budget {
+        ctx.budget = budget;
+    }
+    let reader = FakeReader::new(pages(&clock), reading.interval, reading.idle);
+    let exit = run_worker(ctx, store.clone(), reader, None, CancellationToken::new()).await;
     assert_eq!(exit, Exit::Ended);
     Harness {
         dispatcher,
@@ -315,6 +302,54 @@ async fn run_mapping(
         destination,
         metrics,
     }
+}
+
+/// The context a worker of `mapping` runs in against the fakes: telemetry for `m` in `metrics`, the
+/// mapping's retry policy, `destination` for give-ups if the mapping names an on-failure
+/// destination, an unlimited byte budget, and a stream that keeps records 24 hours.
+fn context(
+    mapping: Mapping,
+    dispatcher: Arc<dyn Dispatcher>,
+    checkpoints: Arc<dyn CheckpointStore>,
+    destination: Option<Arc<dyn Destination>>,
+    metrics: &Arc<Metrics>,
+    clock: Clock,
+) -> MappingContext {
+    let errors = mapping.stream_errors().cloned().unwrap_or_default();
+    MappingContext {
+        mapping,
+        dispatcher,
+        checkpoints,
+        destination: destination.filter(|_| errors.on_failure.is_some()),
+        telemetry: MappingTelemetry::new("m", metrics, &Arc::new(Status::new(1))),
+        policy: RetryPolicy::new(&errors),
+        clock,
+        budget: Arc::new(ByteBudget::unlimited()),
+        retention_ms: std::sync::atomic::AtomicI64::new(24 * 3600 * 1000),
+    }
+}
+
+/// Runs a worker in `ctx` on [`SHARD`], read by `reader`, committing to `store` from `committed`,
+/// until it exits (`cancel` stops it); fails the test if it has not within an hour.
+async fn run_worker(
+    ctx: MappingContext,
+    store: Arc<dyn CheckpointStore>,
+    reader: FakeReader,
+    committed: Option<Checkpoint>,
+    cancel: CancellationToken,
+) -> Exit {
+    let lease = crate::lease::Lease::fixed(SHARD, crate::lease::SingleReplica::token());
+    let committer = Committer::new(store, "m", lease, committed);
+    let worker = ShardWorker::new(
+        Arc::new(ctx),
+        SHARD.into(),
+        Box::new(reader),
+        crate::source::EventFormat::KINESIS,
+        committer,
+    );
+    tokio::time::timeout(Duration::from_secs(3600), worker.run(cancel))
+        .await
+        .expect("worker finishes")
 }
 
 fn with_destination(e: ErrorHandling) -> ErrorHandling {

@@ -13,21 +13,18 @@ use std::time::Duration;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::{record, FakeReader};
-use crate::budget::ByteBudget;
+use super::{context, record, run_worker, seq, FakeReader, SHARD};
 use crate::checkpoint::{
-    check_window, Checkpoint, CheckpointError, CheckpointStore, Commit, CommitError, Committer,
-    Verdict, WindowState,
+    check_window, Checkpoint, CheckpointError, CheckpointStore, Commit, CommitError, Verdict,
+    WindowState,
 };
 use crate::config::{ErrorHandling, Mapping, MappingSource};
 use crate::dispatch::{DispatchError, Dispatcher, Invoked};
-use crate::retry::RetryPolicy;
 use crate::source::{Record, SequenceNumber};
-use crate::telemetry::{MappingTelemetry, Metrics, Status};
-use crate::worker::shard::{Exit, ShardWorker};
-use crate::worker::{Clock, MappingContext};
+use crate::telemetry::Metrics;
+use crate::worker::shard::Exit;
+use crate::worker::Clock;
 
-const SHARD: &str = "shardId-000000000000";
 const LEN_MS: i64 = 10_000;
 
 /// A store keeping window state with each checkpoint, as the real ones do.
@@ -126,6 +123,19 @@ fn sum_all(event: &Value, _: usize) -> Result<Invoked, DispatchError> {
     respond(summed(event))
 }
 
+/// Answers the first invocation with `first`, every later one as [`sum_all`] does.
+fn first_then_sum(
+    first: Value,
+) -> impl Fn(&Value, usize) -> Result<Invoked, DispatchError> + Send + Sync + 'static {
+    move |event, n| {
+        if n == 1 {
+            respond(first.clone())
+        } else {
+            sum_all(event, n)
+        }
+    }
+}
+
 /// Record `id` (sequence `1000 + id`) arrived at `arrival_ms`.
 fn at(id: u64, arrival_ms: i64) -> Record {
     Record {
@@ -147,6 +157,10 @@ struct Run {
 impl Run {
     fn events(&self) -> Vec<Value> {
         self.function.events.lock().unwrap().clone()
+    }
+    /// Every event, as [`read`] reads it.
+    fn read_events(&self) -> Vec<Read> {
+        self.events().iter().map(read).collect()
     }
     fn last_write(&self) -> (Checkpoint, Option<WindowState>) {
         self.store.writes.lock().unwrap().last().cloned().unwrap()
@@ -208,39 +222,24 @@ async fn run(
         s.tumbling_window = Some(Duration::from_millis(LEN_MS as u64));
     }
     let metrics = Arc::new(Metrics::new());
-    let ctx = Arc::new(MappingContext {
+    let ctx = context(
         mapping,
-        dispatcher: function.clone(),
-        checkpoints: store.clone(),
-        destination: None,
-        telemetry: MappingTelemetry::new("m", &metrics, &Arc::new(Status::new(1))),
-        policy: RetryPolicy::new(&setup.errors),
+        function.clone(),
+        store.clone(),
+        None,
+        &metrics,
         clock,
-        budget: Arc::new(ByteBudget::unlimited()),
-        retention_ms: std::sync::atomic::AtomicI64::new(24 * 3600 * 1000),
-    });
-    let reader = Box::new(FakeReader {
-        pages: pages(&clock).into(),
-        interval: setup.interval,
-        idle: setup.idle,
-        next: Instant::now(),
-    });
-    let lease = crate::lease::Lease::fixed(SHARD, crate::lease::SingleReplica::token());
-    let planned = setup.stored.map(|s| s.0);
-    let committer = Committer::new(store.clone(), "m", lease, planned);
-    let worker = ShardWorker::new(
-        ctx,
-        SHARD.into(),
-        reader,
-        crate::source::EventFormat::KINESIS,
-        committer,
     );
-    let exit = tokio::time::timeout(
-        Duration::from_secs(3600),
-        worker.run(CancellationToken::new()),
+    let reader = FakeReader::new(pages(&clock), setup.interval, setup.idle);
+    let committed = setup.stored.map(|s| s.0);
+    let exit = run_worker(
+        ctx,
+        store.clone(),
+        reader,
+        committed,
+        CancellationToken::new(),
     )
-    .await
-    .expect("worker finishes");
+    .await;
     assert_eq!(exit, Exit::Ended);
     Run {
         function,
@@ -250,8 +249,11 @@ async fn run(
     }
 }
 
-/// Each event read as AWS's type: (ids, state sum, final, early, window start ms).
-fn read(event: &Value) -> (Vec<u64>, Option<String>, bool, bool, i64) {
+/// An event as [`read`] reads it: (ids, state sum, final, early, window start ms).
+type Read = (Vec<u64>, Option<String>, bool, bool, i64);
+
+/// Each event read as AWS's type.
+fn read(event: &Value) -> Read {
     // The fake records are not Kinesis entries: the window fields are read as AWS's type.
     let mut fields = event.clone();
     fields["Records"] = json!([]);
@@ -280,6 +282,14 @@ fn sum(s: &str) -> Option<String> {
     Some(s.to_string())
 }
 
+/// The state `{"sum": sum}` of the window starting at `start_ms`, as stored with a checkpoint.
+fn summed_state(start_ms: i64, sum: &str) -> WindowState {
+    WindowState {
+        start_ms,
+        state: serde_json::from_value(json!({ "sum": sum })).unwrap(),
+    }
+}
+
 #[tokio::test(start_paused = true)]
 async fn batches_stay_in_their_window_and_state_carries_to_the_final_invocation() {
     let w0 = std::sync::OnceLock::new();
@@ -299,7 +309,7 @@ async fn batches_stay_in_their_window_and_state_carries_to_the_final_invocation(
     )
     .await;
     let w = *w0.get().unwrap();
-    let got: Vec<_> = r.events().iter().map(read).collect();
+    let got = r.read_events();
     assert_eq!(
         got,
         [
@@ -319,18 +329,12 @@ async fn batches_stay_in_their_window_and_state_carries_to_the_final_invocation(
     let writes = r.store.writes.lock().unwrap().clone();
     assert_eq!(
         writes[1],
-        (
-            Checkpoint::Sequence(SequenceNumber("1003".into())),
-            Some(WindowState {
-                start_ms: w,
-                state: serde_json::from_value(json!({"sum": "6"})).unwrap()
-            })
-        ),
+        (seq(3), Some(summed_state(w, "6"))),
         "the state is committed with the checkpoint it belongs to"
     );
     assert_eq!(
         writes[2],
-        (Checkpoint::Sequence(SequenceNumber("1003".into())), None),
+        (seq(3), None),
         "the final invocation drops it, the checkpoint staying"
     );
 }
@@ -393,7 +397,7 @@ async fn a_response_without_state_is_a_failed_invocation() {
         },
     )
     .await;
-    let got: Vec<_> = r.events().iter().map(read).collect();
+    let got = r.read_events();
     let w = *w0.get().unwrap();
     assert_eq!(
         got,
@@ -421,20 +425,15 @@ async fn a_partial_batch_response_carries_the_state_of_the_records_before_the_fa
             let w = *w0.get_or_init(|| window_before(c));
             vec![vec![at(1, w + 1), at(2, w + 2), at(3, w + 3), at(4, w + 4)]]
         },
-        |event, n| {
-            if n == 1 {
-                // Records 1 and 2 done (state 3), 3 failed: 3 and 4 are retried.
-                return respond(json!({
-                    "state": {"sum": "3"},
-                    "batchItemFailures": [{"itemIdentifier": "1003"}]
-                }));
-            }
-            sum_all(event, n)
-        },
+        // Records 1 and 2 done (state 3), 3 failed: 3 and 4 are retried.
+        first_then_sum(json!({
+            "state": {"sum": "3"},
+            "batchItemFailures": [{"itemIdentifier": "1003"}]
+        })),
     )
     .await;
     let w = *w0.get().unwrap();
-    let got: Vec<_> = r.events().iter().map(read).collect();
+    let got = r.read_events();
     assert_eq!(
         got,
         [
@@ -444,16 +443,7 @@ async fn a_partial_batch_response_carries_the_state_of_the_records_before_the_fa
         ]
     );
     let writes = r.store.writes.lock().unwrap().clone();
-    assert_eq!(
-        writes[0],
-        (
-            Checkpoint::Sequence(SequenceNumber("1002".into())),
-            Some(WindowState {
-                start_ms: w,
-                state: serde_json::from_value(json!({"sum": "3"})).unwrap()
-            })
-        )
-    );
+    assert_eq!(writes[0], (seq(2), Some(summed_state(w, "3"))));
 }
 
 #[tokio::test(start_paused = true)]
@@ -470,16 +460,11 @@ async fn state_over_the_limit_ends_the_window_early_and_it_goes_on_fresh() {
             let w = *w0.get_or_init(|| window_before(c));
             vec![vec![at(1, w + 1), at(2, w + 2)]]
         },
-        move |event, n| {
-            if n == 1 {
-                return respond(json!({"state": {"sum": "1", "pad": big}}));
-            }
-            sum_all(event, n)
-        },
+        first_then_sum(json!({"state": {"sum": "1", "pad": big}})),
     )
     .await;
     let w = *w0.get().unwrap();
-    let got: Vec<_> = r.events().iter().map(read).collect();
+    let got = r.read_events();
     assert_eq!(
         got,
         [
@@ -506,16 +491,10 @@ async fn stored_state_is_resumed_and_a_failing_final_invocation_is_retried() {
         let c = Clock::new();
         window_before(&c)
     };
-    let stored = WindowState {
-        start_ms: clock_w,
-        state: serde_json::from_value(json!({"sum": "3"})).unwrap(),
-    };
+    let stored = summed_state(clock_w, "3");
     let r = run(
         Setup {
-            stored: Some((
-                Checkpoint::Sequence(SequenceNumber("1002".into())),
-                Some(stored),
-            )),
+            stored: Some((seq(2), Some(stored))),
             ..Default::default()
         },
         |_| {
@@ -529,7 +508,7 @@ async fn stored_state_is_resumed_and_a_failing_final_invocation_is_retried() {
     )
     .await;
     let w = clock_w;
-    let got: Vec<_> = r.events().iter().map(read).collect();
+    let got = r.read_events();
     assert_eq!(
         got,
         [
