@@ -1,7 +1,10 @@
 //! One assigned partition's fetched records, between the consumer's poll thread (which pushes) and
 //! the partition's reader (which takes). Bounded in bytes: past the bound the poll thread pauses the
 //! partition at the broker (its fetches stop; no other partition waits), and the reader resumes it
-//! once it has taken the buffer below half.
+//! once it has taken the buffer below half. The pause and resume calls are made under the buffer's
+//! lock, so they reach the client in the order the buffer decided them: a reader that empties the
+//! buffer between a push and its pause can never resume before that pause and leave the partition
+//! paused for good.
 
 use rdkafka::message::OwnedMessage;
 use rdkafka::Message;
@@ -42,34 +45,33 @@ impl PartitionBuffer {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Adds a fetched record; true if the partition is now to be paused (over the bound and not
-    /// paused yet).
-    pub fn push(&self, m: OwnedMessage) -> bool {
+    /// Adds a fetched record; calls `pause` (under the lock) if the partition is now to be paused
+    /// (over the bound and not paused yet).
+    pub fn push(&self, m: OwnedMessage, pause: impl FnOnce()) {
         let mut s = self.state();
         s.bytes += size(&m);
         s.last_fetched = s.last_fetched.max(Some(m.offset()));
         s.records.push_back(m);
-        let pause = s.bytes > self.limit && !s.paused;
-        if pause {
+        if s.bytes > self.limit && !s.paused {
             s.paused = true;
+            pause();
         }
         drop(s);
         self.arrived.notify_one();
-        pause
     }
 
-    /// Takes up to `max` records (at least one if any); the second value is true if the partition
-    /// is to be resumed (paused, and now below half the bound).
-    pub fn take(&self, max: usize) -> (Vec<OwnedMessage>, bool) {
+    /// Takes up to `max` records (at least one if any); calls `resume` (under the lock) if the
+    /// partition is to be resumed (paused, and now below half the bound).
+    pub fn take(&self, max: usize, resume: impl FnOnce()) -> Vec<OwnedMessage> {
         let mut s = self.state();
         let n = s.records.len().min(max.max(1));
         let taken: Vec<OwnedMessage> = s.records.drain(..n).collect();
         s.bytes -= taken.iter().map(size).sum::<usize>();
-        let resume = s.paused && s.bytes <= self.limit / 2;
-        if resume {
+        if s.paused && s.bytes <= self.limit / 2 {
             s.paused = false;
+            resume();
         }
-        (taken, resume)
+        taken
     }
 
     /// The timestamp (ms) of the first buffered record, if it has one.
@@ -94,12 +96,15 @@ impl PartitionBuffer {
         self.state().records.is_empty()
     }
 
-    /// Drops everything buffered (after a seek); true if the partition is to be resumed.
-    pub fn clear(&self) -> bool {
+    /// Drops everything buffered (after a seek); calls `resume` (under the lock) if the partition
+    /// was paused.
+    pub fn clear(&self, resume: impl FnOnce()) {
         let mut s = self.state();
         s.records.clear();
         s.bytes = 0;
-        std::mem::take(&mut s.paused)
+        if std::mem::take(&mut s.paused) {
+            resume();
+        }
     }
 }
 
@@ -123,18 +128,50 @@ mod tests {
     #[test]
     fn pauses_over_the_bound_and_resumes_below_half() {
         let b = PartitionBuffer::new(1000);
-        assert!(!b.push(msg(0, 400)));
-        assert!(!b.push(msg(1, 400)));
-        assert!(b.push(msg(2, 400)), "over 1000 bytes: pause");
-        assert!(!b.push(msg(3, 400)), "already paused");
-        let (taken, resume) = b.take(1);
+        let calls = std::cell::RefCell::new(Vec::new());
+        let pause = || calls.borrow_mut().push("pause");
+        let resume = || calls.borrow_mut().push("resume");
+        b.push(msg(0, 400), pause);
+        b.push(msg(1, 400), pause);
+        assert!(calls.borrow().is_empty());
+        b.push(msg(2, 400), pause);
+        assert_eq!(*calls.borrow(), ["pause"], "over 1000 bytes: pause");
+        b.push(msg(3, 400), pause);
+        assert_eq!(*calls.borrow(), ["pause"], "already paused");
+        let taken = b.take(1, resume);
         assert_eq!(taken[0].offset(), 0);
-        assert!(!resume, "still above half");
-        let (taken, resume) = b.take(2);
+        assert_eq!(*calls.borrow(), ["pause"], "still above half");
+        let taken = b.take(2, resume);
         assert_eq!(taken.iter().map(|m| m.offset()).collect::<Vec<_>>(), [1, 2]);
-        assert!(resume);
+        assert_eq!(*calls.borrow(), ["pause", "resume"]);
         assert!(!b.is_empty());
-        assert!(!b.clear(), "not paused any more");
+        b.clear(resume);
+        assert_eq!(*calls.borrow(), ["pause", "resume"], "not paused any more");
         assert!(b.is_empty());
+    }
+
+    #[test]
+    fn a_reader_racing_the_poll_thread_resumes_only_after_the_pause() {
+        // The poll thread pushes a record over the bound while the reader takes everything at
+        // once: whichever wins the lock, the client sees pause before resume, never the reverse.
+        for _ in 0..200 {
+            let b = std::sync::Arc::new(PartitionBuffer::new(100));
+            let calls = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+            let pusher = {
+                let (b, calls) = (b.clone(), calls.clone());
+                std::thread::spawn(move || {
+                    b.push(msg(0, 500), || calls.lock().unwrap().push("pause"))
+                })
+            };
+            loop {
+                b.take(10, || calls.lock().unwrap().push("resume"));
+                if calls.lock().unwrap().len() == 2 || (pusher.is_finished() && b.is_empty()) {
+                    break;
+                }
+            }
+            pusher.join().unwrap();
+            b.take(10, || calls.lock().unwrap().push("resume"));
+            assert_eq!(*calls.lock().unwrap(), ["pause", "resume"]);
+        }
     }
 }

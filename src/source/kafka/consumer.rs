@@ -116,9 +116,9 @@ pub fn poll_thread(
                         let partition = m.partition();
                         match group.buffer(partition) {
                             Some(buffer) => {
-                                if buffer.push(m.detach()) {
-                                    pause(&consumer, &group.topic, partition, true);
-                                }
+                                buffer.push(m.detach(), || {
+                                    pause(&consumer, &group.topic, partition, true)
+                                });
                             }
                             // Fetched just before a revocation: not ours to deliver, and not
                             // committed, so its next owner reads it.

@@ -81,9 +81,7 @@ impl KafkaReader {
             seek(&self.consumer, self.topic(), p, Offset::Offset(next))
                 .await
                 .map_err(SourceError::Service)?;
-            if buffer.clear() {
-                pause(&self.consumer, self.topic(), p, false);
-            }
+            buffer.clear(|| pause(&self.consumer, self.topic(), p, false));
             info!(topic = %self.topic(), partition = p, offset = next, "partition repositioned");
         }
         Ok(())
@@ -172,10 +170,9 @@ impl PartitionReader for KafkaReader {
             let _ = tokio::time::timeout(WAIT, buffer.arrived.notified()).await;
         }
         // After the last await: a cancelled read leaves the records buffered.
-        let (taken, resume) = buffer.take(self.max_page);
-        if resume {
-            pause(&self.consumer, self.topic(), p, false);
-        }
+        let taken = buffer.take(self.max_page, || {
+            pause(&self.consumer, self.topic(), p, false)
+        });
         let skip = self.skip_through.unwrap_or(-1);
         let fresh: Vec<&OwnedMessage> = taken.iter().filter(|m| m.offset() > skip).collect();
         let records: Vec<Record> = fresh.iter().map(|m| (self.encode)(m)).collect();
