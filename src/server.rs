@@ -178,7 +178,10 @@ mod tests {
                         instance: None,
                     })
                 } else {
-                    Err(Failed(format!("no mapping named {:?}", m.mapping), EXIT_USAGE))
+                    Err(Failed(
+                        format!("no mapping named {:?}", m.mapping),
+                        EXIT_USAGE,
+                    ))
                 };
                 let _ = m.reply.send(answer);
             }

@@ -115,7 +115,10 @@ async fn make(
         Some(m) => Some(mappings.start(m).map_err(|e| format!("{e:#}"))),
     };
     let how_it_went = match &restarted {
-        None => "the mapping was not running here: it reads from the new checkpoints when it starts".to_string(),
+        None => {
+            "the mapping was not running here: it reads from the new checkpoints when it starts"
+                .to_string()
+        }
         Some(Ok(())) => {
             info!(mapping = %name, "mapping started again after the checkpoint move");
             "the mapping was stopped on this instance and started again".to_string()
@@ -130,10 +133,9 @@ async fn make(
             report.instance = Some(how_it_went);
             Ok(report)
         }
-        Err(Failed(message, code)) if restarted.is_some() => Err(Failed(
-            format!("{message} ({how_it_went})"),
-            code,
-        )),
+        Err(Failed(message, code)) if restarted.is_some() => {
+            Err(Failed(format!("{message} ({how_it_went})"), code))
+        }
         Err(f) => Err(f),
     }
 }

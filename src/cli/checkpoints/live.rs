@@ -72,25 +72,24 @@ impl MoveRequest {
         if let Some(p) = self.partitions.iter().find(|p| p.trim().is_empty()) {
             return Err(usage(format!("partition {p:?} is empty")));
         }
-        let target = match (&self.sequence, &self.timestamp, &self.to) {
-            (Some(seq), None, None) => Some(sequence_target(seq, &self.partitions)?),
-            (None, Some(t), None) => Some(Target::Before(parse_timestamp(t).map_err(usage)?)),
-            (None, None, Some(to)) => match to.as_str() {
-                "start" => None,
-                "trim-horizon" => Some(Target::Oldest),
-                "latest" => Some(Target::Before(now_ms())),
-                other => {
-                    return Err(usage(format!(
-                        "to {other:?} is not one of start, trim-horizon, latest"
-                    )))
-                }
-            },
-            _ => {
-                return Err(usage(
+        let target =
+            match (&self.sequence, &self.timestamp, &self.to) {
+                (Some(seq), None, None) => Some(sequence_target(seq, &self.partitions)?),
+                (None, Some(t), None) => Some(Target::Before(parse_timestamp(t).map_err(usage)?)),
+                (None, None, Some(to)) => match to.as_str() {
+                    "start" => None,
+                    "trim-horizon" => Some(Target::Oldest),
+                    "latest" => Some(Target::Before(now_ms())),
+                    other => {
+                        return Err(usage(format!(
+                            "to {other:?} is not one of start, trim-horizon, latest"
+                        )))
+                    }
+                },
+                _ => return Err(usage(
                     "give exactly one of sequence, timestamp or to (start, trim-horizon, latest)",
-                ))
-            }
-        };
+                )),
+            };
         Ok(Move {
             target,
             partitions: self.partitions.clone(),
@@ -213,7 +212,10 @@ mod tests {
         );
         assert_eq!(m.partitions, ["shardId-1"]);
         assert!(m.force);
-        assert_eq!(req(r#"{"to": "start", "dry_run": true}"#).unwrap().target, None);
+        assert_eq!(
+            req(r#"{"to": "start", "dry_run": true}"#).unwrap().target,
+            None
+        );
         assert!(req(r#"{"to": "start", "dry_run": true}"#).unwrap().dry_run);
         assert_eq!(
             req(r#"{"to": "trim-horizon"}"#).unwrap().target,
@@ -230,7 +232,7 @@ mod tests {
     fn bad_requests_are_refused_as_usage_errors_naming_the_problem() {
         for (body, says) in [
             ("", "not a checkpoint move"),
-            ("[]", "not a checkpoint move"),
+            ("\"to\"", "not a checkpoint move"),
             (r#"{"timestmp": "1"}"#, "unknown field"),
             (r#"{"force": "yes"}"#, "not a checkpoint move"),
             ("{}", "exactly one of"),

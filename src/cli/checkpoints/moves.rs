@@ -292,7 +292,12 @@ pub async fn prepare(
                 Some("from its oldest record".into()),
                 Some(0),
             ),
-            _ => return Err(Failed("a stream target without the stream".into(), EXIT_FAILED)),
+            _ => {
+                return Err(Failed(
+                    "a stream target without the stream".into(),
+                    EXIT_FAILED,
+                ))
+            }
         };
         if let Some(ms) = oldest_from {
             from_start_at = Some(from_start_at.map_or(ms, |m| m.min(ms)));
@@ -394,7 +399,12 @@ pub async fn commit(plan: Prepared, store: &Store, dry_run: bool) -> Result<Repo
 
 /// The whole move with the mapping stopped: [`prepare`], [`refuse_live`] (unless `force`),
 /// [`commit`].
-pub async fn run(cfg: &Config, mapping: &Mapping, store: &Store, how: &Move) -> Result<Report, Failed> {
+pub async fn run(
+    cfg: &Config,
+    mapping: &Mapping,
+    store: &Store,
+    how: &Move,
+) -> Result<Report, Failed> {
     let plan = prepare(cfg, mapping, store, how).await?;
     if !how.force {
         refuse_live(store, &mapping.name, &plan.partitions, None).await?;

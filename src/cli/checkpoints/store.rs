@@ -178,7 +178,12 @@ impl Store {
         }
         let watch = (*lease_duration + WATCH_MARGIN).as_secs_f32();
         if except.is_some() {
-            tracing::info!(mapping, leases = owned.len(), watch_s = watch, "watching the leases other replicas own to see whether they renew them");
+            tracing::info!(
+                mapping,
+                leases = owned.len(),
+                watch_s = watch,
+                "watching the leases other replicas own to see whether they renew them"
+            );
         } else {
             eprintln!(
                 "watching {} owned lease(s) for {watch} s to see whether their owners renew them…",
