@@ -3,12 +3,14 @@
 //! by timestamp and by sequence number replays the records after the new checkpoint without
 //! restarting the process, while the other mapping's workers never restart and deliver each of
 //! their records once; refused requests (an unknown mapping, a Kafka mapping) exit non-zero with
-//! the message; and a dry run changes nothing.
+//! the message; and a dry run changes nothing. With a lease table and two replicas, a move through
+//! one replica is refused while the other holds the mapping's lease (naming it), and `--force`
+//! fences it and replays.
 
 mod common;
 
 use common::sink::Sink;
-use common::sluice::{config, free_port, Sluice};
+use common::sluice::{config, coordinated_config, free_port, Coordination, Sluice};
 use common::*;
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -350,4 +352,76 @@ async fn without_admin_write_the_instance_refuses_moves() {
     .await;
     assert_eq!(code, 1, "{err}");
     assert!(err.contains("--admin-write"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_the_lease_table_another_replicas_lease_is_refused_unless_forced() {
+    let tb = testbed();
+    let kinesis = kinesis(&tb).await;
+    let stream = unique("live-lease");
+    let arn = create_stream(&kinesis, &stream, 1).await;
+    let sink = Sink::ok().await;
+    let dir = tempfile::tempdir().unwrap();
+    let table = unique("live-leases");
+    let replica = |worker_id: &str, port: u16| {
+        coordinated_config(
+            &tb,
+            &dir.path().join(format!("cp-{worker_id}")),
+            port,
+            &Coordination {
+                dynamodb: &tb.moto,
+                lease_table: &table,
+                worker_id,
+                lease_duration_seconds: 3,
+                lease_scan_interval_millis: 500,
+            },
+            &kinesis_mapping("m", &arn, &sink.url),
+        )
+    };
+    let a = put_records(&kinesis, &stream, records("a", 30, 8)).await;
+    let shard = a[0].shard.clone();
+    let last = a.last().unwrap().seq.clone();
+    // w-2 alone takes the one shard; w-1 (admin writes on) joins with nothing to take.
+    let w2 = Sluice::start(dir.path(), "w2", &replica("w-2", free_port())).await;
+    w2.wait_ready().await;
+    delivered_times("batch a", &sink, &a, 1).await;
+    w2.wait_checkpoint("checkpointed", "m", &shard, &last).await;
+    let port = free_port();
+    let w1 = start_writable(dir.path(), "w1", &replica("w-1", port), port).await;
+
+    let (code, _, err) = cli(&[
+        "checkpoints",
+        "reset",
+        "--url",
+        &w1.admin,
+        "--mapping",
+        "m",
+        "--to",
+        "trim-horizon",
+    ])
+    .await;
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains("held by w-2") && err.contains("--force"),
+        "{err}"
+    );
+    assert_times(&sink, &a, 1, "refused: nothing replayed");
+
+    let out = ok(&[
+        "checkpoints",
+        "reset",
+        "--url",
+        &w1.admin,
+        "--mapping",
+        "m",
+        "--to",
+        "trim-horizon",
+        "--force",
+    ])
+    .await;
+    assert!(
+        out.contains(&format!("{shard}: {last} → TRIM_HORIZON")),
+        "{out}"
+    );
+    delivered_times("replayed from the oldest record", &sink, &a, 2).await;
 }
