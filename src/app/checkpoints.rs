@@ -139,3 +139,90 @@ async fn make(
         Err(f) => Err(f),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::app::process::Process;
+    use crate::budget::ByteBudget;
+    use crate::cli::checkpoints::moves::Target;
+    use crate::cli::EXIT_USAGE;
+    use crate::telemetry::{Metrics, ReloadTelemetry, Status};
+    use tokio::sync::oneshot;
+    use tokio_util::task::TaskTracker;
+
+    /// An SQS mapping (its endpoint refuses connections: it runs without reaching AWS) and a
+    /// disabled Kafka one.
+    const CONFIG: &str = "region: us-east-1\nendpoints: { sqs: 'http://127.0.0.1:1' }\nmappings:\n  - Name: q\n    EventSourceArn: arn:aws:sqs:us-east-1:000000000000:q\n    Http: { Url: 'http://127.0.0.1:1/' }\n  - Name: kaf\n    Enabled: false\n    SelfManagedEventSource:\n      Endpoints:\n        KAFKA_BOOTSTRAP_SERVERS: ['127.0.0.1:1']\n    Topics: [t]\n    StartingPosition: TRIM_HORIZON\n    Http: { Url: 'http://127.0.0.1:1/' }\n";
+
+    async fn ask(
+        name: &str,
+        cfg: &Config,
+        m: &mut Mappings,
+        file: &Arc<FileCheckpointStore>,
+    ) -> Result<Report, Failed> {
+        let (reply, answer) = oneshot::channel();
+        let how = Move {
+            target: Some(Target::Oldest),
+            partitions: Vec::new(),
+            force: false,
+            dry_run: false,
+        };
+        let shutdown = CancellationToken::new();
+        let request = LiveMove {
+            mapping: name.into(),
+            how,
+            reply,
+        };
+        apply(request, cfg, m, Some(file), &shutdown).await;
+        answer.await.unwrap()
+    }
+
+    #[tokio::test]
+    async fn refused_moves_leave_the_running_mappings_alone() {
+        let cfg = crate::config::parse_str(CONFIG).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let file = Arc::new(FileCheckpointStore::open(dir.path()).unwrap());
+        let (metrics, status) = (Arc::new(Metrics::new()), Arc::new(Status::new(0)));
+        let shutdown = CancellationToken::new();
+        let process = Process {
+            metrics: metrics.clone(),
+            status: status.clone(),
+            checkpoints: file.clone(),
+            coordinator: None,
+            kafka_sources: Default::default(),
+            budget: Arc::new(ByteBudget::unlimited()),
+            clients: crate::aws::clients(&cfg).await,
+            tracker: TaskTracker::new(),
+            shutdown: shutdown.clone(),
+            shard_discovery_interval: cfg.shard_discovery_interval,
+            invoke_identity_arn: String::new(),
+        };
+        let reloads = Arc::new(ReloadTelemetry::new(&metrics, &status, "f"));
+        let mut m = Mappings::new(process, reloads);
+        m.start(cfg.mappings[0].clone()).unwrap();
+        let started = status.snapshot()["config"]["mappings"]["q"].clone();
+
+        let e = ask("nope", &cfg, &mut m, &file).await.unwrap_err();
+        assert_eq!(e.1, EXIT_USAGE);
+        assert!(
+            e.0.contains("the running config") && e.0.contains("q, kaf"),
+            "{}",
+            e.0
+        );
+        let e = ask("q", &cfg, &mut m, &file).await.unwrap_err();
+        assert!(e.0.contains("SQS mapping"), "{}", e.0);
+        let e = ask("kaf", &cfg, &mut m, &file).await.unwrap_err();
+        assert!(e.0.contains("consumer group"), "{}", e.0);
+        assert_eq!(
+            m.configs()
+                .iter()
+                .map(|c| c.name.as_str())
+                .collect::<Vec<_>>(),
+            ["q"]
+        );
+        assert_eq!(status.snapshot()["config"]["mappings"]["q"], started);
+        shutdown.cancel();
+        assert!(m.shutdown(std::time::Duration::from_secs(5)).await);
+    }
+}

@@ -466,3 +466,59 @@ async fn from_start(
         )),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg() -> Config {
+        crate::config::parse_str("region: us-east-1\nmappings:\n  - Name: k\n    EventSourceArn: arn:aws:kinesis:us-east-1:000000000000:stream/s\n    StartingPosition: LATEST\n    FunctionName: f\n  - Name: q\n    EventSourceArn: arn:aws:sqs:us-east-1:000000000000:q\n    FunctionName: f\n").expect("valid")
+    }
+
+    #[test]
+    fn mappings_are_found_by_name_and_queues_refused() {
+        let cfg = cfg();
+        assert_eq!(find_mapping(&cfg, "k", "c.yaml").unwrap().name, "k");
+        let e = find_mapping(&cfg, "x", "c.yaml").unwrap_err();
+        assert_eq!(e.1, EXIT_USAGE);
+        assert!(
+            e.0.contains("\"x\" in c.yaml") && e.0.contains("k, q"),
+            "{}",
+            e.0
+        );
+        let e = find_mapping(&cfg, "q", "c.yaml").unwrap_err();
+        assert_eq!(e.1, EXIT_FAILED);
+        assert!(e.0.contains("SQS mapping"), "{}", e.0);
+    }
+
+    #[test]
+    fn a_report_prints_old_to_new_with_notes() {
+        let mut r = Report {
+            mapping: "k".into(),
+            store: "checkpoint_dir /d".into(),
+            dry_run: true,
+            first_start: Some("2026-11-27T10:00:00Z".into()),
+            changes: vec![Moved {
+                partition: "shardId-0".into(),
+                old: "9".into(),
+                new: "5".into(),
+                note: Some("why".into()),
+            }],
+            instance: Some("dry run: the mapping was not stopped".into()),
+        };
+        assert_eq!(
+            r.text(),
+            "mapping k (checkpoint_dir /d) — dry run, nothing written\n  first start: moved back to 2026-11-27T10:00:00Z (LATEST: every shard without a checkpoint reads from it)\n  shardId-0: 9 → 5  (why)\n  dry run: the mapping was not stopped\n"
+        );
+        r.changes.clear();
+        r.first_start = None;
+        r.instance = None;
+        assert_eq!(r.text(), "mapping k: no partitions to move\n");
+        let json = serde_json::to_string(&r).unwrap();
+        assert!(
+            !json.contains("first_start") && !json.contains("instance"),
+            "{json}"
+        );
+        assert_eq!(serde_json::from_str::<Report>(&json).unwrap(), r);
+    }
+}
