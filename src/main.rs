@@ -31,7 +31,7 @@ enum Command {
     Validate(ConfigArg),
     /// Print a running instance's mappings and partitions (its /status) as a table.
     Status(sluice::cli::StatusArgs),
-    /// List, set or reset a stopped mapping's checkpoints.
+    /// List, set or reset a mapping's checkpoints (stopped, or through the running instance).
     #[command(subcommand)]
     Checkpoints(sluice::cli::checkpoints::Command),
     /// Print the least-privilege IAM policy the config needs.
@@ -63,6 +63,10 @@ struct RunArgs {
     /// Also reload the config when the file changes, checking every SECONDS (default 5).
     #[arg(long, env = "SLUICE_WATCH_CONFIG", value_name = "SECONDS", num_args = 0..=1, default_missing_value = "5", value_parser = clap::value_parser!(u64).range(1..=3600))]
     watch_config: Option<u64>,
+    /// Let the admin server move checkpoints (POST /checkpoints/<mapping>, used by
+    /// `sluice checkpoints set|reset --url`). Off by default: the admin port then changes nothing.
+    #[arg(long, env = "SLUICE_ADMIN_WRITE")]
+    admin_write: bool,
 }
 
 fn load(arg: &ConfigArg) -> Result<sluice::config::Config, ExitCode> {
@@ -134,7 +138,7 @@ fn main() -> ExitCode {
                     let every = std::time::Duration::from_secs(every);
                     tokio::spawn(reload::watch(path, every, requester, stop));
                 }
-                match sluice::app::run_reloading(cfg, shutdown, source, requests).await {
+                match sluice::app::run_instance(cfg, shutdown, source, requests, args.admin_write).await {
                     Ok(()) => ExitCode::SUCCESS,
                     Err(e) => {
                         tracing::error!(error = format!("{e:#}"), "sluice failed");

@@ -6,8 +6,11 @@
 //! The process-wide parts live in one [`process::Process`], from which each mapping is started
 //! by the builder of its source kind ([`process`]). Each mapping runs with its own stop token and
 //! task tracker ([`mappings`]), so a reload can stop one and wait for it while the others run;
-//! which mappings a reload starts, stops and restarts is decided by [`plan`] (pure).
+//! which mappings a reload starts, stops and restarts is decided by [`plan`] (pure). With
+//! `--admin-write`, the same loop applies the checkpoint moves the admin server receives
+//! ([`checkpoints`]), between reloads.
 
+mod checkpoints;
 mod mappings;
 pub mod plan;
 mod process;
@@ -16,6 +19,7 @@ pub mod reload;
 use anyhow::Context;
 use std::sync::Arc;
 use std::time::Duration;
+use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{error, info, warn};
@@ -23,6 +27,7 @@ use tracing::{error, info, warn};
 use crate::aws::Clients;
 use crate::budget::ByteBudget;
 use crate::checkpoint::{CheckpointStore, FileCheckpointStore};
+use crate::cli::checkpoints::live::LiveMove;
 use crate::config::{Config, Coordination, Mapping};
 use crate::lease::coordinator::{Coordinator, Membership};
 use crate::lease::dynamo::LeaseTable;
@@ -34,7 +39,7 @@ use reload::{ConfigSource, Requests};
 
 /// Runs sluice until `shutdown` is cancelled, on `cfg` as given (no reloads).
 pub async fn run(cfg: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
-    run_with(cfg, shutdown, None).await
+    run_with(cfg, shutdown, None, false).await
 }
 
 /// Runs sluice until `shutdown` is cancelled, reloading the config from `source` whenever
@@ -45,38 +50,65 @@ pub async fn run_reloading(
     source: ConfigSource,
     requests: Requests,
 ) -> anyhow::Result<()> {
-    run_with(cfg, shutdown, Some((source, requests))).await
+    run_with(cfg, shutdown, Some((source, requests)), false).await
+}
+
+/// [`run_reloading`]; with `admin_write`, the admin server also takes checkpoint moves
+/// (`POST /checkpoints/<mapping>`, see [`checkpoints`]), applied between reloads.
+pub async fn run_instance(
+    cfg: Config,
+    shutdown: CancellationToken,
+    source: ConfigSource,
+    requests: Requests,
+    admin_write: bool,
+) -> anyhow::Result<()> {
+    run_with(cfg, shutdown, Some((source, requests)), admin_write).await
 }
 
 async fn run_with(
     mut cfg: Config,
     shutdown: CancellationToken,
     mut reloads: Option<(ConfigSource, Requests)>,
+    admin_write: bool,
 ) -> anyhow::Result<()> {
     let metrics = Arc::new(Metrics::new());
     let enabled: Vec<_> = cfg.mappings.iter().filter(|m| m.enabled).cloned().collect();
     let status = Arc::new(Status::new(0));
     let clients = crate::aws::clients(&cfg).await;
-    let (checkpoints, coordinator) = match &cfg.coordination {
-        None => (single_replica_store(&cfg, &enabled).await?, None),
+    let (checkpoints, coordinator, file_store) = match &cfg.coordination {
+        None => {
+            let file = single_replica_store(&cfg, &enabled).await?;
+            (file.clone() as Arc<dyn CheckpointStore>, None, Some(file))
+        }
         Some(c) => {
             let coordinator = join_fleet(&cfg, c, &clients, &enabled, &shutdown).await?;
             status.set_worker_id(coordinator.worker_id());
             (
                 coordinator.clone() as Arc<dyn CheckpointStore>,
                 Some(coordinator),
+                None,
             )
         }
+    };
+    let (move_tx, mut move_rx) = if admin_write {
+        let (tx, rx) = mpsc::channel::<LiveMove>(4);
+        (Some(tx), Some(rx))
+    } else {
+        (None, None)
     };
 
     let listener = tokio::net::TcpListener::bind(cfg.admin_listen)
         .await
         .with_context(|| format!("binding the admin server to {}", cfg.admin_listen))?;
-    info!(address = %listener.local_addr()?, "admin server listening");
+    info!(address = %listener.local_addr()?, admin_write, "admin server listening");
+    if admin_write {
+        warn!(address = %cfg.admin_listen, "admin writes are on: POST /checkpoints/<mapping> moves checkpoints; keep the admin port off untrusted networks");
+    }
     let server_stop = CancellationToken::new();
     let app = server::router(AdminState {
         metrics: metrics.clone(),
         status: status.clone(),
+        moves: move_tx,
     });
     let stop = server_stop.clone();
     let server = tokio::spawn(async move {
@@ -118,8 +150,13 @@ async fn run_with(
                     requests.done();
                 }
             }
+            Some(m) = next_move(&mut move_rx) => {
+                checkpoints::apply(m, &cfg, &mut mappings, file_store.as_ref(), &shutdown).await;
+            }
         }
     }
+    // Moves still queued are answered 503 (their reply is dropped).
+    drop(move_rx);
     status.set_draining();
     info!(
         grace_s = cfg.shutdown_grace.as_secs(),
@@ -153,11 +190,19 @@ async fn next_reload(reloads: &mut Option<(ConfigSource, Requests)>) -> reload::
     }
 }
 
+/// The next checkpoint move the admin server received; never without admin writes.
+async fn next_move(moves: &mut Option<mpsc::Receiver<LiveMove>>) -> Option<LiveMove> {
+    match moves {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
 /// The embedded store (one replica), with progress carried over to renamed mappings.
 async fn single_replica_store(
     cfg: &Config,
     enabled: &[Mapping],
-) -> anyhow::Result<Arc<dyn CheckpointStore>> {
+) -> anyhow::Result<Arc<FileCheckpointStore>> {
     let store = FileCheckpointStore::open(&cfg.checkpoint_dir)
         .context("opening the checkpoint directory")?;
     for mapping in enabled {

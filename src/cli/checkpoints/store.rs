@@ -5,6 +5,7 @@
 //! it — its counter moves within `lease_duration` — is held by a live worker: [`Store::live`]
 //! names those, and the caller refuses to move them without `--force`.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use crate::checkpoint::{Checkpoint, CheckpointStore, FileCheckpointStore};
@@ -36,7 +37,7 @@ pub struct Entry {
 }
 
 pub enum Store {
-    File(FileCheckpointStore),
+    File(Arc<FileCheckpointStore>),
     Leases {
         table: LeaseTable,
         name: String,
@@ -73,9 +74,14 @@ impl Store {
                 lease_duration: c.lease_duration,
             }),
             _ => FileCheckpointStore::open(&cfg.checkpoint_dir)
-                .map(Store::File)
+                .map(|f| Store::File(Arc::new(f)))
                 .map_err(|e| e.to_string()),
         }
+    }
+
+    /// The embedded store a running sluice already holds open (and locked).
+    pub fn file(store: Arc<FileCheckpointStore>) -> Store {
+        Store::File(store)
     }
 
     /// Where the checkpoints are, for messages.
@@ -141,13 +147,15 @@ impl Store {
         }
     }
 
-    /// Of `partitions`, those whose lease a live worker holds: `(partition, owner)`. A lease with
-    /// an owner is watched for `lease_duration`; if its counter moves, its owner renews it. Empty
-    /// for the embedded store (its directory lock keeps a running sluice out).
+    /// Of `partitions`, those whose lease a live worker other than `except` holds:
+    /// `(partition, owner)`. A lease with an owner is watched for `lease_duration`; if its counter
+    /// moves, its owner renews it. Empty for the embedded store (its directory lock keeps a
+    /// running sluice out, or it is the running sluice's own).
     pub async fn live(
         &self,
         mapping: &str,
         partitions: &[String],
+        except: Option<&str>,
     ) -> Result<Vec<(String, String)>, String> {
         let Store::Leases {
             table,
@@ -160,7 +168,7 @@ impl Store {
         let mut owned = Vec::new();
         for p in partitions {
             if let Some(item) = table.get(mapping, p).await.map_err(table_error)? {
-                if item.owner.is_some() {
+                if item.owner.is_some() && item.owner.as_deref() != except {
                     owned.push(item);
                 }
             }
@@ -168,11 +176,20 @@ impl Store {
         if owned.is_empty() {
             return Ok(Vec::new());
         }
-        eprintln!(
-            "watching {} owned lease(s) for {} s to see whether their owners renew them…",
-            owned.len(),
-            (*lease_duration + WATCH_MARGIN).as_secs_f32()
-        );
+        let watch = (*lease_duration + WATCH_MARGIN).as_secs_f32();
+        if except.is_some() {
+            tracing::info!(
+                mapping,
+                leases = owned.len(),
+                watch_s = watch,
+                "watching the leases other replicas own to see whether they renew them"
+            );
+        } else {
+            eprintln!(
+                "watching {} owned lease(s) for {watch} s to see whether their owners renew them…",
+                owned.len(),
+            );
+        }
         tokio::time::sleep(*lease_duration + WATCH_MARGIN).await;
         let mut live = Vec::new();
         for before in owned {
@@ -290,7 +307,7 @@ mod tests {
     #[tokio::test]
     async fn the_file_store_moves_back_and_forth_clears_and_keeps_its_token() {
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::File(FileCheckpointStore::open(dir.path()).unwrap());
+        let store = Store::File(Arc::new(FileCheckpointStore::open(dir.path()).unwrap()));
         let tp = StartingPosition::TrimHorizon;
         assert_eq!(
             store
@@ -321,7 +338,7 @@ mod tests {
             Ok(("-".into(), "-".into()))
         );
         assert!(store
-            .live("m", &["shardId-0".into()])
+            .live("m", &["shardId-0".into()], None)
             .await
             .unwrap()
             .is_empty());
