@@ -89,17 +89,22 @@ fn main() {
                 size: 0,
             });
             let r = run_child(&fake.url(), "idle", &[n.to_string()]);
+            let b = run_child(&fake.url(), "idle-bare", &[n.to_string()]);
             let goal = if n <= 1000 {
                 "≤ 5 % of a core, ≤ 128 MB"
             } else {
                 "runs; no worse than linear"
             };
             println!(
-                "| {n} idle shards (1 s caught-up polling) | {:.1} % of a core, {:.0} MB RSS; {:.0} polls/s, {:.0} µs CPU/poll | {goal} | – | – |",
+                "| {n} idle shards (1 s caught-up polling) | {:.1} % of a core, {:.0} MB RSS; {:.0} polls/s, {:.0} µs CPU/poll | {goal} | bare SDK loop: {:.1} % of a core, {:.0} MB; {:.0} µs CPU/poll | {:.1} |",
                 r["cpu_pct"].as_f64().unwrap_or(0.0),
                 r["rss_mb"].as_f64().unwrap_or(0.0),
                 r["polls_per_s"].as_f64().unwrap_or(0.0),
                 r["us_per_poll"].as_f64().unwrap_or(0.0),
+                b["cpu_pct"].as_f64().unwrap_or(0.0),
+                b["rss_mb"].as_f64().unwrap_or(0.0),
+                b["us_per_poll"].as_f64().unwrap_or(0.0),
+                r["us_per_poll"].as_f64().unwrap_or(0.0) / b["us_per_poll"].as_f64().unwrap_or(1.0).max(0.001),
             );
         }
     }
@@ -197,6 +202,7 @@ fn child(row: &str, url: &str, extra: &[String]) {
     let v = rt.block_on(async {
         match row {
             "idle" => idle(url, arg(0)).await,
+            "idle-bare" => idle_bare(url, arg(0)).await,
             "drain-sluice" => drain_sluice(url, arg(0)).await,
             "drain-bare" => drain_bare(url, arg(0)).await,
             "sqs-sluice" => sqs_sluice(url, arg(0)).await,
@@ -261,6 +267,52 @@ async fn idle(url: &str, shards: u64) -> Value {
             fake::stream_arn()
         ),
     );
+    let v = idle_window(url, shards).await;
+    stop.cancel();
+    let _ = tokio::time::timeout(Duration::from_secs(10), run).await;
+    v
+}
+
+/// The bare idle loop: per shard, GetShardIterator(LATEST), then one GetRecords a second.
+async fn idle_bare(url: &str, shards: u64) -> Value {
+    let client = kinesis_client(url);
+    let stop = tokio_util::sync::CancellationToken::new();
+    for i in 0..shards {
+        let (c, stop) = (client.clone(), stop.clone());
+        tokio::spawn(async move {
+            let mut it = c
+                .get_shard_iterator()
+                .stream_arn(fake::stream_arn())
+                .shard_id(format!("shardId-{i:012}"))
+                .shard_iterator_type(aws_sdk_kinesis::types::ShardIteratorType::Latest)
+                .send()
+                .await
+                .expect("GetShardIterator")
+                .shard_iterator
+                .unwrap();
+            while !stop.is_cancelled() {
+                let at = tokio::time::Instant::now();
+                if let Ok(out) = c
+                    .get_records()
+                    .stream_arn(fake::stream_arn())
+                    .shard_iterator(&it)
+                    .limit(10_000)
+                    .send()
+                    .await
+                {
+                    it = out.next_shard_iterator.unwrap_or(it);
+                }
+                tokio::time::sleep_until(at + Duration::from_secs(1)).await;
+            }
+        });
+    }
+    let v = idle_window(url, shards).await;
+    stop.cancel();
+    v
+}
+
+/// After every shard was read twice: CPU, RSS and polls over the window.
+async fn idle_window(url: &str, shards: u64) -> Value {
     // Warm-up: every shard read at least twice.
     let base = stat(url, "get_records").await;
     let warm = wait_for(
@@ -275,8 +327,6 @@ async fn idle(url: &str, shards: u64) -> Value {
     tokio::time::sleep(window()).await;
     let (c1, t1, g1) = (cpu(), Instant::now(), stat(url, "get_records").await);
     let rss = rss_mb();
-    stop.cancel();
-    let _ = tokio::time::timeout(Duration::from_secs(10), run).await;
     let secs = (t1 - t0).as_secs_f64();
     let cpu_s = (c1 - c0).as_secs_f64();
     let polls = (g1 - g0) as f64;
