@@ -100,7 +100,8 @@ impl FileCheckpointStore {
 
     /// Replaces `shard`'s checkpoint by `to` (`None`: deletes it, so the shard starts from the
     /// mapping's starting position), whatever it was: an operator's move (`sluice checkpoints`),
-    /// made with the process stopped (the directory's lock keeps a running one out). Backwards
+    /// made with the process stopped (the directory's lock keeps a running one out), or by the
+    /// running process itself for a mapping it has stopped and drained (`--running`). Backwards
     /// moves are allowed; an open tumbling window's state is dropped, since it belonged to the
     /// old checkpoint. The file keeps the token it was written under, so the next process's
     /// commits chain from `to`. Returns the checkpoint replaced.

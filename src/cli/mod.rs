@@ -1,10 +1,11 @@
 //! The day-2 subcommands of the `sluice` binary (docs/cli.md): `status` (a running instance's
-//! `/status` as a table), `checkpoints list|set|reset` (read and move a stopped mapping's
-//! checkpoints where the config keeps them) and `iam-policy` (the least-privilege policy a config
-//! needs), and `probe` (an HTTP health check for container runtimes whose image has no shell or
-//! curl: ECS). Each has its clap arguments and a `run` returning the process's exit code; `main.rs`
-//! only dispatches. Exit codes: 0 done, 1 failed (no answer, an AWS or store error, a refusal),
-//! 2 a bad config or bad arguments.
+//! `/status` as a table), `checkpoints list|set|reset` (read and move a mapping's checkpoints where
+//! the config keeps them: with the mapping stopped, or through the running instance, which stops
+//! and restarts only that mapping), `iam-policy` (the least-privilege policy a config needs) and
+//! `probe` (an HTTP health check for container runtimes whose image has no shell or curl: ECS).
+//! Each has its clap arguments and a `run` returning the process's exit code; `main.rs` only
+//! dispatches. Exit codes: 0 done, 1 failed (no answer, an AWS or store error, a refusal), 2 a bad
+//! config or bad arguments.
 
 pub mod checkpoints;
 pub mod iam;
