@@ -7,36 +7,14 @@
 
 mod common;
 
+use common::cli::{cli, ok};
+
 use common::sink::Sink;
 use common::sluice::{config, coordinated_config, free_port, Coordination, Sluice};
 use common::*;
 use std::collections::BTreeSet;
 use std::path::Path;
 use std::time::Duration;
-
-/// Runs the sluice binary with `args`: (exit code, stdout, stderr).
-async fn cli(args: &[&str]) -> (i32, String, String) {
-    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_sluice"))
-        .args(args)
-        .env("AWS_ACCESS_KEY_ID", "test")
-        .env("AWS_SECRET_ACCESS_KEY", "test")
-        .env_remove("SLUICE_CHECKPOINT_DIR")
-        .output()
-        .await
-        .expect("running sluice");
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
-/// [`cli`], which must succeed; its stdout.
-async fn ok(args: &[&str]) -> String {
-    let (code, out, err) = cli(args).await;
-    assert_eq!(code, 0, "sluice {args:?} failed:\n{out}\n{err}");
-    out
-}
 
 /// `sluice checkpoints <command> --config <path> --mapping m <rest>`.
 async fn cp(command: &str, path: &str, rest: &[&str]) -> (i32, String, String) {

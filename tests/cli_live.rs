@@ -9,61 +9,18 @@
 
 mod common;
 
+use common::cli::{cli, ok};
+
 use common::sink::Sink;
 use common::sluice::{config, coordinated_config, free_port, Coordination, Sluice};
 use common::*;
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::process::Stdio;
 use std::time::Duration;
-use tokio::process::Command;
-
-/// Runs the sluice binary with `args`: (exit code, stdout, stderr).
-async fn cli(args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_sluice"))
-        .args(args)
-        .env("AWS_ACCESS_KEY_ID", "test")
-        .env("AWS_SECRET_ACCESS_KEY", "test")
-        .env_remove("SLUICE_CHECKPOINT_DIR")
-        .env_remove("SLUICE_CONFIG")
-        .output()
-        .await
-        .expect("running sluice");
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
-/// [`cli`], which must succeed; its stdout.
-async fn ok(args: &[&str]) -> String {
-    let (code, out, err) = cli(args).await;
-    assert_eq!(code, 0, "sluice {args:?} failed:\n{out}\n{err}");
-    out
-}
 
 /// `sluice run --admin-write` on `yaml`, written as `dir/<name>.yaml` (as [`Sluice::start`]).
-async fn start_writable(dir: &Path, name: &str, yaml: &str, port: u16) -> Sluice {
-    let path = dir.join(format!("{name}.yaml"));
-    std::fs::write(&path, yaml).unwrap();
-    let log = dir.join(format!("{name}.log"));
-    let child = Command::new(env!("CARGO_BIN_EXE_sluice"))
-        .args(["run", "--admin-write", "--config"])
-        .arg(&path)
-        .env("AWS_ACCESS_KEY_ID", "test")
-        .env("AWS_SECRET_ACCESS_KEY", "test")
-        .env("SLUICE_LOG", "info,sluice=debug")
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&log).unwrap())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("spawning sluice");
-    let sluice = Sluice {
-        child,
-        admin: format!("http://127.0.0.1:{port}"),
-        log,
-    };
+async fn start_writable(dir: &Path, name: &str, yaml: &str) -> Sluice {
+    let sluice = Sluice::start_with(dir, name, yaml, &["--admin-write"]).await;
     sluice.wait_ready().await;
     sluice
 }
@@ -161,7 +118,7 @@ async fn moves_through_the_running_instance_replay_one_mapping_and_leave_the_oth
     let shards: Vec<String> = by_shard(&a).keys().cloned().collect();
     assert_eq!(shards.len(), 2, "records on both shards");
     let s0 = shards[0].clone();
-    let sluice = start_writable(dir.path(), "run", &yaml, port).await;
+    let sluice = start_writable(dir.path(), "run", &yaml).await;
     delivered_times("batch a", &sink, &a, 1).await;
     delivered_times("other's batch", &other_sink, &oa, 1).await;
     tokio::time::sleep(Duration::from_millis(50)).await;
@@ -387,7 +344,7 @@ async fn on_the_lease_table_another_replicas_lease_is_refused_unless_forced() {
     delivered_times("batch a", &sink, &a, 1).await;
     w2.wait_checkpoint("checkpointed", "m", &shard, &last).await;
     let port = free_port();
-    let w1 = start_writable(dir.path(), "w1", &replica("w-1", port), port).await;
+    let w1 = start_writable(dir.path(), "w1", &replica("w-1", port)).await;
 
     let (code, _, err) = cli(&[
         "checkpoints",

@@ -14,9 +14,7 @@ use common::*;
 use serde_json::Value;
 use std::collections::BTreeSet;
 use std::path::Path;
-use std::process::Stdio;
 use std::time::Duration;
-use tokio::process::Command;
 
 fn kinesis_mapping(name: &str, arn: &str, url: &str, batch: usize) -> String {
     format!(
@@ -249,30 +247,7 @@ async fn sighup_starts_stops_and_restarts_mappings_and_refuses_a_bad_config() {
 
 /// `sluice run --watch-config 1` on `config`, written to `dir/run.yaml`.
 async fn start_watching(dir: &Path, config: &str) -> Sluice {
-    let port: u16 = config
-        .lines()
-        .find_map(|l| l.strip_prefix("admin_listen: 127.0.0.1:"))
-        .and_then(|p| p.parse().ok())
-        .unwrap();
-    let path = dir.join("run.yaml");
-    std::fs::write(&path, config).unwrap();
-    let log = dir.join("run.log");
-    let child = Command::new(env!("CARGO_BIN_EXE_sluice"))
-        .args(["run", "--watch-config", "1", "--config"])
-        .arg(&path)
-        .env("AWS_ACCESS_KEY_ID", "test")
-        .env("AWS_SECRET_ACCESS_KEY", "test")
-        .env("SLUICE_LOG", "info,sluice=debug")
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&log).unwrap())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    Sluice {
-        child,
-        admin: format!("http://127.0.0.1:{port}"),
-        log,
-    }
+    Sluice::start_with(dir, "run", config, &["--watch-config", "1"]).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -3,6 +3,7 @@
 //! the sluice binary as a child process, and condition waits (no sleeps as synchronisation).
 #![allow(dead_code)]
 
+pub mod cli;
 pub mod fleet;
 pub mod kafka;
 pub mod proxy;

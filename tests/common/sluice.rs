@@ -86,6 +86,11 @@ impl Sluice {
 
     /// Writes `config` to `dir/<name>.yaml` and starts `sluice run` on it.
     pub async fn start(dir: &Path, name: &str, config: &str) -> Sluice {
+        Sluice::start_with(dir, name, config, &[]).await
+    }
+
+    /// [`Sluice::start`] with more `sluice run` arguments (`--watch-config 1`, `--admin-write`).
+    pub async fn start_with(dir: &Path, name: &str, config: &str, run_args: &[&str]) -> Sluice {
         let port: u16 = config
             .lines()
             .find_map(|l| l.strip_prefix("admin_listen: 127.0.0.1:"))
@@ -96,7 +101,9 @@ impl Sluice {
         let log = dir.join(format!("{name}.log"));
         let out = std::fs::File::create(&log).unwrap();
         let child = Command::new(env!("CARGO_BIN_EXE_sluice"))
-            .args(["run", "--config"])
+            .arg("run")
+            .args(run_args)
+            .arg("--config")
             .arg(&path)
             .env("AWS_ACCESS_KEY_ID", "test")
             .env("AWS_SECRET_ACCESS_KEY", "test")
