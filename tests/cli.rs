@@ -72,14 +72,6 @@ async fn start(dir: &Path, name: &str, yaml: &str) -> (Sluice, String) {
 }
 
 /// The records of `shard` in `written`, in order.
-fn of(written: &[Written], shard: &str) -> Vec<Written> {
-    written
-        .iter()
-        .filter(|w| w.shard == shard)
-        .cloned()
-        .collect()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn status_and_checkpoints_on_the_embedded_store() {
     let tb = testbed();

@@ -87,14 +87,6 @@ fn log_lines(sluice: &Sluice, name: &str, text: &str) -> usize {
         .count()
 }
 
-fn of(written: &[Written], shard: &str) -> Vec<Written> {
-    written
-        .iter()
-        .filter(|w| w.shard == shard)
-        .cloned()
-        .collect()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn moves_through_the_running_instance_replay_one_mapping_and_leave_the_other_alone() {
     let tb = testbed();

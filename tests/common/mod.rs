@@ -351,6 +351,15 @@ pub fn by_shard<'a>(
     out
 }
 
+/// The records of `written` on `shard`, in order.
+pub fn of(written: &[Written], shard: &str) -> Vec<Written> {
+    written
+        .iter()
+        .filter(|w| w.shard == shard)
+        .cloned()
+        .collect()
+}
+
 /// Asserts each shard's records are strictly increasing by sequence number.
 pub fn assert_ordered(label: &str, items: &[Written]) {
     for (shard, recs) in by_shard(items) {
