@@ -144,12 +144,10 @@ async fn make(
 mod tests {
     use super::*;
     use crate::app::process::Process;
-    use crate::budget::ByteBudget;
     use crate::cli::checkpoints::moves::Target;
     use crate::cli::EXIT_USAGE;
     use crate::telemetry::{Metrics, ReloadTelemetry, Status};
     use tokio::sync::oneshot;
-    use tokio_util::task::TaskTracker;
 
     /// An SQS mapping (its endpoint refuses connections: it runs without reaching AWS) and a
     /// disabled Kafka one.
@@ -185,19 +183,14 @@ mod tests {
         let file = Arc::new(FileCheckpointStore::open(dir.path()).unwrap());
         let (metrics, status) = (Arc::new(Metrics::new()), Arc::new(Status::new(0)));
         let shutdown = CancellationToken::new();
-        let process = Process {
-            metrics: metrics.clone(),
-            status: status.clone(),
-            checkpoints: file.clone(),
-            coordinator: None,
-            kafka_sources: Default::default(),
-            budget: Arc::new(ByteBudget::unlimited()),
-            clients: crate::aws::clients(&cfg).await,
-            tracker: TaskTracker::new(),
-            shutdown: shutdown.clone(),
-            shard_discovery_interval: cfg.shard_discovery_interval,
-            invoke_identity_arn: String::new(),
-        };
+        let process = Process::for_tests(
+            &cfg,
+            file.clone(),
+            metrics.clone(),
+            status.clone(),
+            shutdown.clone(),
+        )
+        .await;
         let reloads = Arc::new(ReloadTelemetry::new(&metrics, &status, "f"));
         let mut m = Mappings::new(process, reloads);
         m.start(cfg.mappings[0].clone()).unwrap();

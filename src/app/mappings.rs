@@ -217,7 +217,6 @@ async fn close_kafka(sources: &KafkaSources) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::budget::ByteBudget;
     use crate::checkpoint::FileCheckpointStore;
     use crate::telemetry::{Metrics, Status};
 
@@ -231,19 +230,15 @@ mod tests {
     ) -> (Mappings, Vec<Mapping>) {
         let cfg = crate::config::parse_str(CONFIG).unwrap();
         let (metrics, status) = (Arc::new(Metrics::new()), Arc::new(Status::new(0)));
-        let process = Process {
-            metrics: metrics.clone(),
-            status: status.clone(),
-            checkpoints: Arc::new(FileCheckpointStore::open(dir).unwrap()),
-            coordinator: None,
-            kafka_sources: Default::default(),
-            budget: Arc::new(ByteBudget::unlimited()),
-            clients: crate::aws::clients(&cfg).await,
-            tracker: TaskTracker::new(),
-            shutdown: shutdown.clone(),
-            shard_discovery_interval: cfg.shard_discovery_interval,
-            invoke_identity_arn: String::new(),
-        };
+        let store = Arc::new(FileCheckpointStore::open(dir).unwrap());
+        let process = Process::for_tests(
+            &cfg,
+            store,
+            metrics.clone(),
+            status.clone(),
+            shutdown.clone(),
+        )
+        .await;
         let reloads = Arc::new(ReloadTelemetry::new(&metrics, &status, "f"));
         (Mappings::new(process, reloads), cfg.mappings)
     }

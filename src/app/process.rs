@@ -315,6 +315,33 @@ async fn connect_destination(
 }
 
 #[cfg(test)]
+impl Process {
+    /// A process over `checkpoints` with no coordinator and an unlimited byte budget; nothing in
+    /// it calls AWS until a mapping runs.
+    pub(crate) async fn for_tests(
+        cfg: &crate::config::Config,
+        checkpoints: Arc<dyn CheckpointStore>,
+        metrics: Arc<Metrics>,
+        status: Arc<Status>,
+        shutdown: CancellationToken,
+    ) -> Process {
+        Process {
+            metrics,
+            status,
+            checkpoints,
+            coordinator: None,
+            kafka_sources: Default::default(),
+            budget: Arc::new(ByteBudget::unlimited()),
+            clients: crate::aws::clients(cfg).await,
+            tracker: TaskTracker::new(),
+            shutdown,
+            shard_discovery_interval: cfg.shard_discovery_interval,
+            invoke_identity_arn: cfg.invoke_identity_arn.clone(),
+        }
+    }
+}
+
+#[cfg(test)]
 mod tests {
     use super::*;
     use crate::checkpoint::FileCheckpointStore;
@@ -322,19 +349,15 @@ mod tests {
 
     /// A process over a temporary checkpoint directory; nothing in it calls AWS until a mapping runs.
     async fn process(cfg: &Config, dir: &std::path::Path) -> Process {
-        Process {
-            metrics: Arc::new(Metrics::new()),
-            status: Arc::new(Status::new(cfg.mappings.len())),
-            checkpoints: Arc::new(FileCheckpointStore::open(dir).unwrap()),
-            coordinator: None,
-            kafka_sources: Default::default(),
-            budget: Arc::new(ByteBudget::unlimited()),
-            clients: crate::aws::clients(cfg).await,
-            tracker: TaskTracker::new(),
-            shutdown: CancellationToken::new(),
-            shard_discovery_interval: cfg.shard_discovery_interval,
-            invoke_identity_arn: cfg.invoke_identity_arn.clone(),
-        }
+        let store = Arc::new(FileCheckpointStore::open(dir).unwrap());
+        Process::for_tests(
+            cfg,
+            store,
+            Arc::new(Metrics::new()),
+            Arc::new(Status::new(0)),
+            CancellationToken::new(),
+        )
+        .await
     }
 
     async fn context_of(yaml: &str) -> Arc<MappingContext> {
