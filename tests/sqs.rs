@@ -592,9 +592,11 @@ async fn receives_repeat_to_fill_the_batch_within_the_window() {
     let sink = Sink::ok().await;
     let extra = "    BatchSize: 40\n    MaximumBatchingWindowInSeconds: 3\n    ScalingConfig: { MaximumConcurrency: 2 }\n";
     let (_sluice, _dir) = Sluice::run(&tb, &mapping("window", &arn, &sink.url, extra)).await;
+    // A few seconds when moto is idle; it once took over a minute in CI while the
+    // ten-thousand-message test loaded moto beside it (the log is printed if it fails again).
     wait_for(
         "every message delivered",
-        Duration::from_secs(60),
+        Duration::from_secs(120),
         || async { (sink.accepted_entries().len() >= msgs.len()).then_some(()) },
     )
     .await;

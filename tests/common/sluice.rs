@@ -203,3 +203,21 @@ impl Sluice {
         status.code().unwrap_or(-1)
     }
 }
+
+/// A test that fails shows the end of each sluice process's log beside its panic, so a failure in
+/// CI (where the temporary directory is gone afterwards) can be read from the test output alone.
+impl Drop for Sluice {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            let text = super::kafka::plain(&self.log_text());
+            let lines: Vec<&str> = text.lines().collect();
+            let tail = &lines[lines.len().saturating_sub(80)..];
+            eprintln!(
+                "--- last {} lines of {} ---\n{}\n--- end of log ---",
+                tail.len(),
+                self.log.display(),
+                tail.join("\n")
+            );
+        }
+    }
+}
