@@ -1,9 +1,9 @@
 //! sluice end to end against a fast fake AWS endpoint ([`fake`]), each row beside its goal and,
 //! where one exists, a bare AWS SDK client on the same endpoint in the same run. A measurement,
 //! not a test. Run: `cargo bench --bench endtoend` (all rows) or
-//! `cargo bench --bench endtoend -- idle drain sqs` (some). Sizes: `IDLE_SHARDS` (default
+//! `cargo bench --bench endtoend -- idle drain sqs latency` (some). Sizes: `IDLE_SHARDS` (default
 //! `1000,10000`), `DRAIN_RECORDS` (per shard, default 5000), `SQS_POLLERS` (default `2,10,100`),
-//! `WINDOW_S` (measurement window, default 15).
+//! `WINDOW_S` (measurement window, default 15), `LATENCY_RECORDS` (per mode, default 50).
 //!
 //! The parent process serves the fake endpoint and the HTTP function; every measured party (sluice
 //! via `sluice::app::run`, or the bare SDK reader) runs in a child process of its own (this binary
@@ -156,6 +156,40 @@ fn main() {
             );
         }
     }
+    if want("latency") {
+        let n = env_list("LATENCY_RECORDS", "50")[0];
+        let modes = ["fan-out", "1000", "200"].map(|mode| {
+            fake.set_stream(fake::Kinesis {
+                shards: 1,
+                backlog: 0,
+                size: 1024,
+            });
+            run_child(&fake.url(), "latency", &[mode.to_string(), n.to_string()])
+        });
+        let ms = |v: &Value, k: &str| v[k].as_f64().unwrap_or(f64::NAN);
+        let figure = |v: &Value| {
+            format!(
+                "p50 {:.1} ms, p99 {:.1} ms, mean {:.1} ms, max {:.1} ms ({} of {n} invoked)",
+                ms(v, "p50_ms"),
+                ms(v, "p99_ms"),
+                ms(v, "mean_ms"),
+                ms(v, "max_ms"),
+                v["records"]
+            )
+        };
+        for (v, label) in modes.iter().zip([
+            "enhanced fan-out (SubscribeToShard)",
+            "polling, caught up every 1 s (default)",
+            "polling, `CaughtUpPollingIntervalMillis: 200`",
+        ]) {
+            println!(
+                "| put→invoke latency, {label}, 1 KiB at random gaps of 300–900 ms | {} | fan-out well under polling | polling every 200 ms: p50 {:.1} ms | {:.2} |",
+                figure(v),
+                ms(&modes[2], "p50_ms"),
+                ms(v, "p50_ms") / ms(&modes[2], "p50_ms")
+            );
+        }
+    }
     rt.shutdown_timeout(Duration::from_secs(1));
 }
 
@@ -207,6 +241,9 @@ fn child(row: &str, url: &str, extra: &[String]) {
             "drain-bare" => drain_bare(url, arg(0)).await,
             "sqs-sluice" => sqs_sluice(url, arg(0)).await,
             "sqs-bare" => sqs_bare(url, arg(0)).await,
+            "latency" => {
+                latency(url, extra.first().map_or("fan-out", String::as_str), arg(1)).await
+            }
             _ => panic!("no row {row}"),
         }
     });
@@ -490,4 +527,62 @@ async fn sqs_bare(url: &str, pollers: u64) -> Value {
     let v = sqs_window(url).await;
     stop.cancel();
     v
+}
+
+/// Put→invoke latency: sluice reads a one-shard stream from LATEST, with enhanced fan-out (`mode`
+/// `fan-out`) or polling at a caught-up interval of `mode` ms; `n` records are put one at a time
+/// at random gaps of 300–900 ms (no phase lock with the poll timer). The fake measures each from
+/// its PutRecord to the function's request.
+async fn latency(url: &str, mode: &str, n: u64) -> Value {
+    let arn = fake::stream_arn();
+    let source = match mode {
+        "fan-out" => format!("    EventSourceArn: {arn}/consumer/bench:1700000000\n"),
+        ms => format!("    EventSourceArn: {arn}\n    CaughtUpPollingIntervalMillis: {ms}\n"),
+    };
+    let (stop, _dir, run) = start_sluice(url, &format!("{source}    StartingPosition: LATEST\n"));
+    let (ready, at) = match mode {
+        "fan-out" => ("subscriptions", 1),
+        _ => ("get_records", 2),
+    };
+    assert!(
+        wait_for(url, ready, at, Duration::from_secs(60)).await,
+        "sluice read the shard"
+    );
+    let client = kinesis_client(url);
+    let put = || {
+        client
+            .put_record()
+            .stream_arn(&arn)
+            .partition_key("pk")
+            .data(aws_sdk_kinesis::primitives::Blob::new(vec![b'x'; 1024]))
+            .send()
+    };
+    // A first record, not measured, shows the reader is past where it started.
+    put().await.expect("PutRecord");
+    assert!(
+        wait_for(url, "invoked_records", 1, Duration::from_secs(60)).await,
+        "first record"
+    );
+    for _ in 0..n {
+        tokio::time::sleep(Duration::from_millis(fastrand::u64(300..900))).await;
+        put().await.expect("PutRecord");
+    }
+    let all = wait_for(url, "invoked_records", n + 1, Duration::from_secs(30)).await;
+    stop.cancel();
+    let _ = tokio::time::timeout(Duration::from_secs(10), run).await;
+    let body = reqwest::get(format!("{url}/latencies"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let mut us: Vec<u64> = serde_json::from_str(&body).unwrap_or_default();
+    if !us.is_empty() {
+        us.remove(0);
+    }
+    us.sort_unstable();
+    let at = |q: f64| us.get(((us.len() as f64 * q) as usize).min(us.len().saturating_sub(1)));
+    let ms = |v: Option<&u64>| v.map_or(f64::NAN, |v| *v as f64 / 1000.0);
+    serde_json::json!({"all": all, "records": us.len(), "p50_ms": ms(at(0.5)), "p99_ms": ms(at(0.99)),
+        "max_ms": ms(us.last()), "mean_ms": us.iter().sum::<u64>() as f64 / us.len().max(1) as f64 / 1000.0})
 }

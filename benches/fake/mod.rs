@@ -1,6 +1,6 @@
 //! A fake AWS endpoint for benchmarks only (never part of the sluice binary): one HTTP server that
 //! speaks enough of Kinesis (awsJson1.1: ListShards, DescribeStreamSummary, GetShardIterator,
-//! GetRecords) and of SQS (awsJson1.0: GetQueueUrl, GetQueueAttributes, ReceiveMessage,
+//! GetRecords, PutRecord, and SubscribeToShard in [`subscribe`]) and of SQS (awsJson1.0: GetQueueUrl, GetQueueAttributes, ReceiveMessage,
 //! DeleteMessageBatch, ChangeMessageVisibilityBatch) for sluice's own SDK clients to run against it
 //! unchanged (its config's `endpoints`), plus a fast HTTP function at `/fn` that answers `{}`.
 //!
@@ -12,7 +12,10 @@
 //! (0: an endless idle stream, every GetRecords answers no records and `MillisBehindLatest: 0`).
 //! Records are deterministic: the same `size` bytes of data, 56-digit sequence numbers
 //! (`4959` + shard, 12 digits + position, 40 digits), partition keys `pk-<position mod 64>`.
-//! A shard iterator is opaque to the client and carries its shard and position. The queue is
+//! A shard iterator is opaque to the client and carries its shard and position. PutRecord appends
+//! one record (of the same deterministic shape; its data is not kept) to a shard after the
+//! backlog, notes when it was put, and wakes the shard's subscriptions at once; the function then
+//! measures each put record's put→invoke latency (`GET /latencies`, in microseconds). The queue is
 //! endless: every ReceiveMessage answers as many messages as asked for.
 //!
 //! The server keeps counters ([`Stats`], also served as JSON at `GET /stats`): the bench reads
@@ -25,7 +28,10 @@ use base64::Engine;
 use serde_json::{json, Value};
 use std::fmt::Write;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Instant;
+
+mod subscribe;
 
 pub const ACCOUNT: &str = "000000000000";
 pub const REGION: &str = "us-east-1";
@@ -67,9 +73,30 @@ pub struct Stats {
     pub invocations: AtomicU64,
     /// Event entries (`"eventSource"` keys) in the function's requests.
     pub invoked_records: AtomicU64,
+    pub puts: AtomicU64,
+    pub subscriptions: AtomicU64,
 }
 
 impl Stats {
+    fn reset(&self) {
+        for c in [
+            &self.get_records,
+            &self.records_served,
+            &self.get_iterator,
+            &self.list_shards,
+            &self.receives,
+            &self.messages_received,
+            &self.messages_deleted,
+            &self.visibility_changes,
+            &self.invocations,
+            &self.invoked_records,
+            &self.puts,
+            &self.subscriptions,
+        ] {
+            c.store(0, Relaxed);
+        }
+    }
+
     pub fn json(&self) -> Value {
         json!({
             "get_records": self.get_records.load(Relaxed),
@@ -82,12 +109,26 @@ impl Stats {
             "visibility_changes": self.visibility_changes.load(Relaxed),
             "invocations": self.invocations.load(Relaxed),
             "invoked_records": self.invoked_records.load(Relaxed),
+            "puts": self.puts.load(Relaxed),
+            "subscriptions": self.subscriptions.load(Relaxed),
         })
     }
 }
 
+/// Records put (PutRecord) since the stream was set: per shard, when each was put; and the
+/// put→invoke latencies of those the function has received.
+#[derive(Default)]
+struct Live {
+    put_at: Vec<Vec<Instant>>,
+    invoked: Vec<Vec<bool>>,
+    latencies_us: Vec<u64>,
+}
+
 pub struct Fake {
     kinesis: RwLock<(Kinesis, String)>,
+    live: Mutex<Live>,
+    /// Bumped by every put: subscriptions wait on it.
+    put_signal: tokio::sync::watch::Sender<u64>,
     pub stats: Stats,
     /// Base URL, set once bound.
     url: RwLock<String>,
@@ -107,6 +148,8 @@ impl Fake {
                 },
                 String::new(),
             )),
+            live: Mutex::new(Live::default()),
+            put_signal: tokio::sync::watch::Sender::new(0),
             stats: Stats::default(),
             url: RwLock::new(String::new()),
             body: "m".repeat(1024),
@@ -114,10 +157,63 @@ impl Fake {
         }
     }
 
-    /// Serves `k` from now on.
+    /// Serves `k` from now on, with every counter back at zero.
     pub fn set_stream(&self, k: Kinesis) {
+        self.stats.reset();
         let data = base64::engine::general_purpose::STANDARD.encode(vec![b'x'; k.size]);
+        *self.live.lock().unwrap() = Live {
+            put_at: vec![Vec::new(); k.shards],
+            invoked: vec![Vec::new(); k.shards],
+            latencies_us: Vec::new(),
+        };
         *self.kinesis.write().unwrap() = (k, data);
+    }
+
+    /// Records put into a shard since the stream was set (they follow its backlog).
+    fn put_len(&self, shard: usize) -> u64 {
+        self.live
+            .lock()
+            .unwrap()
+            .put_at
+            .get(shard)
+            .map_or(0, |p| p.len() as u64)
+    }
+
+    /// Notes the put→invoke latency of every put record named in a function request's body.
+    fn invoked(&self, body: &[u8]) {
+        let backlog = self.kinesis.read().unwrap().0.backlog;
+        let mut live = self.live.lock().unwrap();
+        if live.put_at.iter().all(Vec::is_empty) {
+            return;
+        }
+        let now = Instant::now();
+        const KEY: &[u8] = b"\"sequenceNumber\":\"4959";
+        for at in memchr::memmem::find_iter(body, KEY) {
+            let digits = &body[at + KEY.len()..];
+            let parse = |d: &[u8]| std::str::from_utf8(d).ok()?.parse::<u64>().ok();
+            let (Some(shard), Some(pos)) = (
+                digits.get(..12).and_then(parse),
+                digits.get(12..52).and_then(parse),
+            ) else {
+                continue;
+            };
+            let (shard, Some(i)) = (shard as usize, pos.checked_sub(backlog)) else {
+                continue;
+            };
+            let Some(put) = live
+                .put_at
+                .get(shard)
+                .and_then(|p| p.get(i as usize))
+                .copied()
+            else {
+                continue;
+            };
+            let seen = &mut live.invoked[shard];
+            seen.resize(seen.len().max(i as usize + 1), false);
+            if !std::mem::replace(&mut seen[i as usize], true) {
+                live.latencies_us.push((now - put).as_micros() as u64);
+            }
+        }
     }
 
     pub fn url(&self) -> String {
@@ -130,7 +226,7 @@ pub async fn start() -> Arc<Fake> {
     let fake = Arc::new(Fake::new());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     *fake.url.write().unwrap() = format!("http://{}", listener.local_addr().unwrap());
-    let (f1, f2, f3) = (fake.clone(), fake.clone(), fake.clone());
+    let (f1, f2, f3, f4) = (fake.clone(), fake.clone(), fake.clone(), fake.clone());
     let app = axum::Router::new()
         .route(
             "/",
@@ -147,6 +243,7 @@ pub async fn start() -> Arc<Fake> {
                     let n = memchr::memmem::find_iter(&b, b"\"eventSource\"").count();
                     f.stats.invocations.fetch_add(1, Relaxed);
                     f.stats.invoked_records.fetch_add(n as u64, Relaxed);
+                    f.invoked(&b);
                     "{}"
                 }
             }),
@@ -156,6 +253,13 @@ pub async fn start() -> Arc<Fake> {
             axum::routing::get(move || {
                 let f = f3.clone();
                 async move { axum::Json(f.stats.json()) }
+            }),
+        )
+        .route(
+            "/latencies",
+            axum::routing::get(move || {
+                let f = f4.clone();
+                async move { axum::Json(f.live.lock().unwrap().latencies_us.clone()) }
             }),
         );
     tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
@@ -186,14 +290,38 @@ fn iterator(shard: usize, pos: u64) -> String {
     format!("{ITERATOR_PAD}{shard}:{pos}")
 }
 
+/// Writes the JSON array of a shard's records at `positions` (`data`: base64 of each's data).
+fn records(out: &mut String, data: &str, shard: usize, positions: std::ops::Range<u64>) {
+    // Arrived just now: sluice drops records older than MaximumRecordAgeInSeconds.
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_millis() as f64
+        / 1000.0;
+    out.push('[');
+    for p in positions.clone() {
+        if p > positions.start {
+            out.push(',');
+        }
+        let _ = write!(
+            out,
+            "{{\"SequenceNumber\":\"{}\",\"ApproximateArrivalTimestamp\":{now:.3},\"Data\":\"{data}\",\"PartitionKey\":\"pk-{}\"}}",
+            sequence(shard, p),
+            p % 64
+        );
+    }
+    out.push(']');
+}
+
 impl Fake {
-    fn aws(&self, h: &HeaderMap, body: &[u8]) -> Response {
+    fn aws(self: &Arc<Self>, h: &HeaderMap, body: &[u8]) -> Response {
         let target = h
             .get("x-amz-target")
             .and_then(|v| v.to_str().ok())
             .unwrap_or_default();
         let req: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
         match target.split_once('.') {
+            Some(("Kinesis_20131202", "SubscribeToShard")) => self.subscribe(&req),
             Some(("Kinesis_20131202", op)) => self.kinesis(op, &req),
             Some(("AmazonSQS", op)) => self.sqs(op, &req),
             _ => error(
@@ -272,7 +400,7 @@ impl Fake {
                 };
                 let pos = match req["ShardIteratorType"].as_str().unwrap_or_default() {
                     "TRIM_HORIZON" | "AT_TIMESTAMP" => 0,
-                    "LATEST" => k.backlog,
+                    "LATEST" => k.backlog + self.put_len(shard),
                     t @ ("AFTER_SEQUENCE_NUMBER" | "AT_SEQUENCE_NUMBER") => {
                         let s = req["StartingSequenceNumber"].as_str().unwrap_or_default();
                         let Some(p) = s.get(16..).and_then(|p| p.parse::<u64>().ok()) else {
@@ -298,36 +426,40 @@ impl Fake {
                     return bad("ShardIterator");
                 };
                 let limit = req["Limit"].as_u64().unwrap_or(MAX_PAGE).clamp(1, MAX_PAGE);
-                let end = (pos + limit).min(k.backlog.max(pos));
+                let available = k.backlog + self.put_len(shard);
+                let end = (pos + limit).min(available.max(pos));
                 let mut out = String::with_capacity(
                     64 + (end - pos) as usize * (data.len() + 160) + ITERATOR_PAD.len(),
                 );
-                // Arrived just now: sluice drops records older than MaximumRecordAgeInSeconds.
-                let now = std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .unwrap_or_default()
-                    .as_millis() as f64
-                    / 1000.0;
-                out.push_str("{\"Records\":[");
-                for p in pos..end {
-                    if p > pos {
-                        out.push(',');
-                    }
-                    let _ = write!(
-                        out,
-                        "{{\"SequenceNumber\":\"{}\",\"ApproximateArrivalTimestamp\":{now:.3},\"Data\":\"{data}\",\"PartitionKey\":\"pk-{}\"}}",
-                        sequence(shard, p),
-                        p % 64
-                    );
-                }
-                let behind = if end < k.backlog { 60_000 } else { 0 };
+                out.push_str("{\"Records\":");
+                records(&mut out, data, shard, pos..end);
+                let behind = if end < available { 60_000 } else { 0 };
                 let _ = write!(
                     out,
-                    "],\"NextShardIterator\":\"{}\",\"MillisBehindLatest\":{behind}}}",
+                    ",\"NextShardIterator\":\"{}\",\"MillisBehindLatest\":{behind}}}",
                     iterator(shard, end)
                 );
                 self.stats.records_served.fetch_add(end - pos, Relaxed);
                 ok(out, KINESIS_CT)
+            }
+            "PutRecord" => {
+                self.stats.puts.fetch_add(1, Relaxed);
+                let key = req["PartitionKey"].as_str().unwrap_or_default();
+                let shard = key.bytes().map(usize::from).sum::<usize>() % k.shards.max(1);
+                let pos = {
+                    let mut live = self.live.lock().unwrap();
+                    let Some(put) = live.put_at.get_mut(shard) else {
+                        return bad("no shards");
+                    };
+                    put.push(Instant::now());
+                    k.backlog + put.len() as u64 - 1
+                };
+                self.put_signal.send_modify(|n| *n += 1);
+                ok(
+                    json!({"ShardId": shard_id(shard), "SequenceNumber": sequence(shard, pos)})
+                        .to_string(),
+                    KINESIS_CT,
+                )
             }
             _ => bad(op),
         }
