@@ -64,16 +64,17 @@ impl FilterCriteria {
     }
 }
 
-/// A mapping's filters with its source's kind: what workers ask.
-#[derive(Debug, Clone)]
-pub struct RecordFilter {
-    criteria: FilterCriteria,
+/// A mapping's filters with its source's kind: what workers ask (borrowed from the mapping, so
+/// taking it per batch costs nothing).
+#[derive(Debug, Clone, Copy)]
+pub struct RecordFilter<'a> {
+    criteria: &'a FilterCriteria,
     kind: SourceKind,
 }
 
-impl RecordFilter {
+impl<'a> RecordFilter<'a> {
     /// The mapping's filter; `None` when it has no `FilterCriteria` (every record is sent).
-    pub fn of(mapping: &Mapping) -> Option<RecordFilter> {
+    pub fn of(mapping: &'a Mapping) -> Option<RecordFilter<'a>> {
         let kind = match &mapping.source {
             MappingSource::Kinesis(_) => SourceKind::Kinesis,
             MappingSource::DynamoDbStream(_) => SourceKind::DynamoDb,
@@ -81,7 +82,7 @@ impl RecordFilter {
             MappingSource::Kafka(_) => SourceKind::Kafka,
         };
         Some(RecordFilter {
-            criteria: mapping.filter_criteria.clone()?,
+            criteria: mapping.filter_criteria.as_ref()?,
             kind,
         })
     }

@@ -20,7 +20,8 @@ impl ShardWorker {
         batch: Vec<Record>,
         cancel: &CancellationToken,
     ) -> Result<(), Stop> {
-        let Some(filter) = RecordFilter::of(&self.ctx.mapping) else {
+        let ctx = self.ctx.clone();
+        let Some(filter) = RecordFilter::of(&ctx.mapping) else {
             return self.process(batch, cancel).await;
         };
         let Some(end) = batch.last().map(|r| r.sequence.clone()) else {

@@ -175,6 +175,8 @@ struct Setup {
     max_state: usize,
     /// What the store holds before the worker starts.
     stored: Option<(Checkpoint, Option<WindowState>)>,
+    /// Sends only the records whose `id` is one of these (a `FilterCriteria` pattern).
+    only_ids: Option<&'static str>,
 }
 
 impl Default for Setup {
@@ -186,6 +188,7 @@ impl Default for Setup {
             idle: 0,
             max_state: 1024 * 1024,
             stored: None,
+            only_ids: None,
         }
     }
 }
@@ -220,6 +223,10 @@ async fn run(
         Mapping::kinesis_for_tests(setup.batch_size, Duration::ZERO, setup.errors.clone());
     if let MappingSource::Kinesis(s) = &mut mapping.source {
         s.tumbling_window = Some(Duration::from_millis(LEN_MS as u64));
+    }
+    if let Some(ids) = setup.only_ids {
+        let pattern = crate::filter::Pattern::parse(&format!(r#"{{"id": {ids}}}"#)).unwrap();
+        mapping.filter_criteria = crate::filter::FilterCriteria::new(vec![pattern]);
     }
     let metrics = Arc::new(Metrics::new());
     let ctx = context(
@@ -517,6 +524,49 @@ async fn stored_state_is_resumed_and_a_failing_final_invocation_is_retried() {
             (vec![], sum("6"), true, false, w),
             (vec![4], None, false, false, w + LEN_MS),
             (vec![], sum("4"), true, false, w + LEN_MS),
+        ]
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_filtered_tail_is_checkpointed_past_with_the_window_state_kept() {
+    let w0 = std::sync::OnceLock::new();
+    let r = run(
+        Setup {
+            only_ids: Some("[1, 3, 5]"),
+            ..Default::default()
+        },
+        |c| {
+            let w = *w0.get_or_init(|| window_before(c));
+            vec![
+                vec![at(1, w + 1), at(2, w + 2), at(3, w + 3), at(4, w + 4)],
+                vec![at(5, w + 5), at(6, w + 6)],
+            ]
+        },
+        sum_all,
+    )
+    .await;
+    let w = *w0.get().unwrap();
+    assert_eq!(
+        r.read_events(),
+        [
+            (vec![1, 3], None, false, false, w),
+            (vec![5], sum("4"), false, false, w),
+            (vec![], sum("9"), true, false, w),
+        ]
+    );
+    let writes = r.store.writes.lock().unwrap().clone();
+    // The filtered tails (4, then 6) move the checkpoint with the window's state as it stands, so
+    // a restart there resumes the aggregation instead of starting it over.
+    assert_eq!(
+        writes,
+        [
+            (seq(3), Some(summed_state(w, "4"))),
+            (seq(4), Some(summed_state(w, "4"))),
+            (seq(5), Some(summed_state(w, "9"))),
+            (seq(6), Some(summed_state(w, "9"))),
+            (seq(6), None),
+            (Checkpoint::ShardEnd, None),
         ]
     );
 }
