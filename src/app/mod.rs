@@ -167,6 +167,12 @@ async fn run_with(
     } else {
         warn!("grace period over: abandoning in-flight invocations (their records are re-read after the checkpoint on restart)");
     }
+    if let Some(file) = &file_store {
+        // The files hold every checkpoint after a clean stop (the journal is only for crashes).
+        if let Err(e) = file.flush().await {
+            warn!(error = %e, "could not bring the checkpoint files up to date; the next start recovers them from the journal");
+        }
+    }
     if let Some(coordinator) = coordinator {
         // Whatever is still held (shards waiting for parents, workers abandoned): free it now.
         coordinator.stop().await;

@@ -8,8 +8,15 @@
 //! `<dir>/<mapping>/.start.json` (a name no escaped shard id can take).
 //!
 //! Each file is in the versioned format of [`super::format`] and records the lease token of the
-//! commit that wrote it. A commit reads the file, applies [`check`] and writes, under a lock per file
-//! (the directory lock keeps other processes out), so the read and the write are one step.
+//! commit that wrote it. A commit reads the checkpoint, applies [`check`] and writes, under a lock
+//! per file (the directory lock keeps other processes out), so the read and the write are one step.
+//!
+//! Commits do not write the files themselves: they go through the [`journal`] (group commit: one
+//! fdatasync for every commit waiting at that moment, whatever their shard or mapping), and the
+//! store keeps each committed file's content in memory until the files are brought up to date
+//! ([`FileCheckpointStore::flush`]): in the background once the journal passes
+//! [`JOURNAL_LIMIT`], when the store is dropped, and from the journal at the next open after a
+//! crash. Reads see the committed content either way.
 
 use async_trait::async_trait;
 use std::collections::HashMap;
@@ -19,18 +26,74 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
+mod journal;
+use journal::Journal;
+
 use super::format::{self, Stored, Unreadable};
 use super::{
     check_window, Checkpoint, CheckpointError, CheckpointStore, Commit, CommitError, Verdict,
     WindowState,
 };
 
+/// The journal's size at which the files are brought up to date in the background.
+pub const JOURNAL_LIMIT: u64 = 4 << 20;
+
 pub struct FileCheckpointStore {
     root: PathBuf,
-    /// Holds the directory's exclusive lock while the store lives.
-    _lock: File,
     /// One per checkpoint file: a commit's read, check and write are one step.
     commits: Mutex<HashMap<PathBuf, Arc<tokio::sync::Mutex<()>>>>,
+    inner: Arc<Inner>,
+    /// Holds the directory's exclusive lock while the store lives (dropped last).
+    _lock: File,
+}
+
+/// Checkpoint files' contents, by path.
+type Files = Vec<(PathBuf, Arc<Vec<u8>>)>;
+
+/// What commits and the background flush share.
+struct Inner {
+    journal: Journal,
+    /// Committed file contents the files do not hold yet.
+    unflushed: Mutex<HashMap<PathBuf, Arc<Vec<u8>>>>,
+    /// One flush at a time.
+    flushing: tokio::sync::Mutex<()>,
+    journal_limit: u64,
+}
+
+impl Inner {
+    fn unflushed(&self) -> std::sync::MutexGuard<'_, HashMap<PathBuf, Arc<Vec<u8>>>> {
+        self.unflushed.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Writes every unflushed file, then deletes the journal written before. The caller holds
+    /// `flushing`.
+    async fn flush(self: &Arc<Self>) -> Result<(), CheckpointError> {
+        let upto = self.journal.rotate();
+        let files: Files = self
+            .unflushed()
+            .iter()
+            .map(|(p, b)| (p.clone(), b.clone()))
+            .collect();
+        let inner = self.clone();
+        let files = tokio::task::spawn_blocking(move || inner.write_files(files, upto))
+            .await
+            .map_err(|e| CheckpointError(format!("flush task failed: {e}")))??;
+        // What a commit changed since stays unflushed.
+        self.unflushed()
+            .retain(|p, b| !files.iter().any(|(q, c)| p == q && Arc::ptr_eq(b, c)));
+        Ok(())
+    }
+
+    fn write_files(&self, files: Files, upto: u64) -> Result<Files, CheckpointError> {
+        for (path, bytes) in &files {
+            write_atomically(path, bytes)
+                .map_err(|e| CheckpointError(format!("write {}: {e}", path.display())))?;
+        }
+        self.journal
+            .delete(upto)
+            .map_err(|e| CheckpointError(format!("delete the flushed journal: {e}")))?;
+        Ok(files)
+    }
 }
 
 /// Distinguishes the temporary files of concurrent writes within this process.
@@ -52,11 +115,63 @@ impl FileCheckpointStore {
         std::fs::write(&probe, b"ok")
             .and_then(|_| std::fs::remove_file(&probe))
             .map_err(|e| CheckpointError(format!("{} is not writable: {e}", root.display())))?;
+        let generation = journal::recover(root)?;
         Ok(FileCheckpointStore {
             root: root.to_path_buf(),
-            _lock: lock,
             commits: Mutex::new(HashMap::new()),
+            inner: Arc::new(Inner {
+                journal: Journal::new(root, generation),
+                unflushed: Mutex::new(HashMap::new()),
+                flushing: tokio::sync::Mutex::new(()),
+                journal_limit: JOURNAL_LIMIT,
+            }),
+            _lock: lock,
         })
+    }
+
+    /// A store whose journal is flushed past `limit` bytes (tests).
+    #[cfg(test)]
+    fn with_journal_limit(root: &Path, limit: u64) -> Self {
+        let mut store = Self::open(root).unwrap();
+        Arc::get_mut(&mut store.inner).unwrap().journal_limit = limit;
+        store
+    }
+
+    /// Stops as a killed process does: nothing more reaches the files (tests).
+    #[cfg(test)]
+    fn crash(self) {
+        self.inner.unflushed().clear();
+    }
+
+    /// Brings every checkpoint file up to date with what was committed (see the module docs).
+    pub async fn flush(&self) -> Result<(), CheckpointError> {
+        let _one = self.inner.flushing.lock().await;
+        self.inner.flush().await
+    }
+
+    /// Flushes in the background once the journal is past its limit.
+    fn flush_when_due(&self) {
+        if self.inner.journal.len() < self.inner.journal_limit {
+            return;
+        }
+        let inner = self.inner.clone();
+        tokio::spawn(async move {
+            let Ok(_one) = inner.flushing.try_lock() else {
+                return; // one is under way
+            };
+            if let Err(e) = inner.flush().await {
+                tracing::warn!(error = %e, "could not bring the checkpoint files up to date from the journal; will try again");
+            }
+        });
+    }
+
+    /// The checkpoint file's content as committed: unflushed, else the file's.
+    async fn stored(&self, path: &Path) -> Result<Option<Stored>, CheckpointError> {
+        let unflushed = self.inner.unflushed().get(path).cloned();
+        match unflushed {
+            Some(bytes) => Self::decoded(path, &bytes).map(Some),
+            None => Self::read_checkpoint(path).await,
+        }
     }
 
     fn path(&self, mapping: &str, shard: &str) -> PathBuf {
@@ -68,6 +183,7 @@ impl FileCheckpointStore {
     /// Every shard checkpoint stored for `mapping`, by shard id (for an import into the lease
     /// table).
     pub async fn list(&self, mapping: &str) -> Result<Vec<(String, Checkpoint)>, CheckpointError> {
+        self.flush().await?;
         let dir = self.root.join(escape(mapping));
         let mut entries = match tokio::fs::read_dir(&dir).await {
             Ok(e) => e,
@@ -111,6 +227,7 @@ impl FileCheckpointStore {
         shard: &str,
         to: Option<&Checkpoint>,
     ) -> Result<Option<Checkpoint>, CheckpointError> {
+        self.flush().await?;
         let path = self.path(mapping, shard);
         let old = Self::read_checkpoint(&path).await?;
         match to {
@@ -189,11 +306,16 @@ impl FileCheckpointStore {
 
     /// A checkpoint file, in any format this release reads.
     async fn read_checkpoint(path: &Path) -> Result<Option<Stored>, CheckpointError> {
-        let Some(bytes) = Self::read(path).await? else {
-            return Ok(None);
-        };
-        match format::decode(&bytes) {
-            Ok(stored) => Ok(Some(stored)),
+        match Self::read(path).await? {
+            Some(bytes) => Self::decoded(path, &bytes).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// A checkpoint file's bytes, in any format this release reads.
+    fn decoded(path: &Path, bytes: &[u8]) -> Result<Stored, CheckpointError> {
+        match format::decode(bytes) {
+            Ok(stored) => Ok(stored),
             Err(Unreadable::Malformed(e)) => Err(Self::does_not_parse(path, e)),
             Err(Unreadable::Version(v)) => Err(CheckpointError(format!(
                 "{} is in checkpoint format version {v}, which this release does not know (it \
@@ -327,7 +449,8 @@ fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
 #[async_trait]
 impl CheckpointStore for FileCheckpointStore {
     async fn get(&self, mapping: &str, shard: &str) -> Result<Option<Checkpoint>, CheckpointError> {
-        Ok(Self::read_checkpoint(&self.path(mapping, shard))
+        Ok(self
+            .stored(&self.path(mapping, shard))
             .await?
             .map(|s| s.checkpoint))
     }
@@ -346,7 +469,8 @@ impl CheckpointStore for FileCheckpointStore {
         mapping: &str,
         shard: &str,
     ) -> Result<Option<(Checkpoint, WindowState)>, CheckpointError> {
-        Ok(Self::read_checkpoint(&self.path(mapping, shard))
+        Ok(self
+            .stored(&self.path(mapping, shard))
             .await?
             .and_then(|s| Some((s.checkpoint, s.window?))))
     }
@@ -367,7 +491,7 @@ impl CheckpointStore for FileCheckpointStore {
             .or_default()
             .clone();
         let _one_at_a_time = lock.lock().await;
-        let stored = Self::read_checkpoint(&path).await?;
+        let stored = self.stored(&path).await?;
         let (checkpoint, stored_window, lease) = match &stored {
             Some(s) => (Some(&s.checkpoint), s.window.as_ref(), s.lease.as_ref()),
             None => (None, None, None),
@@ -375,8 +499,25 @@ impl CheckpointStore for FileCheckpointStore {
         match check_window(checkpoint, stored_window, lease, &commit, window)? {
             Verdict::AlreadyThere => Ok(()),
             Verdict::Write => {
-                let bytes = format::encode_window(commit.to, commit.lease, window);
-                Self::write_json(path, bytes).await?;
+                let bytes = Arc::new(format::encode_window(commit.to, commit.lease, window));
+                let rel = path
+                    .strip_prefix(&self.root)
+                    .ok()
+                    .and_then(|p| p.to_str())
+                    .expect("checkpoint paths are escaped names under the root")
+                    .to_string();
+                let before = self.inner.unflushed().insert(path.clone(), bytes.clone());
+                if let Err(e) = self.inner.journal.append(&rel, &bytes).await {
+                    // Not committed: reads see what was (a flush in between may have written the
+                    // new content already, which is harmless: the batch it covers succeeded).
+                    let mut unflushed = self.inner.unflushed();
+                    match before {
+                        Some(b) => unflushed.insert(path, b),
+                        None => unflushed.remove(&path),
+                    };
+                    return Err(e.into());
+                }
+                self.flush_when_due();
                 Ok(())
             }
         }
@@ -387,6 +528,7 @@ impl CheckpointStore for FileCheckpointStore {
         mapping: &str,
         previous: &[String],
     ) -> Result<Option<String>, CheckpointError> {
+        self.flush().await?;
         let target = self.root.join(escape(mapping));
         let root = self.root.clone();
         let candidates: Vec<(String, PathBuf)> = previous
@@ -436,6 +578,24 @@ impl CheckpointStore for FileCheckpointStore {
         })
         .expect("start markers serialize");
         Self::write_json(self.start_path(mapping), bytes).await
+    }
+}
+
+impl Drop for FileCheckpointStore {
+    /// Leaves the files up to date (a clean stop needs no recovery), unless a background flush is
+    /// under way: the next open then recovers from the journal.
+    fn drop(&mut self) {
+        let Ok(_one) = self.inner.flushing.try_lock() else {
+            return;
+        };
+        let files: Files = self.inner.unflushed().drain().collect();
+        if files.is_empty() {
+            return;
+        }
+        let upto = self.inner.journal.rotate();
+        if let Err(e) = self.inner.write_files(files, upto) {
+            tracing::warn!(error = %e, "could not bring the checkpoint files up to date; the next start recovers them from the journal");
+        }
     }
 }
 
