@@ -12,6 +12,10 @@
 
 mod fake;
 
+/// As the sluice binary: the figures are those of the allocator sluice runs with.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use serde_json::Value;
 use std::process::Command;
 use std::time::{Duration, Instant};
