@@ -94,6 +94,7 @@ fn main() {
             });
             let r = run_child(&fake.url(), "idle", &[n.to_string()]);
             let b = run_child(&fake.url(), "idle-bare", &[n.to_string()]);
+            let raw = run_child(&fake.url(), "idle-raw", &[n.to_string()]);
             let goal = if n <= 1000 {
                 "≤ 5 % of a core, ≤ 128 MB"
             } else {
@@ -109,6 +110,14 @@ fn main() {
                 b["rss_mb"].as_f64().unwrap_or(0.0),
                 b["us_per_poll"].as_f64().unwrap_or(0.0),
                 r["us_per_poll"].as_f64().unwrap_or(0.0) / b["us_per_poll"].as_f64().unwrap_or(1.0).max(0.001),
+            );
+            println!(
+                "| (floor) {n} shards, the same GetRecords signed and sent by hand | {:.1} % of a core, {:.0} MB RSS; {:.0} polls/s, {:.0} µs CPU/poll | — | SDK loop above | {:.2} |",
+                raw["cpu_pct"].as_f64().unwrap_or(0.0),
+                raw["rss_mb"].as_f64().unwrap_or(0.0),
+                raw["polls_per_s"].as_f64().unwrap_or(0.0),
+                raw["us_per_poll"].as_f64().unwrap_or(0.0),
+                raw["us_per_poll"].as_f64().unwrap_or(0.0) / b["us_per_poll"].as_f64().unwrap_or(1.0).max(0.001),
             );
         }
     }
@@ -241,6 +250,7 @@ fn child(row: &str, url: &str, extra: &[String]) {
         match row {
             "idle" => idle(url, arg(0)).await,
             "idle-bare" => idle_bare(url, arg(0)).await,
+            "idle-raw" => idle_raw(url, arg(0)).await,
             "drain-sluice" => drain_sluice(url, arg(0)).await,
             "drain-bare" => drain_bare(url, arg(0)).await,
             "sqs-sluice" => sqs_sluice(url, arg(0)).await,
@@ -350,6 +360,90 @@ async fn idle_bare(url: &str, shards: u64) -> Value {
     let v = idle_window(url, shards).await;
     stop.cancel();
     v
+}
+
+/// The floor under the SDK's per-call cost: the bare idle loop with each GetRecords built, signed
+/// (aws-sigv4, as the SDK signs) and sent (reqwest over hyper) by hand, its answer parsed with
+/// serde_json. Not a client sluice has: a measure of what one would save.
+async fn idle_raw(url: &str, shards: u64) -> Value {
+    let client = kinesis_client(url);
+    let http = reqwest::Client::new();
+    let stop = tokio_util::sync::CancellationToken::new();
+    for i in 0..shards {
+        let (c, http, stop, url) = (client.clone(), http.clone(), stop.clone(), url.to_string());
+        tokio::spawn(async move {
+            let mut it = c
+                .get_shard_iterator()
+                .stream_arn(fake::stream_arn())
+                .shard_id(format!("shardId-{i:012}"))
+                .shard_iterator_type(aws_sdk_kinesis::types::ShardIteratorType::Latest)
+                .send()
+                .await
+                .expect("GetShardIterator")
+                .shard_iterator
+                .unwrap();
+            while !stop.is_cancelled() {
+                let at = tokio::time::Instant::now();
+                if let Some(next) = raw_get_records(&http, &url, &it).await {
+                    it = next;
+                }
+                tokio::time::sleep_until(at + Duration::from_secs(1)).await;
+            }
+        });
+    }
+    let v = idle_window(url, shards).await;
+    stop.cancel();
+    v
+}
+
+/// One GetRecords by hand; the next iterator.
+async fn raw_get_records(http: &reqwest::Client, url: &str, it: &str) -> Option<String> {
+    use aws_sigv4::http_request::{sign, SignableBody, SignableRequest, SigningSettings};
+    let body =
+        serde_json::json!({"StreamARN": fake::stream_arn(), "ShardIterator": it, "Limit": 10000})
+            .to_string();
+    let identity =
+        aws_credential_types::Credentials::new("bench", "bench", None, None, "bench").into();
+    let params = aws_sigv4::sign::v4::SigningParams::builder()
+        .identity(&identity)
+        .region(fake::REGION)
+        .name("kinesis")
+        .time(std::time::SystemTime::now())
+        .settings(SigningSettings::default())
+        .build()
+        .ok()?
+        .into();
+    let headers = [
+        ("content-type", "application/x-amz-json-1.1"),
+        ("x-amz-target", "Kinesis_20131202.GetRecords"),
+    ];
+    let signable = SignableRequest::new(
+        "POST",
+        url,
+        headers.into_iter(),
+        SignableBody::Bytes(body.as_bytes()),
+    )
+    .ok()?;
+    let (instructions, _) = sign(signable, &params).ok()?.into_parts();
+    let mut request = http::Request::builder().method("POST").uri(url);
+    for (k, v) in headers {
+        request = request.header(k, v);
+    }
+    let mut request = request.body(body).ok()?;
+    instructions.apply_to_request_http1x(&mut request);
+    let answer = http
+        .execute(reqwest::Request::try_from(request).ok()?)
+        .await
+        .ok()?
+        .bytes()
+        .await
+        .ok()?;
+    #[derive(serde::Deserialize)]
+    struct Page {
+        #[serde(rename = "NextShardIterator")]
+        next: Option<String>,
+    }
+    serde_json::from_slice::<Page>(&answer).ok()?.next
 }
 
 /// After every shard was read twice: CPU, RSS and polls over the window.
