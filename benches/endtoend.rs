@@ -326,32 +326,40 @@ async fn idle(url: &str, shards: u64) -> Value {
 
 /// The bare idle loop: per shard, GetShardIterator(LATEST), then one GetRecords a second.
 async fn idle_bare(url: &str, shards: u64) -> Value {
+    idle_loop(url, shards, false).await
+}
+
+/// The floor under the SDK's per-call cost: the bare idle loop with each GetRecords built, signed
+/// (aws-sigv4, as the SDK signs) and sent (reqwest over hyper) by hand, its answer parsed with
+/// serde_json. Not a client sluice has: a measure of what one would save.
+async fn idle_raw(url: &str, shards: u64) -> Value {
+    idle_loop(url, shards, true).await
+}
+
+async fn idle_loop(url: &str, shards: u64, by_hand: bool) -> Value {
     let client = kinesis_client(url);
+    let http = reqwest::Client::new();
     let stop = tokio_util::sync::CancellationToken::new();
     for i in 0..shards {
-        let (c, stop) = (client.clone(), stop.clone());
+        let (c, http, stop, url) = (client.clone(), http.clone(), stop.clone(), url.to_string());
         tokio::spawn(async move {
-            let mut it = c
-                .get_shard_iterator()
-                .stream_arn(fake::stream_arn())
-                .shard_id(format!("shardId-{i:012}"))
-                .shard_iterator_type(aws_sdk_kinesis::types::ShardIteratorType::Latest)
-                .send()
-                .await
-                .expect("GetShardIterator")
-                .shard_iterator
-                .unwrap();
+            let mut it = iterator(&c, i, aws_sdk_kinesis::types::ShardIteratorType::Latest).await;
             while !stop.is_cancelled() {
                 let at = tokio::time::Instant::now();
-                if let Ok(out) = c
-                    .get_records()
-                    .stream_arn(fake::stream_arn())
-                    .shard_iterator(&it)
-                    .limit(10_000)
-                    .send()
-                    .await
-                {
-                    it = out.next_shard_iterator.unwrap_or(it);
+                let next = if by_hand {
+                    raw_get_records(&http, &url, &it).await
+                } else {
+                    c.get_records()
+                        .stream_arn(fake::stream_arn())
+                        .shard_iterator(&it)
+                        .limit(10_000)
+                        .send()
+                        .await
+                        .ok()
+                        .and_then(|out| out.next_shard_iterator)
+                };
+                if let Some(next) = next {
+                    it = next;
                 }
                 tokio::time::sleep_until(at + Duration::from_secs(1)).await;
             }
@@ -362,38 +370,21 @@ async fn idle_bare(url: &str, shards: u64) -> Value {
     v
 }
 
-/// The floor under the SDK's per-call cost: the bare idle loop with each GetRecords built, signed
-/// (aws-sigv4, as the SDK signs) and sent (reqwest over hyper) by hand, its answer parsed with
-/// serde_json. Not a client sluice has: a measure of what one would save.
-async fn idle_raw(url: &str, shards: u64) -> Value {
-    let client = kinesis_client(url);
-    let http = reqwest::Client::new();
-    let stop = tokio_util::sync::CancellationToken::new();
-    for i in 0..shards {
-        let (c, http, stop, url) = (client.clone(), http.clone(), stop.clone(), url.to_string());
-        tokio::spawn(async move {
-            let mut it = c
-                .get_shard_iterator()
-                .stream_arn(fake::stream_arn())
-                .shard_id(format!("shardId-{i:012}"))
-                .shard_iterator_type(aws_sdk_kinesis::types::ShardIteratorType::Latest)
-                .send()
-                .await
-                .expect("GetShardIterator")
-                .shard_iterator
-                .unwrap();
-            while !stop.is_cancelled() {
-                let at = tokio::time::Instant::now();
-                if let Some(next) = raw_get_records(&http, &url, &it).await {
-                    it = next;
-                }
-                tokio::time::sleep_until(at + Duration::from_secs(1)).await;
-            }
-        });
-    }
-    let v = idle_window(url, shards).await;
-    stop.cancel();
-    v
+/// Shard `i`'s iterator of type `kind`.
+async fn iterator(
+    c: &aws_sdk_kinesis::Client,
+    i: u64,
+    kind: aws_sdk_kinesis::types::ShardIteratorType,
+) -> String {
+    c.get_shard_iterator()
+        .stream_arn(fake::stream_arn())
+        .shard_id(format!("shardId-{i:012}"))
+        .shard_iterator_type(kind)
+        .send()
+        .await
+        .expect("GetShardIterator")
+        .shard_iterator
+        .unwrap()
 }
 
 /// One GetRecords by hand; the next iterator.
@@ -509,16 +500,12 @@ async fn drain_bare(url: &str, per_shard: u64) -> Value {
         .map(|i| {
             let c = client.clone();
             tokio::spawn(async move {
-                let mut it = c
-                    .get_shard_iterator()
-                    .stream_arn(fake::stream_arn())
-                    .shard_id(format!("shardId-{i:012}"))
-                    .shard_iterator_type(aws_sdk_kinesis::types::ShardIteratorType::TrimHorizon)
-                    .send()
-                    .await
-                    .expect("GetShardIterator")
-                    .shard_iterator
-                    .unwrap();
+                let mut it = iterator(
+                    &c,
+                    i,
+                    aws_sdk_kinesis::types::ShardIteratorType::TrimHorizon,
+                )
+                .await;
                 let mut n = 0u64;
                 let mut bytes = 0usize;
                 while n < per_shard {

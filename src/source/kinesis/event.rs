@@ -100,28 +100,29 @@ mod tests {
         encryption_type: Option<&'a str>,
     }
 
-    #[allow(clippy::too_many_arguments)]
-    fn by_serde(
-        ctx: &EventContext,
-        shard_id: &str,
-        sequence: &str,
-        partition_key: &str,
-        data: &[u8],
+    /// One record's fields, as [`encode`] takes them.
+    struct Fields<'a> {
+        shard: &'a str,
+        seq: &'a str,
+        key: &'a str,
+        data: &'a [u8],
         arrival_ms: i64,
-        encryption_type: Option<&str>,
-    ) -> Vec<u8> {
+        encryption: Option<&'a str>,
+    }
+
+    fn by_serde(ctx: &EventContext, f: &Fields) -> Vec<u8> {
         serde_json::to_vec(&Entry {
             kinesis: Kinesis {
                 kinesis_schema_version: "1.0",
-                partition_key,
-                sequence_number: sequence,
-                data: base64::engine::general_purpose::STANDARD.encode(data),
-                approximate_arrival_timestamp: arrival_ms as f64 / 1000.0,
-                encryption_type: encryption_type.filter(|t| *t != "NONE"),
+                partition_key: f.key,
+                sequence_number: f.seq,
+                data: base64::engine::general_purpose::STANDARD.encode(f.data),
+                approximate_arrival_timestamp: f.arrival_ms as f64 / 1000.0,
+                encryption_type: f.encryption.filter(|t| *t != "NONE"),
             },
             event_source: "aws:kinesis",
             event_version: "1.0",
-            event_id: format!("{shard_id}:{sequence}"),
+            event_id: format!("{}:{}", f.shard, f.seq),
             event_name: "aws:kinesis:record",
             invoke_identity_arn: &ctx.invoke_identity_arn,
             aws_region: &ctx.region,
@@ -146,10 +147,18 @@ mod tests {
                 region: "eu-west-1".into(),
                 invoke_identity_arn: "arn:aws:iam::123456789012:role/r\"x".into(),
             };
-            let e = encryption.as_deref();
+            let f = Fields {
+                shard: &shard,
+                seq: &seq,
+                key: &key,
+                data: &data,
+                arrival_ms,
+                encryption: encryption.as_deref(),
+            };
+            let ours = encode(&ctx, f.shard, f.seq, f.key, f.data, f.arrival_ms, f.encryption);
             prop_assert_eq!(
-                String::from_utf8(encode(&ctx, &shard, &seq, &key, &data, arrival_ms, e)).unwrap(),
-                String::from_utf8(by_serde(&ctx, &shard, &seq, &key, &data, arrival_ms, e)).unwrap()
+                String::from_utf8(ours).unwrap(),
+                String::from_utf8(by_serde(&ctx, &f)).unwrap()
             );
         }
     }
