@@ -1,15 +1,17 @@
 //! The process-wide in-flight byte budget (`max_in_flight_bytes`): every record a shard reader or an
 //! SQS poller holds in memory is charged against it until the record is checkpointed, deleted or
 //! given up on. A reader waits for room *before* each read, so memory stays within the budget plus at
-//! most one page per reader that was already under way. `/status` shows the bytes in use.
+//! most one page per reader that was already under way. `/status` shows the bytes in use. The count
+//! is one atomic, and a reader with room never touches the waiters' list: nothing process-wide is
+//! locked on the per-poll path.
 
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
 use tokio::sync::Notify;
 
 #[derive(Debug)]
 pub struct ByteBudget {
     limit: u64,
-    used: Mutex<u64>,
+    used: AtomicU64,
     freed: Notify,
 }
 
@@ -17,7 +19,7 @@ impl ByteBudget {
     pub fn new(limit: u64) -> Self {
         ByteBudget {
             limit,
-            used: Mutex::new(0),
+            used: AtomicU64::new(0),
             freed: Notify::new(),
         }
     }
@@ -32,11 +34,14 @@ impl ByteBudget {
     }
 
     pub fn used(&self) -> u64 {
-        *self.used.lock().expect("budget lock")
+        self.used.load(Ordering::Acquire)
     }
 
     /// Waits until less than the whole budget is in use. Cancel-safe.
     pub async fn room(&self) {
+        if self.used() < self.limit {
+            return;
+        }
         loop {
             let freed = self.freed.notified();
             tokio::pin!(freed);
@@ -50,16 +55,20 @@ impl ByteBudget {
 
     /// Charges `bytes` that are already in memory (never waits: the caller waited for room first).
     pub fn charge(&self, bytes: u64) {
-        let mut used = self.used.lock().expect("budget lock");
-        *used = used.saturating_add(bytes);
+        let _ = self
+            .used
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |u| {
+                Some(u.saturating_add(bytes))
+            });
     }
 
     /// Returns `bytes` charged earlier and wakes the waiters.
     pub fn release(&self, bytes: u64) {
-        {
-            let mut used = self.used.lock().expect("budget lock");
-            *used = used.saturating_sub(bytes);
-        }
+        let _ = self
+            .used
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |u| {
+                Some(u.saturating_sub(bytes))
+            });
         self.freed.notify_waiters();
     }
 }
