@@ -20,13 +20,15 @@
 
 use async_trait::async_trait;
 use std::collections::HashMap;
-use std::fs::{File, OpenOptions, TryLockError};
-use std::io::{Read, Seek, Write};
+use std::fs::File;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+#[cfg(test)]
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 
+mod disk;
 mod journal;
+use disk::{escape, holds_anything, lock_dir, unescape, write_atomically};
 use journal::Journal;
 
 use super::format::{self, Stored, Unreadable};
@@ -58,6 +60,9 @@ struct Inner {
     /// One flush at a time.
     flushing: tokio::sync::Mutex<()>,
     journal_limit: u64,
+    /// Tests: the store "crashed"; nothing more reaches the files.
+    #[cfg(test)]
+    crashed: std::sync::atomic::AtomicBool,
 }
 
 impl Inner {
@@ -68,6 +73,10 @@ impl Inner {
     /// Writes every unflushed file, then deletes the journal written before. The caller holds
     /// `flushing`.
     async fn flush(self: &Arc<Self>) -> Result<(), CheckpointError> {
+        #[cfg(test)]
+        if self.crashed.load(Ordering::Relaxed) {
+            return Ok(());
+        }
         let upto = self.journal.rotate();
         let files: Files = self
             .unflushed()
@@ -96,9 +105,6 @@ impl Inner {
     }
 }
 
-/// Distinguishes the temporary files of concurrent writes within this process.
-static TMP_COUNTER: AtomicU64 = AtomicU64::new(0);
-
 #[derive(serde::Serialize, serde::Deserialize)]
 struct MappingStart {
     started_at_ms: i64,
@@ -124,6 +130,8 @@ impl FileCheckpointStore {
                 unflushed: Mutex::new(HashMap::new()),
                 flushing: tokio::sync::Mutex::new(()),
                 journal_limit: JOURNAL_LIMIT,
+                #[cfg(test)]
+                crashed: std::sync::atomic::AtomicBool::new(false),
             }),
             _lock: lock,
         })
@@ -139,8 +147,11 @@ impl FileCheckpointStore {
 
     /// Stops as a killed process does: nothing more reaches the files (tests).
     #[cfg(test)]
-    fn crash(self) {
-        self.inner.unflushed().clear();
+    async fn crash(self) {
+        self.inner.crashed.store(true, Ordering::Relaxed);
+        // A flush under way finishes (a killed process's would just stop; either way the journal
+        // and the files agree on every acknowledged commit).
+        let _ = self.inner.flushing.lock().await;
     }
 
     /// Brings every checkpoint file up to date with what was committed (see the module docs).
@@ -163,6 +174,16 @@ impl FileCheckpointStore {
                 tracing::warn!(error = %e, "could not bring the checkpoint files up to date from the journal; will try again");
             }
         });
+    }
+
+    /// The lock that makes one commit to `path` at a time.
+    fn commit_lock(&self, path: &Path) -> Arc<tokio::sync::Mutex<()>> {
+        self.commits
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(path.to_path_buf())
+            .or_default()
+            .clone()
     }
 
     /// The checkpoint file's content as committed: unflushed, else the file's.
@@ -229,6 +250,10 @@ impl FileCheckpointStore {
     ) -> Result<Option<Checkpoint>, CheckpointError> {
         self.flush().await?;
         let path = self.path(mapping, shard);
+        let lock = self.commit_lock(&path);
+        let _one_at_a_time = lock.lock().await;
+        // What a commit since the flush left in memory is replaced, like the file.
+        self.inner.unflushed().remove(&path);
         let old = Self::read_checkpoint(&path).await?;
         match to {
             Some(to) => {
@@ -337,115 +362,6 @@ impl FileCheckpointStore {
     }
 }
 
-/// True if `dir` holds a checkpoint or a start marker.
-fn holds_anything(dir: &Path) -> std::io::Result<bool> {
-    match std::fs::read_dir(dir) {
-        Ok(entries) => {
-            for e in entries {
-                let name = e?.file_name();
-                let name = name.to_string_lossy();
-                if name.ends_with(".json") && !name.contains(".tmp-") {
-                    return Ok(true);
-                }
-            }
-            Ok(false)
-        }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
-        Err(e) => Err(e),
-    }
-}
-
-/// Takes the exclusive lock on `<root>/.lock` and writes this process's PID into it.
-fn lock_dir(root: &Path) -> Result<File, CheckpointError> {
-    let path = root.join(".lock");
-    let io = |e: std::io::Error| CheckpointError(format!("lock {}: {e}", path.display()));
-    let mut file = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .open(&path)
-        .map_err(io)?;
-    match file.try_lock() {
-        Ok(()) => {}
-        Err(TryLockError::WouldBlock) => {
-            let mut holder = String::new();
-            let _ = file.read_to_string(&mut holder);
-            let holder = holder.trim();
-            let holder = if holder.is_empty() { "unknown" } else { holder };
-            return Err(CheckpointError(format!(
-                "checkpoint directory {} is in use by another sluice process (PID {holder}); \
-                 one process per checkpoint_dir: stop the other one (or give this one its own \
-                 checkpoint_dir)",
-                root.display()
-            )));
-        }
-        Err(TryLockError::Error(e)) => return Err(io(e)),
-    }
-    file.set_len(0).map_err(io)?;
-    file.rewind().map_err(io)?;
-    writeln!(file, "{}", std::process::id()).map_err(io)?;
-    file.sync_all().map_err(io)?;
-    Ok(file)
-}
-
-/// Keeps file names portable and unambiguous: anything but `[A-Za-z0-9._-]` becomes `%XX`.
-/// The inverse of [`escape`]; `None` for a name it cannot have made.
-fn unescape(s: &str) -> Option<String> {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%' {
-            let hex = s.get(i + 1..i + 3)?;
-            out.push(u8::from_str_radix(hex, 16).ok()?);
-            i += 3;
-        } else {
-            out.push(bytes[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8(out).ok()
-}
-
-fn escape(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || b"._-".contains(&b) {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    if out.starts_with('.') {
-        out.replace_range(0..1, "%2E");
-    }
-    out
-}
-
-fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let dir = path.parent().expect("checkpoint paths have a parent");
-    std::fs::create_dir_all(dir)?;
-    let name = path.file_name().expect("checkpoint paths name a file");
-    let tmp = dir.join(format!(
-        ".{}.tmp-{}-{}",
-        name.to_string_lossy(),
-        std::process::id(),
-        TMP_COUNTER.fetch_add(1, Ordering::Relaxed)
-    ));
-    let written = (|| {
-        let mut f = File::create(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, path)
-    })();
-    if written.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    written?;
-    File::open(dir)?.sync_all()
-}
-
 #[async_trait]
 impl CheckpointStore for FileCheckpointStore {
     async fn get(&self, mapping: &str, shard: &str) -> Result<Option<Checkpoint>, CheckpointError> {
@@ -483,13 +399,7 @@ impl CheckpointStore for FileCheckpointStore {
         window: Option<&WindowState>,
     ) -> Result<(), CommitError> {
         let path = self.path(mapping, shard);
-        let lock = self
-            .commits
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .entry(path.clone())
-            .or_default()
-            .clone();
+        let lock = self.commit_lock(&path);
         let _one_at_a_time = lock.lock().await;
         let stored = self.stored(&path).await?;
         let (checkpoint, stored_window, lease) = match &stored {
@@ -506,10 +416,15 @@ impl CheckpointStore for FileCheckpointStore {
                     .and_then(|p| p.to_str())
                     .expect("checkpoint paths are escaped names under the root")
                     .to_string();
+                // In memory before the journal: a flush that deletes the generation this lands in
+                // took its snapshot after this, so the files then hold it (or newer).
                 let before = self.inner.unflushed().insert(path.clone(), bytes.clone());
                 if let Err(e) = self.inner.journal.append(&rel, &bytes).await {
                     // Not committed: reads see what was (a flush in between may have written the
-                    // new content already, which is harmless: the batch it covers succeeded).
+                    // new content already, which is harmless: a commit is only ever made for
+                    // records that succeeded, and the committer retries the same move). A commit
+                    // whose future is dropped mid-append leaves its content here, to the same
+                    // effect.
                     let mut unflushed = self.inner.unflushed();
                     match before {
                         Some(b) => unflushed.insert(path, b),
@@ -585,19 +500,33 @@ impl Drop for FileCheckpointStore {
     /// Leaves the files up to date (a clean stop needs no recovery), unless a background flush is
     /// under way: the next open then recovers from the journal.
     fn drop(&mut self) {
+        #[cfg(test)]
+        if self.inner.crashed.load(Ordering::Relaxed) {
+            return;
+        }
         let Ok(_one) = self.inner.flushing.try_lock() else {
             return;
         };
-        let files: Files = self.inner.unflushed().drain().collect();
+        let files: Files = self
+            .inner
+            .unflushed()
+            .iter()
+            .map(|(p, b)| (p.clone(), b.clone()))
+            .collect();
         if files.is_empty() {
             return;
         }
         let upto = self.inner.journal.rotate();
-        if let Err(e) = self.inner.write_files(files, upto) {
-            tracing::warn!(error = %e, "could not bring the checkpoint files up to date; the next start recovers them from the journal");
+        match self.inner.write_files(files, upto) {
+            Ok(_) => self.inner.unflushed().clear(),
+            Err(e) => {
+                tracing::warn!(error = %e, "could not bring the checkpoint files up to date; the next start recovers them from the journal")
+            }
         }
     }
 }
 
+#[cfg(test)]
+mod journal_tests;
 #[cfg(test)]
 mod tests;

@@ -15,10 +15,9 @@
 use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Write};
-use std::ops::RangeInclusive;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use super::write_atomically;
 use crate::checkpoint::CheckpointError;
@@ -53,7 +52,10 @@ pub(super) fn record(out: &mut Vec<u8>, path: &str, bytes: &[u8]) {
     out.extend_from_slice(bytes);
 }
 
-/// The whole records of one generation's bytes, in order: (relative path, file bytes).
+/// The whole records of one generation's bytes, in order: (relative path, file bytes). Reading
+/// stops at the first record cut short or failing its CRC, even with bytes after it: a crash can
+/// persist the sectors of an unacknowledged write in any order, so a bad record followed by more
+/// is what a torn group write looks like, not only corruption.
 pub(super) fn records(mut data: &[u8]) -> Vec<(String, Vec<u8>)> {
     let mut out = Vec::new();
     while data.len() >= 8 {
@@ -119,28 +121,41 @@ pub(super) fn recover(root: &Path) -> Result<u64, CheckpointError> {
     Ok(found.last().map_or(0, |g| g + 1))
 }
 
+/// One group of records written and synced together, and how that went.
+#[derive(Default)]
+struct Round {
+    result: OnceLock<Result<(), String>>,
+}
+
 pub(super) struct Journal {
+    shared: Arc<Shared>,
+}
+
+/// What appenders and the writer share (the writer outlives a cancelled appender).
+struct Shared {
     root: PathBuf,
     state: Mutex<State>,
-    synced: tokio::sync::Notify,
-    /// fdatasyncs made, for tests and figures.
-    pub(super) syncs: AtomicU64,
+    done: tokio::sync::Notify,
+    /// Writes made (each one fdatasync), for tests and figures.
+    syncs: AtomicU64,
+    /// Tests: make every write fail.
+    #[cfg(test)]
+    fail_writes: std::sync::atomic::AtomicBool,
+    /// Tests: make every write take this long (ms).
+    #[cfg(test)]
+    slow_writes: AtomicU64,
 }
 
 struct State {
     generation: u64,
-    /// The generation's file; `None` until the first write (and after a failed one).
+    /// The current generation's file; `None` until its first write.
     file: Option<Arc<File>>,
-    /// Bytes in the generation's file, written or pending.
+    /// Bytes in the current generation, written or pending.
     bytes: u64,
-    /// Records not yet written, all of round `open_round`.
+    /// Records not yet written, all of round `open`.
     pending: Vec<u8>,
     /// The round records appended now join.
-    open_round: u64,
-    /// Every round up to this one is written and synced, or failed.
-    done_round: u64,
-    /// Rounds whose write failed (kept bounded: failures are rare).
-    failed: Vec<(RangeInclusive<u64>, String)>,
+    open: Arc<Round>,
     /// A write is under way.
     writing: bool,
 }
@@ -148,105 +163,81 @@ struct State {
 impl Journal {
     pub(super) fn new(root: &Path, generation: u64) -> Self {
         Journal {
-            root: root.to_path_buf(),
-            state: Mutex::new(State {
-                generation,
-                file: None,
-                bytes: 0,
-                pending: Vec::new(),
-                open_round: 1,
-                done_round: 0,
-                failed: Vec::new(),
-                writing: false,
+            shared: Arc::new(Shared {
+                root: root.to_path_buf(),
+                state: Mutex::new(State {
+                    generation,
+                    file: None,
+                    bytes: 0,
+                    pending: Vec::new(),
+                    open: Arc::default(),
+                    writing: false,
+                }),
+                done: tokio::sync::Notify::new(),
+                syncs: AtomicU64::new(0),
+                #[cfg(test)]
+                fail_writes: std::sync::atomic::AtomicBool::new(false),
+                #[cfg(test)]
+                slow_writes: AtomicU64::new(0),
             }),
-            synced: tokio::sync::Notify::new(),
-            syncs: AtomicU64::new(0),
         }
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Bytes written to the current generation.
     pub(super) fn len(&self) -> u64 {
-        self.lock().bytes
+        self.shared.lock().bytes
     }
 
-    /// Appends `path`'s new `bytes` and waits until they are synced (or failed to be).
+    /// Writes made so far.
+    #[cfg(test)]
+    pub(super) fn syncs(&self) -> u64 {
+        self.shared.syncs.load(Ordering::Relaxed)
+    }
+
+    /// Tests: every write fails while `fail` is set.
+    #[cfg(test)]
+    pub(super) fn fail_writes(&self, fail: bool) {
+        self.shared.fail_writes.store(fail, Ordering::Relaxed);
+    }
+
+    /// Tests: every write takes `ms` more.
+    #[cfg(test)]
+    pub(super) fn slow_writes(&self, ms: u64) {
+        self.shared.slow_writes.store(ms, Ordering::Relaxed);
+    }
+
+    /// Tests: a write is under way.
+    #[cfg(test)]
+    pub(super) fn writing(&self) -> bool {
+        self.shared.lock().writing
+    }
+
+    /// Appends `path`'s new `bytes` and waits until they are synced (or failed to be). Dropping
+    /// the future never stalls the journal: the write, once started, finishes on its own.
     pub(super) async fn append(&self, path: &str, bytes: &[u8]) -> Result<(), CheckpointError> {
         let round = {
-            let mut s = self.lock();
+            let mut s = self.shared.lock();
             let before = s.pending.len();
             record(&mut s.pending, path, bytes);
             s.bytes += (s.pending.len() - before) as u64;
-            s.open_round
+            s.open.clone()
         };
         loop {
-            let notified = self.synced.notified();
-            let flush = {
-                let mut s = self.lock();
-                if s.done_round >= round {
-                    return match s.failed.iter().find(|(r, _)| r.contains(&round)) {
-                        Some((_, e)) => Err(CheckpointError(e.clone())),
-                        None => Ok(()),
-                    };
-                }
-                if s.writing {
-                    None
-                } else {
-                    s.writing = true;
-                    let flushing = s.open_round;
-                    s.open_round += 1;
-                    let buf = std::mem::take(&mut s.pending);
-                    Some((flushing, buf, s.file.clone(), s.generation))
-                }
-            };
-            match flush {
-                None => notified.await,
-                Some((flushing, buf, file, generation)) => {
-                    let root = self.root.clone();
-                    let written = tokio::task::spawn_blocking(move || {
-                        write_and_sync(&root, generation, file, &buf)
-                    })
-                    .await
-                    .unwrap_or_else(|e| Err(format!("journal writer failed: {e}")));
-                    self.syncs.fetch_add(1, Ordering::Relaxed);
-                    let mut s = self.lock();
-                    match written {
-                        Ok(file) => {
-                            if s.generation == generation {
-                                s.file = Some(file);
-                            }
-                        }
-                        Err(e) => {
-                            // Nothing more goes after a failed write: the next one starts a new
-                            // generation, so a torn record can only ever be a file's last.
-                            if s.generation == generation {
-                                s.generation += 1;
-                                s.file = None;
-                                s.bytes = s.pending.len() as u64;
-                            }
-                            let from = s.done_round + 1;
-                            if s.failed.len() >= 64 {
-                                s.failed.remove(0);
-                            }
-                            s.failed.push((from..=flushing, e));
-                        }
-                    }
-                    s.done_round = flushing;
-                    s.writing = false;
-                    drop(s);
-                    self.synced.notify_waiters();
-                }
+            let done = self.shared.done.notified();
+            tokio::pin!(done);
+            done.as_mut().enable();
+            if let Some(result) = round.result.get() {
+                return result.clone().map_err(CheckpointError);
             }
+            self.shared.clone().write_if_idle();
+            done.await;
         }
     }
 
     /// Starts a new generation for what is appended from now on; returns the last one before
     /// it: those up to it may be deleted once the files hold everything appended so far.
     pub(super) fn rotate(&self) -> u64 {
-        let mut s = self.lock();
+        let mut s = self.shared.lock();
         let old = s.generation;
         s.generation += 1;
         s.file = None;
@@ -254,46 +245,95 @@ impl Journal {
         old
     }
 
-    /// Deletes every generation up to `upto`.
+    /// Deletes every generation up to `upto` (never the current one: see [`rotate`](Self::rotate)).
     pub(super) fn delete(&self, upto: u64) -> std::io::Result<()> {
-        let existing = generations(&self.root)?;
+        let root = &self.shared.root;
         let mut any = false;
-        for g in existing.iter().filter(|g| **g <= upto) {
-            std::fs::remove_file(generation_path(&self.root, *g))?;
+        for g in generations(root)?.iter().filter(|g| **g <= upto) {
+            std::fs::remove_file(generation_path(root, *g))?;
             any = true;
         }
         if any {
-            File::open(&self.root)?.sync_all()?;
+            File::open(root)?.sync_all()?;
         }
         Ok(())
     }
 }
 
-/// Writes `buf` at the end of `generation`'s file (created on its first write, with the directory
-/// synced so the file itself survives) and syncs it.
-fn write_and_sync(
-    root: &Path,
-    generation: u64,
-    file: Option<Arc<File>>,
-    buf: &[u8],
-) -> Result<Arc<File>, String> {
-    let path = generation_path(root, generation);
-    let io = |e: std::io::Error| format!("journal {}: {e}", path.display());
-    let file = match file {
-        Some(f) => f,
-        None => {
-            let f = OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(&path)
-                .map_err(io)?;
-            File::open(root).and_then(|d| d.sync_all()).map_err(io)?;
-            Arc::new(f)
+impl Shared {
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Unless a write is under way, writes and syncs the open round on a blocking thread, which
+    /// then records the round's result and wakes its waiters.
+    fn write_if_idle(self: Arc<Self>) {
+        let (round, buf) = {
+            let mut s = self.lock();
+            if s.writing {
+                return;
+            }
+            s.writing = true;
+            (std::mem::take(&mut s.open), std::mem::take(&mut s.pending))
+        };
+        tokio::task::spawn_blocking(move || {
+            let result = self.write(&buf);
+            self.syncs.fetch_add(1, Ordering::Relaxed);
+            {
+                let mut s = self.lock();
+                if result.is_err() {
+                    // Nothing more goes after a failed write: the next one starts a new
+                    // generation, so a torn record can only ever be a file's last.
+                    s.generation += 1;
+                    s.file = None;
+                    s.bytes = s.pending.len() as u64;
+                }
+                s.writing = false;
+            }
+            let _ = round.result.set(result);
+            self.done.notify_waiters();
+        });
+    }
+
+    /// Writes `buf` at the end of the current generation's file and syncs it. The file is the
+    /// current generation's, taken under the lock, so a write never creates a generation a flush
+    /// deleted (its records, appended before that flush took its snapshot, are in the files).
+    fn write(&self, buf: &[u8]) -> Result<(), String> {
+        #[cfg(test)]
+        {
+            let ms = self.slow_writes.load(Ordering::Relaxed);
+            std::thread::sleep(std::time::Duration::from_millis(ms));
+            if self.fail_writes.load(Ordering::Relaxed) {
+                return Err("journal write failed (test)".into());
+            }
         }
-    };
-    (&*file).write_all(buf).map_err(io)?;
-    file.sync_data().map_err(io)?;
-    Ok(file)
+        let (file, created) = {
+            let mut s = self.lock();
+            match &s.file {
+                Some(f) => (f.clone(), false),
+                None => {
+                    let path = generation_path(&self.root, s.generation);
+                    let f = OpenOptions::new()
+                        .create(true)
+                        .append(true)
+                        .open(&path)
+                        .map_err(|e| format!("journal {}: {e}", path.display()))?;
+                    let f = Arc::new(f);
+                    s.file = Some(f.clone());
+                    (f, true)
+                }
+            }
+        };
+        let io = |e: std::io::Error| format!("journal in {}: {e}", self.root.display());
+        if created {
+            // The new file's directory entry survives a crash.
+            File::open(&self.root)
+                .and_then(|d| d.sync_all())
+                .map_err(io)?;
+        }
+        (&*file).write_all(buf).map_err(io)?;
+        file.sync_data().map_err(io)
+    }
 }
 
 #[cfg(test)]

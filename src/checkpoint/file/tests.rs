@@ -6,7 +6,7 @@ use crate::lease::{LeaseToken, SingleReplica};
 use crate::source::SequenceNumber;
 
 /// Commits `from` → `to` under the single-replica token.
-async fn put(
+pub(super) async fn put(
     store: &FileCheckpointStore,
     mapping: &str,
     shard: &str,
@@ -421,117 +421,4 @@ async fn window_state_is_kept_with_its_checkpoint_and_survives_a_reopen() {
             .await,
         Err(CommitError::Backwards { .. })
     ));
-}
-
-fn seq(n: u64) -> Checkpoint {
-    Checkpoint::Sequence(SequenceNumber(format!("{n:05}")))
-}
-
-fn journals(dir: &Path) -> Vec<PathBuf> {
-    let mut found: Vec<PathBuf> = std::fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| {
-            p.file_name()
-                .unwrap()
-                .to_string_lossy()
-                .starts_with(".journal-")
-        })
-        .collect();
-    found.sort();
-    found
-}
-
-#[tokio::test]
-async fn commits_survive_a_crash_in_the_journal_and_a_torn_tail_is_ignored() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = FileCheckpointStore::open(dir.path()).unwrap();
-    put(&store, "m", "shardId-0", None, &seq(1)).await;
-    store.flush().await.unwrap();
-    put(&store, "m", "shardId-0", Some(&seq(1)), &seq(2)).await;
-    put(&store, "m", "shardId-1", None, &seq(7)).await;
-    store.crash();
-    // The files lag behind: what was committed since the flush is only in the journal.
-    let file = dir.path().join("m").join("shardId-0.json");
-    let text = std::fs::read_to_string(&file).unwrap();
-    assert!(text.contains("\"00001\""), "{text}");
-    assert!(!dir.path().join("m").join("shardId-1.json").exists());
-    // A write cut short by the crash: never acknowledged, so it is dropped.
-    let journal = journals(dir.path()).pop().expect("a journal");
-    let mut torn = Vec::new();
-    journal::record(
-        &mut torn,
-        "m/shardId-0.json",
-        &format::encode(&seq(3), &SingleReplica::token()),
-    );
-    torn.truncate(torn.len() - 5);
-    let mut f = OpenOptions::new().append(true).open(&journal).unwrap();
-    f.write_all(&torn).unwrap();
-    drop(f);
-    let again = FileCheckpointStore::open(dir.path()).unwrap();
-    assert_eq!(again.get("m", "shardId-0").await.unwrap(), Some(seq(2)));
-    assert_eq!(again.get("m", "shardId-1").await.unwrap(), Some(seq(7)));
-    // Recovery brought the files up to date and removed the journal.
-    assert!(journals(dir.path()).is_empty());
-    let text = std::fs::read_to_string(&file).unwrap();
-    assert!(text.contains("\"00002\""), "{text}");
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn commits_waiting_together_share_one_sync() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = std::sync::Arc::new(FileCheckpointStore::open(dir.path()).unwrap());
-    let tasks: Vec<_> = (0..64)
-        .map(|i| {
-            let store = store.clone();
-            tokio::spawn(async move {
-                put(&store, "m", &format!("shardId-{i}"), None, &seq(i)).await;
-            })
-        })
-        .collect();
-    for t in tasks {
-        t.await.unwrap();
-    }
-    let syncs = store.inner.journal.syncs.load(Ordering::Relaxed);
-    assert!(syncs <= 16, "{syncs} syncs for 64 commits");
-    for i in 0..64 {
-        assert_eq!(
-            store.get("m", &format!("shardId-{i}")).await.unwrap(),
-            Some(seq(i))
-        );
-    }
-}
-
-#[tokio::test]
-async fn a_journal_past_its_limit_is_flushed_to_the_files_in_the_background() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = FileCheckpointStore::with_journal_limit(dir.path(), 1024);
-    let file = dir.path().join("m").join("shardId-0.json");
-    let mut from = None;
-    for n in 1..=20 {
-        put(&store, "m", "shardId-0", from.as_ref(), &seq(n)).await;
-        from = Some(seq(n));
-    }
-    // About 150 bytes a record: the limit was passed, and a flush started.
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    loop {
-        let text = std::fs::read_to_string(&file).unwrap_or_default();
-        let flushed_past_limit = (10..=20).any(|n| text.contains(&format!("\"{n:05}\"")));
-        if flushed_past_limit && journals(dir.path()).len() <= 1 {
-            break;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "never flushed: {text}"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
-    assert_eq!(store.get("m", "shardId-0").await.unwrap(), Some(seq(20)));
-    // A clean stop (sluice flushes once its workers stopped) leaves the files current and no
-    // journal behind.
-    store.flush().await.unwrap();
-    drop(store);
-    let text = std::fs::read_to_string(&file).unwrap();
-    assert!(text.contains("\"00020\""), "{text}");
-    assert!(journals(dir.path()).is_empty());
 }
