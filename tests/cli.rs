@@ -7,30 +7,18 @@
 
 mod common;
 
-use common::cli::{cli, ok};
+use common::cli::{checkpoints, cli, lease_table_config, ok, Checkpoints};
 
 use common::sink::Sink;
-use common::sluice::{config, coordinated_config, free_port, Coordination, Sluice};
+use common::sluice::{config, free_port, Sluice};
 use common::*;
 use std::collections::BTreeSet;
 use std::path::Path;
 use std::time::Duration;
 
-/// `sluice checkpoints <command> --config <path> --mapping m <rest>`.
-async fn cp(command: &str, path: &str, rest: &[&str]) -> (i32, String, String) {
-    let mut args = vec!["checkpoints", command, "--config", path, "--mapping", "m"];
-    args.extend_from_slice(rest);
-    cli(&args).await
-}
-
-/// [`cp`], which must succeed; its stdout.
-async fn cp_ok(command: &str, path: &str, rest: &[&str]) -> String {
-    let (code, out, err) = cp(command, path, rest).await;
-    assert_eq!(
-        code, 0,
-        "sluice checkpoints {command} {rest:?} failed:\n{out}\n{err}"
-    );
-    out
+/// `sluice checkpoints <command> --mapping m --config <path>`.
+fn cp(command: &str, path: &str) -> Checkpoints {
+    checkpoints(command, "m").config(path)
 }
 
 fn mapping(arn: &str, url: &str, run: &str) -> String {
@@ -71,7 +59,6 @@ async fn start(dir: &Path, name: &str, yaml: &str) -> (Sluice, String) {
     (sluice, path)
 }
 
-/// The records of `shard` in `written`, in order.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn status_and_checkpoints_on_the_embedded_store() {
     let tb = testbed();
@@ -123,13 +110,13 @@ async fn status_and_checkpoints_on_the_embedded_store() {
     assert_eq!(code, 1, "{err}");
 
     // Moving checkpoints under a running sluice is refused: it holds the directory.
-    let (code, _, err) = cp("reset", &path, &[]).await;
+    let (code, _, err) = cp("reset", &path).run().await;
     assert_eq!(code, 1);
     assert!(err.contains("in use by another sluice process"), "{err}");
     assert_eq!(sluice.terminate().await, 0);
 
     // list: every shard at its last record.
-    let listed = cp_ok("list", &path, &[]).await;
+    let listed = cp("list", &path).ok().await;
     for s in &shards {
         let last = of(&a, s).last().unwrap().seq.clone();
         assert!(
@@ -148,23 +135,13 @@ async fn status_and_checkpoints_on_the_embedded_store() {
     let (a0, a1, b0, b1) = (of(&a, &s0), of(&a, &s1), of(&b, &s0), of(&b, &s1));
 
     // set --sequence: shard 0 back to its 5th record (replay), shard 1 ahead to b's 3rd (skip).
-    let out = cp_ok(
-        "set",
-        &path,
-        &["--partition", &s0, "--sequence", &a0[4].seq],
-    )
-    .await;
+    let out = cp("set", &path).sequence(&s0, &a0[4].seq).ok().await;
     assert!(
         out.contains(&format!("{s0}: {} → {}", a0.last().unwrap().seq, a0[4].seq)),
         "{out}"
     );
-    cp_ok(
-        "set",
-        &path,
-        &["--partition", &s1, "--sequence", &b1[2].seq],
-    )
-    .await;
-    let (code, _, err) = cp("set", &path, &["--partition", &s1, "--sequence", "12ab"]).await;
+    cp("set", &path).sequence(&s1, &b1[2].seq).ok().await;
+    let (code, _, err) = cp("set", &path).sequence(&s1, "12ab").run().await;
     assert_eq!(code, 2, "{err}");
     let (mut sluice, _) = start(dir.path(), "run2", &yaml("2")).await;
     let expected: Vec<Written> = a0[5..].iter().chain(&b0).chain(&b1[3..]).cloned().collect();
@@ -181,9 +158,9 @@ async fn status_and_checkpoints_on_the_embedded_store() {
     let at = between
         .format(&time::format_description::well_known::Rfc3339)
         .unwrap();
-    let dry = cp_ok("set", &path, &["--timestamp", &at, "--dry-run"]).await;
+    let dry = cp("set", &path).timestamp(&at).dry_run().ok().await;
     assert!(dry.contains("dry run"), "{dry}");
-    let out = cp_ok("set", &path, &["--timestamp", &at]).await;
+    let out = cp("set", &path).timestamp(&at).ok().await;
     assert!(
         out.contains(&format!(
             "{s0}: {} → {}",
@@ -205,12 +182,12 @@ async fn status_and_checkpoints_on_the_embedded_store() {
     assert_eq!(sluice.terminate().await, 0);
 
     // reset: TRIM_HORIZON again, everything re-read.
-    let out = cp_ok("reset", &path, &[]).await;
+    let out = cp("reset", &path).ok().await;
     assert!(
         out.contains(&format!("{s0}: {} → -", b0.last().unwrap().seq)),
         "{out}"
     );
-    let listed = cp_ok("list", &path, &[]).await;
+    let listed = cp("list", &path).ok().await;
     assert!(listed.contains("no checkpoints"), "{listed}");
     let all: Vec<Written> = a.iter().chain(&b).cloned().collect();
     let (mut sluice, _) = start(dir.path(), "run4", &yaml("4")).await;
@@ -222,8 +199,8 @@ async fn status_and_checkpoints_on_the_embedded_store() {
     assert_eq!(sluice.terminate().await, 0);
 
     // reset --to trim-horizon, then --to latest: only what is written afterwards is sent.
-    cp_ok("reset", &path, &["--to", "trim-horizon"]).await;
-    let out = cp_ok("reset", &path, &["--to", "latest"]).await;
+    cp("reset", &path).to("trim-horizon").ok().await;
+    let out = cp("reset", &path).to("latest").ok().await;
     assert!(
         out.contains(&format!("{s1}: - → {}", b1.last().unwrap().seq)),
         "{out}"
@@ -244,19 +221,9 @@ async fn checkpoints_on_the_lease_table_refuse_a_live_holder_and_fence_it_with_f
     let dir = tempfile::tempdir().unwrap();
     let table = unique("cli-leases");
     let yaml = |run: &str| {
-        coordinated_config(
-            &tb,
-            &dir.path().join("cp"),
-            free_port(),
-            &Coordination {
-                dynamodb: &tb.moto,
-                lease_table: &table,
-                worker_id: "w-1",
-                lease_duration_seconds: 3,
-                lease_scan_interval_millis: 500,
-            },
-            &mapping(&arn, &sink.url, run),
-        )
+        let cp_dir = dir.path().join("cp");
+        let m = mapping(&arn, &sink.url, run);
+        lease_table_config(&tb, &cp_dir, free_port(), &table, "w-1", &m)
     };
     let a = put_records(&kinesis, &stream, records("a", 30, 8)).await;
     let shard = a[0].shard.clone();
@@ -267,7 +234,7 @@ async fn checkpoints_on_the_lease_table_refuse_a_live_holder_and_fence_it_with_f
         .wait_checkpoint("checkpointed", "m", &shard, &last)
         .await;
 
-    let listed = cp_ok("list", &path, &[]).await;
+    let listed = cp("list", &path).ok().await;
     assert!(listed.contains(&format!("lease table {table}")), "{listed}");
     let row = listed
         .lines()
@@ -276,12 +243,7 @@ async fn checkpoints_on_the_lease_table_refuse_a_live_holder_and_fence_it_with_f
     assert!(row.contains(&last) && row.contains("w-1"), "{row}");
 
     // The holder renews its lease: refused.
-    let (code, _, err) = cp(
-        "set",
-        &path,
-        &["--partition", &shard, "--sequence", &a[9].seq],
-    )
-    .await;
+    let (code, _, err) = cp("set", &path).sequence(&shard, &a[9].seq).run().await;
     assert_eq!(code, 1, "{err}");
     assert!(
         err.contains("live workers hold these leases") && err.contains("w-1"),
@@ -289,12 +251,11 @@ async fn checkpoints_on_the_lease_table_refuse_a_live_holder_and_fence_it_with_f
     );
 
     // --force: the holder is fenced, takes the lease again and re-reads from the new checkpoint.
-    let out = cp_ok(
-        "set",
-        &path,
-        &["--partition", &shard, "--sequence", &a[19].seq, "--force"],
-    )
-    .await;
+    let out = cp("set", &path)
+        .sequence(&shard, &a[19].seq)
+        .force()
+        .ok()
+        .await;
     assert!(
         out.contains(&format!("{shard}: {last} → {}", a[19].seq)),
         "{out}"
@@ -320,7 +281,7 @@ async fn checkpoints_on_the_lease_table_refuse_a_live_holder_and_fence_it_with_f
 
     // Stopped (its lease released): moved without waiting or forcing; the lease is freed with a
     // higher counter.
-    let before = cp_ok("list", &path, &[]).await;
+    let before = cp("list", &path).ok().await;
     let counter = |text: &str| -> u64 {
         let row = text
             .lines()
@@ -328,17 +289,12 @@ async fn checkpoints_on_the_lease_table_refuse_a_live_holder_and_fence_it_with_f
             .unwrap();
         row.split_whitespace().nth(3).unwrap().parse().unwrap()
     };
-    let out = cp_ok(
-        "set",
-        &path,
-        &["--partition", &shard, "--sequence", &a[4].seq],
-    )
-    .await;
+    let out = cp("set", &path).sequence(&shard, &a[4].seq).ok().await;
     assert!(
         out.contains(&format!("{shard}: {last} → {}", a[4].seq)),
         "{out}"
     );
-    let after = cp_ok("list", &path, &[]).await;
+    let after = cp("list", &path).ok().await;
     assert!(counter(&after) > counter(&before), "{before}\n{after}");
     let row = after
         .lines()
@@ -353,7 +309,7 @@ async fn checkpoints_on_the_lease_table_refuse_a_live_holder_and_fence_it_with_f
     assert_eq!(sluice.terminate().await, 0);
 
     // reset on the lease table: the starting position's sentinel; everything again.
-    let out = cp_ok("reset", &path, &[]).await;
+    let out = cp("reset", &path).ok().await;
     assert!(
         out.contains(&format!("{shard}: {last} → TRIM_HORIZON")),
         "{out}"
@@ -382,29 +338,14 @@ async fn iam_policy_prints_a_valid_policy_and_kafka_checkpoints_are_refused() {
             assert!(r.as_str().unwrap().starts_with("arn:aws:"), "{r}");
         }
     }
-    let (code, _, err) = cli(&[
-        "checkpoints",
-        "list",
-        "--config",
-        example,
-        "--mapping",
-        "payments-kafka",
-    ])
-    .await;
+    let list = |mapping| checkpoints("list", mapping).config(example);
+    let (code, _, err) = list("payments-kafka").run().await;
     assert_eq!(code, 1);
     assert!(
         err.contains("consumer group") && err.contains("--reset-offsets"),
         "{err}"
     );
-    let (code, _, err) = cli(&[
-        "checkpoints",
-        "list",
-        "--config",
-        example,
-        "--mapping",
-        "nope",
-    ])
-    .await;
+    let (code, _, err) = list("nope").run().await;
     assert_eq!(code, 2);
     assert!(err.contains("orders-to-lambda"), "{err}");
 }
@@ -442,9 +383,9 @@ async fn a_latest_mapping_replays_from_before_its_first_start() {
     assert_eq!(sluice.terminate().await, 0);
 
     // From the oldest record: the shard is cleared and the recorded first start moved back.
-    let out = cp_ok("reset", &path, &["--to", "trim-horizon"]).await;
+    let out = cp("reset", &path).to("trim-horizon").ok().await;
     assert!(out.contains("first start: moved back"), "{out}");
-    let listed = cp_ok("list", &path, &[]).await;
+    let listed = cp("list", &path).ok().await;
     assert!(
         listed.contains("first started: 1970-01-01T00:00:01Z"),
         "{listed}"
@@ -458,7 +399,7 @@ async fn a_latest_mapping_replays_from_before_its_first_start() {
     assert_eq!(sluice.terminate().await, 0);
 
     // The plain reset of a LATEST mapping: at the shard's last record now.
-    let out = cp_ok("reset", &path, &[]).await;
+    let out = cp("reset", &path).ok().await;
     assert!(
         out.contains(&format!("→ {}", b.last().unwrap().seq)),
         "{out}"
@@ -487,6 +428,32 @@ fn ddb_sent(sink: &Sink, run: &str) -> Vec<String> {
                 .collect::<Vec<_>>()
         })
         .collect()
+}
+
+/// Waits until run `run` has sent at least `n` DynamoDB records.
+async fn ddb_sends(sink: &Sink, run: &str, n: usize) {
+    let what = format!("run {run} to send {n} records");
+    wait_for(&what, Duration::from_secs(60), || async {
+        (ddb_sent(sink, run).len() >= n).then_some(())
+    })
+    .await
+}
+
+/// Starts run `run` of `yaml` (`dir/run<run>.yaml`) and waits until it has sent `n` records and
+/// checkpointed `last` on `shard`.
+async fn ddb_replay(
+    dir: &Path,
+    yaml: &str,
+    sink: &Sink,
+    run: &str,
+    n: usize,
+    shard: &str,
+    last: &str,
+) -> Sluice {
+    let (sluice, _) = start(dir, &format!("run{run}"), yaml).await;
+    ddb_sends(sink, run, n).await;
+    sluice.wait_checkpoint("caught up", "m", shard, last).await;
+    sluice
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -524,10 +491,7 @@ async fn dynamodb_streams_replay_from_a_timestamp_and_a_sequence_number() {
         put(id).await.expect("PutItem");
     }
     let (mut sluice, path) = start(dir.path(), "run1", &yaml("1")).await;
-    wait_for("10 records sent", Duration::from_secs(60), || async {
-        (ddb_sent(&sink, "1").len() >= 10).then_some(())
-    })
-    .await;
+    ddb_sends(&sink, "1", 10).await;
     let first = ddb_sent(&sink, "1");
     assert_eq!(first.len(), 10);
     let status = sluice.status().await.unwrap();
@@ -543,36 +507,17 @@ async fn dynamodb_streams_replay_from_a_timestamp_and_a_sequence_number() {
         .await;
     assert_eq!(sluice.terminate().await, 0);
 
-    let out = cp_ok("set", &path, &["--timestamp", &between.to_string()]).await;
+    let out = cp("set", &path).timestamp(&between.to_string()).ok().await;
     assert!(
         out.contains(&format!("{shard}: {} → {}", first[9], first[4])),
         "{out}"
     );
-    let (mut sluice, _) = start(dir.path(), "run2", &yaml("2")).await;
-    wait_for("5 records sent again", Duration::from_secs(60), || async {
-        (ddb_sent(&sink, "2").len() >= 5).then_some(())
-    })
-    .await;
-    sluice
-        .wait_checkpoint("caught up", "m", &shard, &first[9])
-        .await;
+    let mut sluice = ddb_replay(dir.path(), &yaml("2"), &sink, "2", 5, &shard, &first[9]).await;
     assert_eq!(ddb_sent(&sink, "2"), first[5..]);
     assert_eq!(sluice.terminate().await, 0);
 
-    cp_ok(
-        "set",
-        &path,
-        &["--partition", &shard, "--sequence", &first[7]],
-    )
-    .await;
-    let (mut sluice, _) = start(dir.path(), "run3", &yaml("3")).await;
-    wait_for("2 records sent again", Duration::from_secs(60), || async {
-        (ddb_sent(&sink, "3").len() >= 2).then_some(())
-    })
-    .await;
-    sluice
-        .wait_checkpoint("caught up", "m", &shard, &first[9])
-        .await;
+    cp("set", &path).sequence(&shard, &first[7]).ok().await;
+    let mut sluice = ddb_replay(dir.path(), &yaml("3"), &sink, "3", 2, &shard, &first[9]).await;
     assert_eq!(ddb_sent(&sink, "3"), first[8..]);
     assert_eq!(sluice.terminate().await, 0);
 }

@@ -9,10 +9,10 @@
 
 mod common;
 
-use common::cli::{cli, ok};
+use common::cli::{checkpoints, lease_table_config};
 
 use common::sink::Sink;
-use common::sluice::{config, coordinated_config, free_port, Coordination, Sluice};
+use common::sluice::{config, free_port, Sluice};
 use common::*;
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -132,34 +132,14 @@ async fn moves_through_the_running_instance_replay_one_mapping_and_leave_the_oth
     assert_eq!(log_lines(&sluice, "other", "starting shard"), 1);
 
     // A dry run shows the move and changes nothing.
-    let out = ok(&[
-        "checkpoints",
-        "set",
-        "--url",
-        &sluice.admin,
-        "--mapping",
-        "m",
-        "--timestamp",
-        &between,
-        "--dry-run",
-    ])
-    .await;
+    let live = |command, mapping| checkpoints(command, mapping).url(&sluice.admin);
+    let out = live("set", "m").timestamp(&between).dry_run().ok().await;
     assert!(out.contains("dry run, nothing written"), "{out}");
     assert!(out.contains("the mapping was not stopped"), "{out}");
 
     // 1. From a time: batch b again, batch a not; the process keeps running.
     let pid = sluice.pid();
-    let out = ok(&[
-        "checkpoints",
-        "set",
-        "--url",
-        &sluice.admin,
-        "--mapping",
-        "m",
-        "--timestamp",
-        &between,
-    ])
-    .await;
+    let out = live("set", "m").timestamp(&between).ok().await;
     for s in &shards {
         let (last_a, last_b) = (
             of(&a, s).last().unwrap().seq.clone(),
@@ -184,20 +164,8 @@ async fn moves_through_the_running_instance_replay_one_mapping_and_leave_the_oth
 
     // 2. From a record, asking the instance at the config's admin_listen (--running).
     let a0 = of(&a, &s0);
-    let out = ok(&[
-        "checkpoints",
-        "set",
-        "--running",
-        "--config",
-        &path,
-        "--mapping",
-        "m",
-        "--partition",
-        &s0,
-        "--sequence",
-        &a0[4].seq,
-    ])
-    .await;
+    let running = checkpoints("set", "m").running(&path);
+    let out = running.sequence(&s0, &a0[4].seq).ok().await;
     assert!(out.contains(&format!("→ {}", a0[4].seq)), "{out}");
     let b0 = of(&b, &s0);
     delivered_times("shard 0 replayed after the record", &sink, &b0, 3).await;
@@ -210,49 +178,20 @@ async fn moves_through_the_running_instance_replay_one_mapping_and_leave_the_oth
     assert_times(&sink, &a0[5..], 2, "after the record: once more");
 
     // Refusals: an unknown mapping (usage, naming the mappings), a Kafka mapping, a bad sequence.
-    let (code, _, err) = cli(&[
-        "checkpoints",
-        "reset",
-        "--url",
-        &sluice.admin,
-        "--mapping",
-        "nope",
-    ])
-    .await;
+    let (code, _, err) = live("reset", "nope").run().await;
     assert_eq!(code, 2, "{err}");
     assert!(
         err.contains("no mapping named \"nope\"") && err.contains("other"),
         "{err}"
     );
-    let (code, _, err) = cli(&[
-        "checkpoints",
-        "set",
-        "--url",
-        &sluice.admin,
-        "--mapping",
-        "kaf",
-        "--timestamp",
-        &between,
-    ])
-    .await;
+    let (code, _, err) = live("set", "kaf").timestamp(&between).run().await;
     assert_eq!(code, 1, "{err}");
     assert!(
         err.contains("Kafka mapping") && err.contains("--reset-offsets"),
         "{err}"
     );
-    let (code, _, err) = cli(&[
-        "checkpoints",
-        "set",
-        "--url",
-        &sluice.admin,
-        "--mapping",
-        "m",
-        "--partition",
-        &s0,
-        "--sequence",
-        "999999999999999999999999",
-    ])
-    .await;
+    let too_far = "999999999999999999999999";
+    let (code, _, err) = live("set", "m").sequence(&s0, too_far).run().await;
     assert_eq!(code, 1, "{err}");
     assert!(err.contains("refuses sequence number"), "{err}");
 
@@ -288,17 +227,8 @@ async fn without_admin_write_the_instance_refuses_moves() {
     let sink = Sink::ok().await;
     let (sluice, _dir) = Sluice::run(&tb, &kinesis_mapping("m", &arn, &sink.url)).await;
     sluice.wait_ready().await;
-    let (code, _, err) = cli(&[
-        "checkpoints",
-        "reset",
-        "--url",
-        &sluice.admin,
-        "--mapping",
-        "m",
-        "--to",
-        "latest",
-    ])
-    .await;
+    let reset = checkpoints("reset", "m").url(&sluice.admin).to("latest");
+    let (code, _, err) = reset.run().await;
     assert_eq!(code, 1, "{err}");
     assert!(err.contains("--admin-write"), "{err}");
 }
@@ -313,19 +243,9 @@ async fn on_the_lease_table_another_replicas_lease_is_refused_unless_forced() {
     let dir = tempfile::tempdir().unwrap();
     let table = unique("live-leases");
     let replica = |worker_id: &str, port: u16| {
-        coordinated_config(
-            &tb,
-            &dir.path().join(format!("cp-{worker_id}")),
-            port,
-            &Coordination {
-                dynamodb: &tb.moto,
-                lease_table: &table,
-                worker_id,
-                lease_duration_seconds: 3,
-                lease_scan_interval_millis: 500,
-            },
-            &kinesis_mapping("m", &arn, &sink.url),
-        )
+        let cp_dir = dir.path().join(format!("cp-{worker_id}"));
+        let m = kinesis_mapping("m", &arn, &sink.url);
+        lease_table_config(&tb, &cp_dir, port, &table, worker_id, &m)
     };
     let a = put_records(&kinesis, &stream, records("a", 30, 8)).await;
     let shard = a[0].shard.clone();
@@ -338,17 +258,8 @@ async fn on_the_lease_table_another_replicas_lease_is_refused_unless_forced() {
     let port = free_port();
     let w1 = start_writable(dir.path(), "w1", &replica("w-1", port)).await;
 
-    let (code, _, err) = cli(&[
-        "checkpoints",
-        "reset",
-        "--url",
-        &w1.admin,
-        "--mapping",
-        "m",
-        "--to",
-        "trim-horizon",
-    ])
-    .await;
+    let reset = checkpoints("reset", "m").url(&w1.admin).to("trim-horizon");
+    let (code, _, err) = reset.run().await;
     assert_eq!(code, 1, "{err}");
     assert!(
         err.contains("held by w-2") && err.contains("--force"),
@@ -356,18 +267,7 @@ async fn on_the_lease_table_another_replicas_lease_is_refused_unless_forced() {
     );
     assert_times(&sink, &a, 1, "refused: nothing replayed");
 
-    let out = ok(&[
-        "checkpoints",
-        "reset",
-        "--url",
-        &w1.admin,
-        "--mapping",
-        "m",
-        "--to",
-        "trim-horizon",
-        "--force",
-    ])
-    .await;
+    let out = reset.force().ok().await;
     assert!(
         out.contains(&format!("{shard}: {last} → TRIM_HORIZON")),
         "{out}"

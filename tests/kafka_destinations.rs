@@ -8,7 +8,8 @@
 mod common;
 
 use common::kafka::{
-    assert_in_order_once, bootstrap, delivered, start_sluice, topic_mapping, wait_delivered, Target,
+    assert_in_order_once, bootstrap, delivered, on_failure_delivered, start_sluice,
+    start_topic_mapping, wait_delivered, Target,
 };
 use common::sink::Sink;
 use common::*;
@@ -109,18 +110,10 @@ async fn a_poison_record_goes_to_a_kafka_topic_with_its_key_value_and_headers() 
     .await;
     let after = common::kafka::produce(&tb, &topic, &records("b", 200, 7)).await;
     let sink = common::kafka::failing_on_poison().await;
-    let dir = tempfile::tempdir().unwrap();
-    let group = unique("group");
     let extra = format!("    BisectBatchOnFunctionError: true\n    MaximumRetryAttempts: 0\n    DestinationConfig: {{ OnFailure: {{ Destination: 'kafka://{dlt}' }} }}\n");
-    let yaml = topic_mapping(
-        &tb,
-        &topic,
-        &group,
-        50,
-        Target::http(&sink.url, "1"),
-        &extra,
-    );
-    let mut sluice = start_sluice(&tb, dir.path(), "kafka", &yaml).await;
+    let target = Target::http(&sink.url, "1");
+    let (mut sluice, _dir) =
+        start_topic_mapping(&tb, &topic, &unique("group"), 50, target, &extra).await;
     wait_delivered(&sink, 400, "every other record", Duration::from_secs(120)).await;
 
     let got = read_topic(&tb, &dlt, 1, Duration::from_secs(60)).await;
@@ -158,16 +151,7 @@ async fn a_poison_record_goes_to_a_kafka_topic_with_its_key_value_and_headers() 
     let delivered = delivered(&sink, None);
     assert_in_order_once("kafka destination", &delivered);
     assert_eq!(delivered.len(), before.len() + after.len());
-    let labels = format!("mapping=\"{topic}\"");
-    assert_eq!(
-        sluice
-            .metric(
-                "sluice_on_failure_destination_delivered_events_total",
-                &labels
-            )
-            .await,
-        1.0
-    );
+    assert_eq!(on_failure_delivered(&sluice, &topic).await, 1.0);
     assert_eq!(sluice.terminate().await, 0);
 }
 
@@ -182,19 +166,12 @@ async fn a_record_too_large_to_invoke_with_is_recorded_and_never_blocks_its_part
     let last = common::kafka::produce(&tb, &topic, &records("b", 10, 1)).await;
     let (queue_url, queue_arn) = create_queue(&sqs(&tb), &unique("dest"), &[]).await;
     let sink = Sink::start(|_, _| (200, vec![], "{}".into())).await;
-    let dir = tempfile::tempdir().unwrap();
     // Kafka's default is to retry forever: the record must go anyway.
     let extra =
         format!("    DestinationConfig: {{ OnFailure: {{ Destination: '{queue_arn}' }} }}\n");
-    let yaml = topic_mapping(
-        &tb,
-        &topic,
-        &unique("group"),
-        100,
-        Target::http(&sink.url, "1"),
-        &extra,
-    );
-    let mut sluice = start_sluice(&tb, dir.path(), "kafka", &yaml).await;
+    let target = Target::http(&sink.url, "1");
+    let (mut sluice, _dir) =
+        start_topic_mapping(&tb, &topic, &unique("group"), 100, target, &extra).await;
     wait_delivered(
         &sink,
         first.len() + last.len(),

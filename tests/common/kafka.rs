@@ -1,7 +1,8 @@
 //! Kafka helpers on the test bed's broker (tansu, `SLUICE_TEST_KAFKA_BOOTSTRAP`): create a topic with
 //! N partitions (tansu does not create topics on produce), produce keyed records and learn where
 //! each landed, a consumer configured as sluice's (manual offset store and commit, a short session
-//! timeout so group joins take seconds), and a group's committed offsets. Every wait is bounded.
+//! timeout so group joins take seconds), a group's committed offsets, and sluice started on a topic
+//! mapping in a directory of its own ([`start_topic_mapping`]). Every wait is bounded.
 #![allow(dead_code)]
 
 use super::sink::Sink;
@@ -269,6 +270,34 @@ pub async fn start_sluice(tb: &TestBed, dir: &Path, name: &str, yaml: &str) -> S
         &sluice_config(tb, &dir.join("cp"), free_port(), yaml),
     )
     .await
+}
+
+/// [`topic_mapping`] running: sluice `kafka` started on it as [`start_sluice`] does, in a new
+/// directory that lives as long as the returned guard.
+pub async fn start_topic_mapping(
+    tb: &TestBed,
+    topic: &str,
+    group: &str,
+    batch: usize,
+    target: Target<'_>,
+    extra: &str,
+) -> (Sluice, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let yaml = topic_mapping(tb, topic, group, batch, target, extra);
+    let sluice = start_sluice(tb, dir.path(), "kafka", &yaml).await;
+    (sluice, dir)
+}
+
+/// `sluice_on_failure_destination_delivered_events_total` of the mapping named after `topic` (as
+/// [`topic_mapping`] names it) on `sluice`'s `/metrics`.
+pub async fn on_failure_delivered(sluice: &Sluice, topic: &str) -> f64 {
+    let labels = format!("mapping=\"{topic}\"");
+    sluice
+        .metric(
+            "sluice_on_failure_destination_delivered_events_total",
+            &labels,
+        )
+        .await
 }
 
 /// The records of the function's accepted requests from `run` (every run when `None`), in order.
