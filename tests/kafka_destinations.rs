@@ -8,8 +8,8 @@
 mod common;
 
 use common::kafka::{
-    assert_in_order_once, bootstrap, delivered, on_failure_delivered, start_sluice,
-    start_topic_mapping, wait_delivered, Target,
+    assert_in_order_once, bootstrap, delivered, on_failure_delivered, start_fresh, start_sluice,
+    topic_mapping, wait_delivered, Target,
 };
 use common::sink::Sink;
 use common::*;
@@ -112,8 +112,11 @@ async fn a_poison_record_goes_to_a_kafka_topic_with_its_key_value_and_headers() 
     let sink = common::kafka::failing_on_poison().await;
     let extra = format!("    BisectBatchOnFunctionError: true\n    MaximumRetryAttempts: 0\n    DestinationConfig: {{ OnFailure: {{ Destination: 'kafka://{dlt}' }} }}\n");
     let target = Target::http(&sink.url, "1");
-    let (mut sluice, _dir) =
-        start_topic_mapping(&tb, &topic, &unique("group"), 50, target, &extra).await;
+    let (mut sluice, _dir) = start_fresh(
+        &tb,
+        &topic_mapping(&tb, &topic, &unique("group"), 50, target, &extra),
+    )
+    .await;
     wait_delivered(&sink, 400, "every other record", Duration::from_secs(120)).await;
 
     let got = read_topic(&tb, &dlt, 1, Duration::from_secs(60)).await;
@@ -170,8 +173,11 @@ async fn a_record_too_large_to_invoke_with_is_recorded_and_never_blocks_its_part
     let extra =
         format!("    DestinationConfig: {{ OnFailure: {{ Destination: '{queue_arn}' }} }}\n");
     let target = Target::http(&sink.url, "1");
-    let (mut sluice, _dir) =
-        start_topic_mapping(&tb, &topic, &unique("group"), 100, target, &extra).await;
+    let (mut sluice, _dir) = start_fresh(
+        &tb,
+        &topic_mapping(&tb, &topic, &unique("group"), 100, target, &extra),
+    )
+    .await;
     wait_delivered(
         &sink,
         first.len() + last.len(),

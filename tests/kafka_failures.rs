@@ -9,7 +9,7 @@ mod common;
 
 use common::kafka::{
     assert_in_order_once, bootstrap, delivered, ends, event_records, on_failure_delivered,
-    start_topic_mapping, topic_mapping, wait_delivered, Produced, Target,
+    start_fresh, topic_mapping, wait_delivered, Produced, Target,
 };
 use common::sink::{Request, Sink};
 use common::sluice::{config, free_port, Sluice};
@@ -188,7 +188,8 @@ async fn two_processes_in_one_group_split_the_partitions_and_the_survivor_takes_
     let (mut procs, mut dirs) = (Vec::new(), Vec::new());
     for run in runs {
         let target = Target::http(&sink.url, run);
-        let (sluice, dir) = start_topic_mapping(&tb, &topic, &group, 100, target, "").await;
+        let (sluice, dir) =
+            start_fresh(&tb, &topic_mapping(&tb, &topic, &group, 100, target, "")).await;
         procs.push(sluice);
         dirs.push(dir);
     }
@@ -321,7 +322,11 @@ async fn a_poison_record_is_bisected_out_and_recorded_at_the_destination() {
     let group = unique("group");
     let extra = format!("    BisectBatchOnFunctionError: true\n    MaximumRetryAttempts: 1\n    DestinationConfig: {{ OnFailure: {{ Destination: '{queue_arn}' }} }}\n");
     let target = Target::http(&sink.url, "1");
-    let (mut sluice, _dir) = start_topic_mapping(&tb, &topic, &group, 100, target, &extra).await;
+    let (mut sluice, _dir) = start_fresh(
+        &tb,
+        &topic_mapping(&tb, &topic, &group, 100, target, &extra),
+    )
+    .await;
     wait_delivered(
         &sink,
         produced.len() - 1,
@@ -407,8 +412,11 @@ async fn a_rebalance_with_batches_in_flight_commits_them_before_the_partitions_m
     })
     .await;
     let group = unique("group");
-    let start =
-        |run| start_topic_mapping(&tb, &topic, &group, 50, Target::http(&sink.url, run), "");
+    let start = |run| {
+        let yaml = topic_mapping(&tb, &topic, &group, 50, Target::http(&sink.url, run), "");
+        let tb = &tb;
+        async move { start_fresh(tb, &yaml).await }
+    };
     let (mut a, _a_dir) = start("a").await;
     wait_for(
         "a batch in flight at a",

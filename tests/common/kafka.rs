@@ -272,19 +272,11 @@ pub async fn start_sluice(tb: &TestBed, dir: &Path, name: &str, yaml: &str) -> S
     .await
 }
 
-/// [`topic_mapping`] running: sluice `kafka` started on it as [`start_sluice`] does, in a new
-/// directory that lives as long as the returned guard.
-pub async fn start_topic_mapping(
-    tb: &TestBed,
-    topic: &str,
-    group: &str,
-    batch: usize,
-    target: Target<'_>,
-    extra: &str,
-) -> (Sluice, tempfile::TempDir) {
+/// Sluice `kafka` started as [`start_sluice`] does on the mappings `yaml` (usually a
+/// [`topic_mapping`]), in a new directory that lives as long as the returned guard.
+pub async fn start_fresh(tb: &TestBed, yaml: &str) -> (Sluice, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
-    let yaml = topic_mapping(tb, topic, group, batch, target, extra);
-    let sluice = start_sluice(tb, dir.path(), "kafka", &yaml).await;
+    let sluice = start_sluice(tb, dir.path(), "kafka", yaml).await;
     (sluice, dir)
 }
 
