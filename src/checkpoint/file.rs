@@ -70,9 +70,18 @@ impl Inner {
         self.unflushed.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Writes every unflushed file, then deletes the journal written before. The caller holds
-    /// `flushing`.
+    /// [`Self::flush_now`] on a blocking thread. The caller holds `flushing`.
     async fn flush(self: &Arc<Self>) -> Result<(), CheckpointError> {
+        let inner = self.clone();
+        tokio::task::spawn_blocking(move || inner.flush_now())
+            .await
+            .map_err(|e| CheckpointError(format!("flush task failed: {e}")))?
+    }
+
+    /// Writes every unflushed file, then deletes the journal written before. The caller holds
+    /// `flushing`. The new generation starts before the snapshot is taken: whatever lands in an
+    /// older one was in memory by then (see the commit), so the files written hold it.
+    fn flush_now(&self) -> Result<(), CheckpointError> {
         #[cfg(test)]
         if self.crashed.load(Ordering::Relaxed) {
             return Ok(());
@@ -83,17 +92,6 @@ impl Inner {
             .iter()
             .map(|(p, b)| (p.clone(), b.clone()))
             .collect();
-        let inner = self.clone();
-        let files = tokio::task::spawn_blocking(move || inner.write_files(files, upto))
-            .await
-            .map_err(|e| CheckpointError(format!("flush task failed: {e}")))??;
-        // What a commit changed since stays unflushed.
-        self.unflushed()
-            .retain(|p, b| !files.iter().any(|(q, c)| p == q && Arc::ptr_eq(b, c)));
-        Ok(())
-    }
-
-    fn write_files(&self, files: Files, upto: u64) -> Result<Files, CheckpointError> {
         for (path, bytes) in &files {
             write_atomically(path, bytes)
                 .map_err(|e| CheckpointError(format!("write {}: {e}", path.display())))?;
@@ -101,7 +99,10 @@ impl Inner {
         self.journal
             .delete(upto)
             .map_err(|e| CheckpointError(format!("delete the flushed journal: {e}")))?;
-        Ok(files)
+        // What a commit changed since stays unflushed.
+        self.unflushed()
+            .retain(|p, b| !files.iter().any(|(q, c)| p == q && Arc::ptr_eq(b, c)));
+        Ok(())
     }
 }
 
@@ -500,28 +501,14 @@ impl Drop for FileCheckpointStore {
     /// Leaves the files up to date (a clean stop needs no recovery), unless a background flush is
     /// under way: the next open then recovers from the journal.
     fn drop(&mut self) {
-        #[cfg(test)]
-        if self.inner.crashed.load(Ordering::Relaxed) {
-            return;
-        }
         let Ok(_one) = self.inner.flushing.try_lock() else {
             return;
         };
-        let files: Files = self
-            .inner
-            .unflushed()
-            .iter()
-            .map(|(p, b)| (p.clone(), b.clone()))
-            .collect();
-        if files.is_empty() {
+        if self.inner.unflushed().is_empty() {
             return;
         }
-        let upto = self.inner.journal.rotate();
-        match self.inner.write_files(files, upto) {
-            Ok(_) => self.inner.unflushed().clear(),
-            Err(e) => {
-                tracing::warn!(error = %e, "could not bring the checkpoint files up to date; the next start recovers them from the journal")
-            }
+        if let Err(e) = self.inner.flush_now() {
+            tracing::warn!(error = %e, "could not bring the checkpoint files up to date; the next start recovers them from the journal");
         }
     }
 }

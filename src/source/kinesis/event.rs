@@ -30,38 +30,41 @@ pub fn encode(
             + ctx.invoke_identity_arn.len(),
     );
     out.extend_from_slice(br#"{"kinesis":{"kinesisSchemaVersion":"1.0","partitionKey":"#);
-    json_str(&mut out, partition_key);
+    json_str(&mut out, &[partition_key]);
     out.extend_from_slice(br#","sequenceNumber":"#);
-    json_str(&mut out, sequence);
+    json_str(&mut out, &[sequence]);
     out.extend_from_slice(br#","data":""#);
     base64_simd::STANDARD.encode_append(data, &mut out);
     out.extend_from_slice(br#"","approximateArrivalTimestamp":"#);
     serde_json::to_writer(&mut out, &(arrival_ms as f64 / 1000.0)).expect("a number writes");
     if let Some(t) = encryption_type.filter(|t| *t != "NONE") {
         out.extend_from_slice(br#","encryptionType":"#);
-        json_str(&mut out, t);
+        json_str(&mut out, &[t]);
     }
     out.extend_from_slice(br#"},"eventSource":"aws:kinesis","eventVersion":"1.0","eventID":"#);
-    json_str(&mut out, &[shard_id, ":", sequence].concat());
+    json_str(&mut out, &[shard_id, ":", sequence]);
     out.extend_from_slice(br#","eventName":"aws:kinesis:record","invokeIdentityArn":"#);
-    json_str(&mut out, &ctx.invoke_identity_arn);
+    json_str(&mut out, &[&ctx.invoke_identity_arn]);
     out.extend_from_slice(br#","awsRegion":"#);
-    json_str(&mut out, &ctx.region);
+    json_str(&mut out, &[&ctx.region]);
     out.extend_from_slice(br#","eventSourceARN":"#);
-    json_str(&mut out, &ctx.stream_arn);
+    json_str(&mut out, &[&ctx.stream_arn]);
     out.push(b'}');
     out
 }
 
-/// Writes `s` as a JSON string: as it is when nothing in it needs escaping (shard ids, sequence
-/// numbers and ARNs never do), else through serde_json.
-fn json_str(out: &mut Vec<u8>, s: &str) {
-    if s.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\') {
+/// Writes `parts`, joined, as one JSON string: as they are when nothing in them needs escaping
+/// (shard ids, sequence numbers and ARNs never do), else through serde_json.
+fn json_str(out: &mut Vec<u8>, parts: &[&str]) {
+    let plain = |s: &&str| s.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\');
+    if parts.iter().all(plain) {
         out.push(b'"');
-        out.extend_from_slice(s.as_bytes());
+        for p in parts {
+            out.extend_from_slice(p.as_bytes());
+        }
         out.push(b'"');
     } else {
-        serde_json::to_writer(out, s).expect("a string writes");
+        serde_json::to_writer(out, &parts.concat()).expect("a string writes");
     }
 }
 
