@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use sluice::batch::{self, Batcher, MAX_PAYLOAD_BYTES};
 use sluice::dispatch::response;
-use sluice::source::kinesis::event::{encode, EventContext};
+use sluice::source::kinesis::event::{encode, Data, EventContext};
 use sluice::source::{Record, SequenceNumber};
 
 /// Runs `f` repeatedly for about `budget` and returns the mean time per call.
@@ -23,11 +23,11 @@ fn time(budget: Duration, mut f: impl FnMut()) -> Duration {
 }
 
 fn main() {
-    let ctx = EventContext {
-        stream_arn: "arn:aws:kinesis:us-east-1:123456789012:stream/bench".into(),
-        region: "us-east-1".into(),
-        invoke_identity_arn: "arn:aws:iam::123456789012:role/sluice".into(),
-    };
+    let ctx = EventContext::new(
+        "arn:aws:kinesis:us-east-1:123456789012:stream/bench",
+        "us-east-1",
+        "arn:aws:iam::123456789012:role/sluice",
+    );
     // `cargo bench` passes --bench; under `cargo test --all-targets` this is a quick smoke run.
     let budget = if std::env::args().any(|a| a == "--bench") {
         Duration::from_secs(2)
@@ -48,7 +48,7 @@ fn main() {
                     "shardId-000000000000",
                     s,
                     "key",
-                    &data,
+                    Data::Bytes(&data),
                     1_700_000_000_123,
                     None,
                 ));
@@ -74,7 +74,7 @@ fn main() {
                     "shardId-000000000000",
                     &seq,
                     "key",
-                    &data,
+                    Data::Bytes(&data),
                     1_700_000_000_123,
                     None,
                 ),

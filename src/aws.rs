@@ -220,6 +220,42 @@ impl Clients {
         self.factory.shared.credentials_provider()
     }
 
+    /// What sluice's own Kinesis data-plane client ([`crate::source::kinesis::wire`]) needs to
+    /// reach and sign for these clients' region, decided as the SDK decides it: the endpoint
+    /// override is `endpoints.kinesis`, else `AWS_ENDPOINT_URL_KINESIS` (or the profile's
+    /// `endpoint_url` for Kinesis), else `AWS_ENDPOINT_URL`; FIPS and dual-stack from the shared
+    /// configuration; the same credentials provider.
+    pub fn kinesis_data_plane(&self) -> KinesisDataPlane {
+        let shared = &self.factory.shared;
+        let endpoint_url = self.factory.endpoints.kinesis.clone().or_else(|| {
+            shared
+                .service_config()
+                .and_then(|c| {
+                    c.load_config(
+                        aws_types::service_config::ServiceConfigKey::builder()
+                            .service_id("Kinesis")
+                            .env("AWS_ENDPOINT_URL")
+                            .profile("endpoint_url")
+                            .build()
+                            .ok()?,
+                    )
+                })
+                .or_else(|| shared.endpoint_url().map(str::to_string))
+        });
+        KinesisDataPlane {
+            endpoint_url,
+            region: self
+                .kinesis
+                .config()
+                .region()
+                .map(|r| r.to_string())
+                .unwrap_or_default(),
+            use_fips: shared.use_fips().unwrap_or(false),
+            use_dual_stack: shared.use_dual_stack().unwrap_or(false),
+            credentials: shared.credentials_provider(),
+        }
+    }
+
     /// The clients for the region an ARN names; these clients when `arn` is not an ARN or names no
     /// region (an S3 bucket ARN, a bare function name).
     pub fn for_arn(&self, arn: &str) -> Clients {
@@ -228,6 +264,18 @@ impl Clients {
             None => self.clone(),
         }
     }
+}
+
+/// Where and with what sluice's own Kinesis data-plane calls go: see
+/// [`Clients::kinesis_data_plane`].
+#[derive(Clone, Debug)]
+pub struct KinesisDataPlane {
+    /// The endpoint override; `None`: AWS's endpoint for the stream (resolved per stream ARN).
+    pub endpoint_url: Option<String>,
+    pub region: String,
+    pub use_fips: bool,
+    pub use_dual_stack: bool,
+    pub credentials: Option<aws_credential_types::provider::SharedCredentialsProvider>,
 }
 
 /// The region field of `arn:<partition>:<service>:<region>:…`, when there is one.

@@ -233,8 +233,8 @@ proptest! {
         arrival_ms in any::<i64>(),
         encryption in opt_string(),
     ) {
-        let ctx = kinesis::EventContext { stream_arn: arn, region, invoke_identity_arn: identity };
-        let bytes = kinesis::event::encode(&ctx, &shard, &sequence, &key, &data, arrival_ms, encryption.as_deref());
+        let ctx = kinesis::EventContext::new(arn, region, identity);
+        let bytes = kinesis::event::encode(&ctx, &shard, &sequence, &key, kinesis::event::Data::Bytes(&data), arrival_ms, encryption.as_deref());
         let v: serde_json::Value = serde_json::from_slice(&bytes).expect("an event entry is JSON");
         let b64 = v["kinesis"]["data"].as_str().expect("data is a string");
         prop_assert_eq!(base64::engine::general_purpose::STANDARD.decode(b64).unwrap(), data);

@@ -155,15 +155,12 @@ fn lib_config(kinesis: &str, lambda: &str) -> ::sluice::config::Config {
     ::sluice::config::parse_str(&yaml).expect("test config")
 }
 
-fn source_for(client: aws_sdk_kinesis::Client, arn: &str) -> KinesisSource {
+fn source_for(clients: &::sluice::aws::Clients, arn: &str) -> KinesisSource {
     KinesisSource::new(
-        client,
-        EventContext {
-            stream_arn: arn.to_string(),
-            region: "us-east-1".into(),
-            invoke_identity_arn: "arn:aws:iam::000000000000:role/r".into(),
-        },
+        clients,
+        EventContext::new(arn, "us-east-1", "arn:aws:iam::000000000000:role/r"),
     )
+    .expect("an HTTP client")
 }
 
 /// A TCP server that accepts connections and never answers: a half-open peer.
@@ -185,7 +182,7 @@ async fn kinesis_calls_to_a_silent_endpoint_time_out_as_service_errors() {
     let url = silent_endpoint().await;
     let clients = ::sluice::aws::clients(&lib_config(&url, &url)).await;
     let source = source_for(
-        clients.kinesis.clone(),
+        &clients,
         "arn:aws:kinesis:us-east-1:000000000000:stream/silent",
     );
     let bound = ::sluice::aws::DEFAULT_OPERATION_TIMEOUT + Duration::from_secs(5);
@@ -259,7 +256,7 @@ async fn kinesis_retention_is_read_from_the_stream() {
         .await
         .expect("IncreaseStreamRetentionPeriod");
     let clients = ::sluice::aws::clients(&lib_config(&tb.kinesis, &tb.lambda)).await;
-    let source = source_for(clients.kinesis.clone(), &arn);
+    let source = source_for(&clients, &arn);
     let retention = wait_for("retention of 48 h", Duration::from_secs(30), || async {
         let r = source.retention().await.expect("DescribeStreamSummary");
         (r == Duration::from_secs(48 * 3600)).then_some(r)

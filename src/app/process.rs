@@ -82,16 +82,14 @@ impl Process {
         };
         match &wiring.mapping.source {
             MappingSource::Kinesis(s) => {
-                let client = wiring.clients.kinesis.clone();
-                let ctx = EventContext {
-                    stream_arn: s.stream.arn.clone(),
-                    region: s.stream.region.clone(),
-                    invoke_identity_arn: self.invoke_identity_arn.clone(),
-                };
+                let ctx =
+                    EventContext::new(&s.stream.arn, &s.stream.region, &self.invoke_identity_arn);
                 let source: Arc<dyn Source> = match &s.stream.consumer {
-                    Some(consumer) => Arc::new(FanoutSource::new(client, ctx, consumer.clone())),
+                    Some(consumer) => {
+                        Arc::new(FanoutSource::new(&wiring.clients, ctx, consumer.clone())?)
+                    }
                     None => Arc::new(
-                        KinesisSource::new(client, ctx)
+                        KinesisSource::new(&wiring.clients, ctx)?
                             .with_caught_up_interval(s.caught_up_interval),
                     ),
                 };

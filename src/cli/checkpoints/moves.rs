@@ -152,12 +152,13 @@ async fn shard_api(cfg: &Config, mapping: &Mapping) -> Result<(Arc<dyn ShardApi>
     let clients = crate::aws::clients(cfg).await.for_arn(mapping.source_arn());
     match &mapping.source {
         MappingSource::Kinesis(s) => {
-            let ctx = crate::source::kinesis::EventContext {
-                stream_arn: s.stream.arn.clone(),
-                region: s.stream.region.clone(),
-                invoke_identity_arn: cfg.invoke_identity_arn.clone(),
-            };
-            let source = crate::source::kinesis::KinesisSource::new(clients.kinesis, ctx);
+            let ctx = crate::source::kinesis::EventContext::new(
+                &s.stream.arn,
+                &s.stream.region,
+                &cfg.invoke_identity_arn,
+            );
+            let source = crate::source::kinesis::KinesisSource::new(&clients, ctx)
+                .map_err(|e| Failed(format!("an HTTP client: {e}"), EXIT_FAILED))?;
             let api: Arc<dyn ShardApi> = source.api().clone();
             Ok((api, true))
         }

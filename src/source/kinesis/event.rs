@@ -1,11 +1,77 @@
 //! The Kinesis event record exactly as Lambda builds it (esm-spec.md §8): one entry of `Records`.
 
-/// Per-mapping values every record entry carries.
+/// Per-mapping values every record entry carries, and the entry's tail they make (written once
+/// here, copied into every entry).
 #[derive(Debug, Clone)]
 pub struct EventContext {
-    pub stream_arn: String,
-    pub region: String,
-    pub invoke_identity_arn: String,
+    stream_arn: String,
+    region: String,
+    invoke_identity_arn: String,
+    /// `,"eventName":…,"eventSourceARN":"…"}`: everything after the eventID.
+    tail: Vec<u8>,
+}
+
+impl EventContext {
+    pub fn new(
+        stream_arn: impl Into<String>,
+        region: impl Into<String>,
+        invoke_identity_arn: impl Into<String>,
+    ) -> EventContext {
+        let (stream_arn, region, invoke_identity_arn) =
+            (stream_arn.into(), region.into(), invoke_identity_arn.into());
+        let mut tail = Vec::with_capacity(128 + stream_arn.len() + invoke_identity_arn.len());
+        tail.extend_from_slice(br#","eventName":"aws:kinesis:record","invokeIdentityArn":"#);
+        json_str(&mut tail, &[&invoke_identity_arn]);
+        tail.extend_from_slice(br#","awsRegion":"#);
+        json_str(&mut tail, &[&region]);
+        tail.extend_from_slice(br#","eventSourceARN":"#);
+        json_str(&mut tail, &[&stream_arn]);
+        tail.push(b'}');
+        EventContext {
+            stream_arn,
+            region,
+            invoke_identity_arn,
+            tail,
+        }
+    }
+
+    /// The stream's ARN: `eventSourceARN`.
+    pub fn stream_arn(&self) -> &str {
+        &self.stream_arn
+    }
+
+    /// `awsRegion`.
+    pub fn region(&self) -> &str {
+        &self.region
+    }
+
+    /// `invokeIdentityArn`.
+    pub fn invoke_identity_arn(&self) -> &str {
+        &self.invoke_identity_arn
+    }
+}
+
+/// A record's data: bytes, or already in base64 (as GetRecords answers it).
+#[derive(Debug, Clone, Copy)]
+pub enum Data<'a> {
+    Bytes(&'a [u8]),
+    Base64(Base64<'a>),
+}
+
+/// Standard base64 text, checked: only the alphabet and `=`, in groups of four, so it goes into
+/// the entry as it is (nothing in it needs escaping).
+#[derive(Debug, Clone, Copy)]
+pub struct Base64<'a>(&'a str);
+
+impl<'a> Base64<'a> {
+    /// `None` when `text` is not standard, padded base64.
+    pub fn new(text: &'a str) -> Option<Base64<'a>> {
+        let ok = text.len().is_multiple_of(4)
+            && text
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'+' || b == b'/' || b == b'=');
+        ok.then_some(Base64(text))
+    }
 }
 
 /// Serializes one record's event entry: the JSON serde would write for AWS's shape (the tests
@@ -16,25 +82,26 @@ pub fn encode(
     shard_id: &str,
     sequence: &str,
     partition_key: &str,
-    data: &[u8],
+    data: Data,
     arrival_ms: i64,
     encryption_type: Option<&str>,
 ) -> Vec<u8> {
-    let b64 = data.len().div_ceil(3) * 4;
+    let b64 = match data {
+        Data::Bytes(b) => b.len().div_ceil(3) * 4,
+        Data::Base64(t) => t.0.len(),
+    };
     let mut out = Vec::with_capacity(
-        b64 + 320
-            + 2 * (shard_id.len() + sequence.len())
-            + partition_key.len()
-            + ctx.stream_arn.len()
-            + ctx.region.len()
-            + ctx.invoke_identity_arn.len(),
+        b64 + 200 + 2 * (shard_id.len() + sequence.len()) + partition_key.len() + ctx.tail.len(),
     );
     out.extend_from_slice(br#"{"kinesis":{"kinesisSchemaVersion":"1.0","partitionKey":"#);
     json_str(&mut out, &[partition_key]);
     out.extend_from_slice(br#","sequenceNumber":"#);
     json_str(&mut out, &[sequence]);
     out.extend_from_slice(br#","data":""#);
-    base64_simd::STANDARD.encode_append(data, &mut out);
+    match data {
+        Data::Bytes(b) => base64_simd::STANDARD.encode_append(b, &mut out),
+        Data::Base64(t) => out.extend_from_slice(t.0.as_bytes()),
+    }
     out.extend_from_slice(br#"","approximateArrivalTimestamp":"#);
     serde_json::to_writer(&mut out, &(arrival_ms as f64 / 1000.0)).expect("a number writes");
     if let Some(t) = encryption_type.filter(|t| *t != "NONE") {
@@ -43,13 +110,7 @@ pub fn encode(
     }
     out.extend_from_slice(br#"},"eventSource":"aws:kinesis","eventVersion":"1.0","eventID":"#);
     json_str(&mut out, &[shard_id, ":", sequence]);
-    out.extend_from_slice(br#","eventName":"aws:kinesis:record","invokeIdentityArn":"#);
-    json_str(&mut out, &[&ctx.invoke_identity_arn]);
-    out.extend_from_slice(br#","awsRegion":"#);
-    json_str(&mut out, &[&ctx.region]);
-    out.extend_from_slice(br#","eventSourceARN":"#);
-    json_str(&mut out, &[&ctx.stream_arn]);
-    out.push(b'}');
+    out.extend_from_slice(&ctx.tail);
     out
 }
 
@@ -145,11 +206,7 @@ mod tests {
             encryption in proptest::option::of("NONE|KMS|[a-z\"]{0,3}"),
             arn in "arn:aws:kinesis:[a-z0-9-]{1,12}:[0-9]{12}:stream/\\PC{1,10}",
         ) {
-            let ctx = EventContext {
-                stream_arn: arn,
-                region: "eu-west-1".into(),
-                invoke_identity_arn: "arn:aws:iam::123456789012:role/r\"x".into(),
-            };
+            let ctx = EventContext::new(arn, "eu-west-1", "arn:aws:iam::123456789012:role/r\"x");
             let f = Fields {
                 shard: &shard,
                 seq: &seq,
@@ -158,28 +215,33 @@ mod tests {
                 arrival_ms,
                 encryption: encryption.as_deref(),
             };
-            let ours = encode(&ctx, f.shard, f.seq, f.key, f.data, f.arrival_ms, f.encryption);
+            let ours = encode(&ctx, f.shard, f.seq, f.key, Data::Bytes(f.data), f.arrival_ms, f.encryption);
             prop_assert_eq!(
-                String::from_utf8(ours).unwrap(),
+                String::from_utf8(ours.clone()).unwrap(),
                 String::from_utf8(by_serde(&ctx, &f)).unwrap()
             );
+            // The same record with its data given in base64, as GetRecords answers it.
+            let text = base64::engine::general_purpose::STANDARD.encode(f.data);
+            let b64 = Base64::new(&text).expect("standard base64");
+            let passed = encode(&ctx, f.shard, f.seq, f.key, Data::Base64(b64), f.arrival_ms, f.encryption);
+            prop_assert_eq!(passed, ours);
         }
     }
 
     #[test]
     fn entry_matches_the_aws_example() {
-        let ctx = EventContext {
-            stream_arn: "arn:aws:kinesis:us-east-2:123456789012:stream/lambda-stream".into(),
-            region: "us-east-2".into(),
-            invoke_identity_arn: "arn:aws:iam::123456789012:role/lambda-role".into(),
-        };
+        let ctx = EventContext::new(
+            "arn:aws:kinesis:us-east-2:123456789012:stream/lambda-stream",
+            "us-east-2",
+            "arn:aws:iam::123456789012:role/lambda-role",
+        );
         let seq = "49590338271490256608559692538361571095921575989136588898";
         let bytes = encode(
             &ctx,
             "shardId-000000000006",
             seq,
             "1",
-            b"Hello, this is a test.",
+            Data::Bytes(b"Hello, this is a test."),
             1545084650987,
             Some("NONE"),
         );
@@ -190,5 +252,15 @@ mod tests {
             "eventName":"aws:kinesis:record","invokeIdentityArn":"arn:aws:iam::123456789012:role/lambda-role",
             "awsRegion":"us-east-2","eventSourceARN":"arn:aws:kinesis:us-east-2:123456789012:stream/lambda-stream"});
         assert_eq!(got, want);
+    }
+
+    #[test]
+    fn only_standard_padded_base64_passes_through() {
+        for ok in ["", "SGVsbG8=", "SGk=", "AAAA", "+/+/"] {
+            assert!(Base64::new(ok).is_some(), "{ok}");
+        }
+        for bad in ["SGk", "SGVsbG8\"=", "a-b_", "SGVsbG8=\n", "é"] {
+            assert!(Base64::new(bad).is_none(), "{bad}");
+        }
     }
 }

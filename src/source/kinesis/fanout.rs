@@ -33,6 +33,7 @@ use tracing::debug;
 
 use super::{record, EventContext, KinesisApi};
 use crate::aws::error_text;
+use crate::aws::Clients;
 use crate::model::StartingPosition;
 use crate::source::shards::{self, ShardApi};
 use crate::source::{
@@ -108,11 +109,15 @@ pub struct FanoutSource {
 }
 
 impl FanoutSource {
-    /// `client` must be for the stream's region; `consumer` is the consumer ARN (registered
+    /// `clients` must be those of the stream's region; `consumer` is the consumer ARN (registered
     /// beforehand with RegisterStreamConsumer; sluice never registers one).
-    pub fn new(client: Client, ctx: EventContext, consumer: String) -> Self {
+    pub fn new(
+        clients: &Clients,
+        ctx: EventContext,
+        consumer: String,
+    ) -> Result<Self, reqwest::Error> {
         let subscriber = Arc::new(SdkSubscriber {
-            client: client.clone(),
+            client: clients.kinesis.clone(),
             ctx: ctx.clone(),
             consumer,
         });
@@ -120,7 +125,8 @@ impl FanoutSource {
             .ok()
             .and_then(|v| v.parse::<u64>().ok())
             .map_or(RENEW_AFTER, |ms| Duration::from_millis(ms.max(1000)));
-        Self::with_subscriber(KinesisApi { client, ctx }, subscriber, renew_after)
+        let api = KinesisApi::new(clients, ctx)?;
+        Ok(Self::with_subscriber(api, subscriber, renew_after))
     }
 
     /// Over any [`Subscribe`] (tests: a scripted one).

@@ -1,6 +1,7 @@
 //! Kinesis Data Streams as a [`ShardApi`]: ListShards (paginated), DescribeStreamSummary's retention,
-//! GetShardIterator and GetRecords, each classified into [`SourceError`], and records encoded the
-//! way Lambda builds them (see [`event`]). Reading itself (pacing, iterators, caught-up) is the
+//! GetShardIterator (through the SDK) and GetRecords (sent by hand, see [`wire`]: the one call made
+//! once a second per shard), each classified into [`SourceError`], and records encoded the way
+//! Lambda builds them (see [`event`]; GetRecords' base64 `Data` goes into the entry as it came). Reading itself (pacing, iterators, caught-up) is the
 //! shared [`IteratorReader`](crate::source::shards::IteratorReader): at most 5 reads per second per
 //! shard, at Lambda's base rate of one per second once caught up. The stream is addressed by its
 //! ARN (`StreamARN` on every call), never by name: the ARN's account and region decide what is read
@@ -11,6 +12,7 @@ pub mod event;
 pub mod fanout;
 #[cfg(test)]
 mod fanout_tests;
+pub mod wire;
 
 use async_trait::async_trait;
 use aws_sdk_kinesis::primitives::DateTime;
@@ -20,10 +22,12 @@ use std::time::{Duration, UNIX_EPOCH};
 
 use super::shards::{Fault, IteratorStart, RawPage, ReadLimits, ShardApi, ShardPage, ShardSource};
 use super::{EventFormat, Partition, Record, SequenceNumber, SourceError};
-use crate::aws::error_text;
+use crate::aws::{error_text, Clients};
 use crate::model::{lane_key, StartingPosition};
+use event::Data;
 pub use event::EventContext;
 pub use fanout::FanoutSource;
+use wire::Wire;
 
 /// Kinesis allows 5 GetRecords calls per second per shard; Lambda's base polling rate for a
 /// caught-up shard is once a second; GetRecords returns at most 10,000 records.
@@ -37,21 +41,32 @@ pub const LIMITS: ReadLimits = ReadLimits {
 pub type KinesisSource = ShardSource<KinesisApi>;
 
 impl KinesisSource {
-    /// `client` must be for the region of `ctx.stream_arn`.
-    pub fn new(client: Client, ctx: EventContext) -> Self {
-        ShardSource::from_api(KinesisApi { client, ctx })
+    /// `clients` must be those of the region of `ctx`'s stream. Fails only when no HTTP client
+    /// can be built (TLS set-up).
+    pub fn new(clients: &Clients, ctx: EventContext) -> Result<Self, reqwest::Error> {
+        Ok(ShardSource::from_api(KinesisApi::new(clients, ctx)?))
     }
 }
 
 /// The Kinesis calls of one stream.
 pub struct KinesisApi {
     client: Client,
+    wire: Wire,
     ctx: EventContext,
 }
 
 impl KinesisApi {
+    /// `clients` must be those of the region of `ctx`'s stream.
+    pub fn new(clients: &Clients, ctx: EventContext) -> Result<Self, reqwest::Error> {
+        Ok(KinesisApi {
+            client: clients.kinesis.clone(),
+            wire: Wire::new(clients.kinesis_data_plane())?,
+            ctx,
+        })
+    }
+
     fn arn(&self) -> &str {
-        &self.ctx.stream_arn
+        self.ctx.stream_arn()
     }
 }
 
@@ -166,38 +181,24 @@ impl ShardApi for KinesisApi {
     }
 
     async fn get_records(&self, shard: &str, iterator: String) -> Result<RawPage, SourceError> {
-        let out = self
-            .client
-            .get_records()
-            .stream_arn(self.arn())
-            .shard_iterator(iterator)
-            .limit(LIMITS.page_limit as i32)
-            .send()
+        let op = "GetRecords";
+        let body = self
+            .wire
+            .get_records(self.arn(), &iterator, LIMITS.page_limit as u32)
             .await
             .map_err(|e| {
-                let fault = match e.as_service_error() {
-                    Some(s) if s.is_expired_iterator_exception() => Fault::ExpiredIterator,
-                    Some(s)
-                        if s.is_provisioned_throughput_exceeded_exception()
-                            || s.is_kms_throttling_exception() =>
-                    {
+                let fault = match e.code() {
+                    Some("ExpiredIteratorException") => Fault::ExpiredIterator,
+                    Some("ProvisionedThroughputExceededException" | "KMSThrottlingException") => {
                         Fault::Throttled
                     }
-                    Some(s) if s.is_resource_not_found_exception() => Fault::NotFound,
+                    Some("ResourceNotFoundException") => Fault::NotFound,
                     _ => Fault::Other,
                 };
-                fault.on_shard("GetRecords", self.arn(), shard, error_text(&e))
+                fault.on_shard(op, self.arn(), shard, e.text())
             })?;
-        let records = out
-            .records()
-            .iter()
-            .map(|r| record(&self.ctx, shard, r))
-            .collect();
-        Ok(RawPage {
-            records,
-            next_iterator: out.next_shard_iterator().map(str::to_string),
-            millis_behind: out.millis_behind_latest(),
-        })
+        wire::page(&self.ctx, shard, &body)
+            .map_err(|e| Fault::Other.on_shard(op, self.arn(), shard, e))
     }
 }
 
@@ -221,7 +222,7 @@ pub(crate) fn record(
             shard,
             r.sequence_number(),
             r.partition_key().unwrap_or_default(),
-            r.data().as_ref(),
+            Data::Bytes(r.data().as_ref()),
             arrival_ms,
             r.encryption_type().map(|t| t.as_str()),
         ),
