@@ -1,12 +1,15 @@
 //! The per-record hot path, measured: encoding Kinesis event entries, batching them and assembling
-//! the event payload, and reading a `batchItemFailures` response. Prints one line per figure.
+//! the event payload, reading a `batchItemFailures` response, and one HTTP invocation of a
+//! 100-record payload against a minimal local server that answers `{}` (client and server on one
+//! thread, so the figure is their CPU per invocation). Prints one line per figure.
 //! Run: `cargo bench --bench pipeline`.
 
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
 use sluice::batch::{self, Batcher, MAX_PAYLOAD_BYTES};
-use sluice::dispatch::response;
+use sluice::config::HttpTarget;
+use sluice::dispatch::{response, Dispatcher, HttpDispatcher};
 use sluice::source::kinesis::event::{encode, Data, EventContext};
 use sluice::source::{Record, SequenceNumber};
 
@@ -123,4 +126,93 @@ fn main() {
         "parse batchItemFailures, 100 of 500 identifiers: {:>8.1} µs/response",
         per_parse.as_secs_f64() * 1e6
     );
+
+    // Assembling one BatchSize-100 payload of 1 KiB entries (the copy into the request body).
+    let per_payload = time(budget, || {
+        black_box(batch::encode(black_box(&records[..100])));
+    });
+    println!(
+        "assemble one payload, 100 x 1 KiB entries: {:>8.1} µs/payload  {:>6.0} ns/record",
+        per_payload.as_secs_f64() * 1e6,
+        per_payload.as_nanos() as f64 / 100.0
+    );
+
+    // One HTTP invocation of a BatchSize-100 payload of 1 KiB records, as the drain sends them.
+    let payload = batch::encode(&records[..100]);
+    let per_invoke = invoke_time(budget, payload.clone());
+    println!(
+        "HTTP invoke, {} B payload, answer {{}}: {:>8.1} µs/invoke (client and server, one thread)",
+        payload.len(),
+        per_invoke.as_secs_f64() * 1e6
+    );
+}
+
+/// The mean time of one [`HttpDispatcher`] invocation of `payload` against a local keep-alive
+/// server that reads each request and answers `200 {}`; all of it on one thread.
+fn invoke_time(budget: Duration, payload: bytes::Bytes) -> Duration {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a runtime");
+    rt.block_on(async move {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            while let Ok((mut conn, _)) = listener.accept().await {
+                tokio::spawn(async move {
+                    let mut buf = Vec::with_capacity(256 * 1024);
+                    loop {
+                        // Headers, then Content-Length bytes of body.
+                        let (head, len) = loop {
+                            if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                                let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
+                                let len = head
+                                    .lines()
+                                    .find_map(|l| l.strip_prefix("content-length:"))
+                                    .and_then(|v| v.trim().parse::<usize>().ok())
+                                    .unwrap_or(0);
+                                break (end + 4, len);
+                            }
+                            let mut chunk = [0u8; 65536];
+                            match conn.read(&mut chunk).await {
+                                Ok(0) | Err(_) => return,
+                                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                            }
+                        };
+                        while buf.len() < head + len {
+                            let mut chunk = [0u8; 65536];
+                            match conn.read(&mut chunk).await {
+                                Ok(0) | Err(_) => return,
+                                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                            }
+                        }
+                        buf.drain(..head + len);
+                        let answer = b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 2\r\n\r\n{}";
+                        if conn.write_all(answer).await.is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        let dispatcher = HttpDispatcher::new(&HttpTarget {
+            url: format!("http://{addr}/fn"),
+            headers: Default::default(),
+            timeout: Duration::from_secs(30),
+        })
+        .expect("a client");
+        let once = || async {
+            let invoked = dispatcher.invoke(payload.clone()).await.expect("invoked");
+            assert_eq!(&invoked.body[..], b"{}");
+        };
+        once().await;
+        let start = Instant::now();
+        let mut n = 0u32;
+        while start.elapsed() < budget {
+            once().await;
+            n += 1;
+        }
+        start.elapsed() / n
+    })
 }

@@ -36,13 +36,15 @@ pub fn encode_in(envelope: &Envelope, records: &[Record]) -> Bytes {
 /// comma-separated, e.g. a tumbling window's fields) added after the envelope's own: `{"Records":
 /// [...],<members>}`. Without members, exactly [`encode_in`].
 pub fn encode_with(envelope: &Envelope, records: &[Record], members: &[u8]) -> Bytes {
-    let event = encode_in(envelope, records);
+    let entries = records.iter().map(|r| r.event.as_slice());
     if members.is_empty() {
-        return event;
+        return encode_entries_in(envelope, entries);
     }
-    let mut out = Vec::with_capacity(event.len() + members.len() + 1);
-    // Every envelope is an object: its closing brace goes after the members.
-    out.extend_from_slice(&event[..event.len() - 1]);
+    // One buffer, sized once: the envelope's closing brace (every envelope is an object) goes
+    // after the members, instead of copying the whole event again to insert them.
+    let mut out = assemble(envelope, entries, members.len() + 1);
+    let brace = out.pop();
+    debug_assert_eq!(brace, Some(b'}'), "every envelope is an object");
     out.push(b',');
     out.extend_from_slice(members);
     out.push(b'}');
@@ -59,10 +61,20 @@ pub fn encode_entries_in<'a>(
     envelope: &Envelope,
     entries: impl Iterator<Item = &'a [u8]> + Clone,
 ) -> Bytes {
+    Bytes::from(assemble(envelope, entries, 0))
+}
+
+/// The event in `envelope` around `entries`, in a buffer with room for `spare` more bytes (its
+/// one allocation).
+fn assemble<'a>(
+    envelope: &Envelope,
+    entries: impl Iterator<Item = &'a [u8]> + Clone,
+    spare: usize,
+) -> Vec<u8> {
     let (count, bytes) = entries
         .clone()
         .fold((0, 0), |(n, b), e| (n + 1, b + e.len()));
-    let mut out = Vec::with_capacity(payload_size_in(envelope, count, bytes));
+    let mut out = Vec::with_capacity(payload_size_in(envelope, count, bytes) + spare);
     out.extend_from_slice(envelope.prefix());
     for (i, e) in entries.enumerate() {
         if i > 0 {
@@ -71,7 +83,7 @@ pub fn encode_entries_in<'a>(
         out.extend_from_slice(e);
     }
     out.extend_from_slice(envelope.suffix());
-    Bytes::from(out)
+    out
 }
 
 /// Splits `items` (in order) into runs whose events fit `max_bytes`; an oversized item goes alone.
@@ -168,7 +180,7 @@ impl Batcher {
     /// two windows); at least one record if any are waiting.
     pub fn take_upto(&mut self, max: usize) -> Vec<Record> {
         let max = max.clamp(1, self.max_records);
-        let mut out = Vec::new();
+        let mut out = Vec::with_capacity(max.min(self.records.len()));
         let mut bytes = 0;
         while let Some(next) = self.records.front() {
             let fits = out.len() < max
@@ -263,6 +275,76 @@ mod tests {
             &empty[..],
             br#"{"Records":[],"isFinalInvokeForWindow":true}"#
         );
+    }
+
+    /// The event as it was assembled before it was built in one buffer: the envelope's event,
+    /// then copied again with the members inserted before its closing brace.
+    fn two_pass(envelope: &Envelope, records: &[Record], members: &[u8]) -> Vec<u8> {
+        let mut event = envelope.prefix().to_vec();
+        for (i, r) in records.iter().enumerate() {
+            if i > 0 {
+                event.push(b',');
+            }
+            event.extend_from_slice(&r.event);
+        }
+        event.extend_from_slice(envelope.suffix());
+        if members.is_empty() {
+            return event;
+        }
+        let mut out = event[..event.len() - 1].to_vec();
+        out.push(b',');
+        out.extend_from_slice(members);
+        out.push(b'}');
+        out
+    }
+
+    #[test]
+    fn payloads_are_byte_for_byte_what_two_passes_made() {
+        let kafka = crate::model::EventFormat::kafka(
+            &crate::model::KafkaCluster::msk("arn:aws:kafka:us-east-1:1:cluster/c/1", &["b:9092"]),
+            "orders",
+            3,
+        )
+        .envelope;
+        let records: Vec<Record> = (0..7).map(|i| rec(i, 20 + 13 * i)).collect();
+        let window = br#""window":{"start":"2020-01-01T00:00:00Z","end":"2020-01-01T00:01:00Z"},"state":{"n":"1"},"shardId":"shardId-000000000000","eventSourceARN":"arn","isFinalInvokeForWindow":false,"isWindowTerminatedEarly":false"#;
+        for envelope in [Envelope::Records, kafka] {
+            for n in [0, 1, 2, 7] {
+                for members in [&b""[..], &br#""shardId":"s""#[..], &window[..]] {
+                    let built = encode_with(&envelope, &records[..n], members);
+                    assert_eq!(&built[..], &two_pass(&envelope, &records[..n], members)[..]);
+                    if members.is_empty() {
+                        assert_eq!(built, encode_in(&envelope, &records[..n]));
+                        assert_eq!(
+                            built.len(),
+                            payload_size_in(&envelope, n, bytes_of(&records[..n]))
+                        );
+                    }
+                    let v: serde_json::Value = serde_json::from_slice(&built).unwrap();
+                    assert!(v.is_object());
+                }
+            }
+        }
+    }
+
+    fn bytes_of(records: &[Record]) -> usize {
+        records.iter().map(|r| r.event.len()).sum()
+    }
+
+    #[test]
+    fn a_take_holds_what_was_pushed_in_order() {
+        let mut b = Batcher::new(4, MAX_PAYLOAD_BYTES);
+        b.push((0..3).map(|i| rec(i, 20)).collect());
+        let taken = b.take();
+        assert_eq!(taken.len(), 3);
+        assert!(taken.capacity() >= 3);
+        b.push((3..13).map(|i| rec(i, 20)).collect());
+        let taken: Vec<_> = std::iter::from_fn(|| Some(b.take()).filter(|t| !t.is_empty()))
+            .flatten()
+            .map(|r| r.sequence.0)
+            .collect();
+        assert_eq!(taken, (3..13).map(|i| i.to_string()).collect::<Vec<_>>());
+        assert!(b.is_empty());
     }
 
     #[test]
