@@ -58,19 +58,19 @@ pub enum Data<'a> {
     Base64(Base64<'a>),
 }
 
-/// Standard base64 text, checked: only the alphabet and `=`, in groups of four, so it goes into
-/// the entry as it is (nothing in it needs escaping).
+/// Standard base64 text, checked (the alphabet, `=` padding, groups of four), so it goes into the
+/// entry as it is (nothing in it needs escaping).
 #[derive(Debug, Clone, Copy)]
 pub struct Base64<'a>(&'a str);
 
 impl<'a> Base64<'a> {
     /// `None` when `text` is not standard, padded base64.
     pub fn new(text: &'a str) -> Option<Base64<'a>> {
-        let ok = text.len().is_multiple_of(4)
-            && text
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'+' || b == b'/' || b == b'=');
-        ok.then_some(Base64(text))
+        // SIMD, as the encoder: a per-byte loop here was a third of the drain's CPU.
+        base64_simd::STANDARD
+            .check(text.as_bytes())
+            .is_ok()
+            .then_some(Base64(text))
     }
 }
 
@@ -114,10 +114,23 @@ pub fn encode(
     out
 }
 
+/// The bytes JSON writes as they are in a string: all but control characters, `"` and `\\`.
+static PLAIN: [bool; 256] = {
+    let mut t = [true; 256];
+    let mut b = 0;
+    while b < 0x20 {
+        t[b] = false;
+        b += 1;
+    }
+    t[b'"' as usize] = false;
+    t[b'\\' as usize] = false;
+    t
+};
+
 /// Writes `parts`, joined, as one JSON string: as they are when nothing in them needs escaping
 /// (shard ids, sequence numbers and ARNs never do), else through serde_json.
 fn json_str(out: &mut Vec<u8>, parts: &[&str]) {
-    let plain = |s: &&str| s.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\');
+    let plain = |s: &&str| s.bytes().all(|b| PLAIN[b as usize]);
     if parts.iter().all(plain) {
         out.push(b'"');
         for p in parts {
