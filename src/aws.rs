@@ -363,6 +363,18 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn the_kinesis_data_plane_keeps_the_override_and_takes_the_region() {
+        let clients = clients(&config()).await;
+        let plane = clients.kinesis_data_plane();
+        assert_eq!(plane.endpoint_url.as_deref(), Some("http://127.0.0.1:1"));
+        assert_eq!(plane.region, "us-east-1");
+        let eu = clients.for_region("eu-west-1").kinesis_data_plane();
+        assert_eq!(eu.region, "eu-west-1");
+        assert_eq!(eu.endpoint_url.as_deref(), Some("http://127.0.0.1:1"));
+        assert!(!eu.use_fips && !eu.use_dual_stack);
+    }
+
+    #[tokio::test]
     async fn clients_per_region_are_cached_and_carry_the_timeouts() {
         let clients = clients(&config()).await;
         assert_eq!(
