@@ -7,7 +7,6 @@
 use aws_sdk_sqs::types::{
     BatchResultErrorEntry, ChangeMessageVisibilityBatchRequestEntry, DeleteMessageBatchRequestEntry,
 };
-use std::collections::HashSet;
 use std::time::Duration;
 use tracing::warn;
 
@@ -35,6 +34,59 @@ pub struct VisibilityChange {
     pub retry: Vec<(String, String)>,
 }
 
+/// The `Id` of entry `i` of a batch call (at most 10 entries a call).
+const IDS: [&str; 10] = ["0", "1", "2", "3", "4", "5", "6", "7", "8", "9"];
+
+/// The entry an `Id` of a batch result names, of `n` sent (entry `i` is sent with `Id` `i` in
+/// decimal, [`IDS`] for calls of up to 10): None for an id the call did not send.
+fn entry_index(id: &str, n: usize) -> Option<usize> {
+    let canonical = !id.is_empty()
+        && id.bytes().all(|b| b.is_ascii_digit())
+        && (id == "0" || !id.starts_with('0'));
+    id.parse().ok().filter(|&i| canonical && i < n)
+}
+
+/// How one batch call's `n` entries came out, by index.
+#[derive(Debug, Default, PartialEq)]
+struct Sorted<'a> {
+    changed: usize,
+    /// Entries refused as the caller's fault, with SQS's answer.
+    rejected: Vec<(usize, &'a BatchResultErrorEntry)>,
+    /// Entries to try again, in the order sent.
+    retry: Vec<usize>,
+}
+
+/// Sorts a batch call's `n` entries by its result: entries neither successful nor failed (a
+/// malformed result) are retried, like SQS-side failures; ids the call did not send are ignored.
+fn sort_indices<'a>(
+    n: usize,
+    successful: impl IntoIterator<Item = &'a str>,
+    failed: &'a [BatchResultErrorEntry],
+) -> Sorted<'a> {
+    let mut ok = vec![false; n];
+    for id in successful {
+        if let Some(i) = entry_index(id, n) {
+            ok[i] = true;
+        }
+    }
+    let mut refused: Vec<Option<&BatchResultErrorEntry>> = vec![None; n];
+    for f in failed {
+        if let Some(i) = entry_index(f.id(), n) {
+            refused[i] = Some(f);
+        }
+    }
+    let mut out = Sorted::default();
+    for (i, (refused, ok)) in refused.into_iter().zip(ok).enumerate() {
+        match refused {
+            Some(f) if f.sender_fault() => out.rejected.push((i, f)),
+            Some(_) => out.retry.push(i),
+            None if ok => out.changed += 1,
+            None => out.retry.push(i),
+        }
+    }
+    out
+}
+
 /// Sorts the entries of one batch call (`sent[i]` was sent with `Id` `i`) by its result: entries
 /// neither successful nor failed (a malformed result) are retried, like SQS-side failures.
 pub(crate) fn sort_entries(
@@ -42,25 +94,21 @@ pub(crate) fn sort_entries(
     successful: &[&str],
     failed: &[BatchResultErrorEntry],
 ) -> VisibilityChange {
-    let ok: HashSet<&str> = successful.iter().copied().collect();
-    let refused: std::collections::HashMap<&str, &BatchResultErrorEntry> =
-        failed.iter().map(|f| (f.id(), f)).collect();
-    let mut out = VisibilityChange::default();
-    for (i, (id, handle)) in sent.iter().enumerate() {
-        let key = i.to_string();
-        match refused.get(key.as_str()) {
-            Some(f) if f.sender_fault() => out.rejected.push(EntryFailure {
-                message_id: id.clone(),
-                receipt_handle: handle.clone(),
+    let sorted = sort_indices(sent.len(), successful.iter().copied(), failed);
+    VisibilityChange {
+        changed: sorted.changed,
+        rejected: sorted
+            .rejected
+            .iter()
+            .map(|&(i, f)| EntryFailure {
+                message_id: sent[i].0.clone(),
+                receipt_handle: sent[i].1.clone(),
                 code: f.code().to_string(),
                 message: f.message().unwrap_or_default().to_string(),
-            }),
-            Some(_) => out.retry.push((id.clone(), handle.clone())),
-            None if ok.contains(key.as_str()) => out.changed += 1,
-            None => out.retry.push((id.clone(), handle.clone())),
-        }
+            })
+            .collect(),
+        retry: sorted.retry.iter().map(|&i| sent[i].clone()).collect(),
     }
-    out
 }
 
 impl SqsQueue {
@@ -69,11 +117,8 @@ impl SqsQueue {
     /// deleted.
     pub async fn delete(&self, messages: &[&Message]) -> usize {
         let mut deleted = 0;
-        for chunk in messages.chunks(10) {
-            let mut pending: Vec<(String, String)> = chunk
-                .iter()
-                .map(|m| (m.id.clone(), m.receipt_handle.clone()))
-                .collect();
+        for chunk in messages.chunks(IDS.len()) {
+            let mut pending: Vec<&Message> = chunk.to_vec();
             for attempt in 0..3u64 {
                 if pending.is_empty() {
                     break;
@@ -83,11 +128,11 @@ impl SqsQueue {
                 }
                 let entries = pending
                     .iter()
-                    .enumerate()
-                    .filter_map(|(i, (_, handle))| {
+                    .zip(IDS)
+                    .filter_map(|(m, id)| {
                         DeleteMessageBatchRequestEntry::builder()
-                            .id(i.to_string())
-                            .receipt_handle(handle)
+                            .id(id)
+                            .receipt_handle(&m.receipt_handle)
                             .build()
                             .ok()
                     })
@@ -101,27 +146,28 @@ impl SqsQueue {
                     .config_override(self.within(self.timeouts.call))
                     .send()
                     .await;
-                let sorted = match result {
+                let retry = match result {
                     Ok(out) => {
-                        let ok: Vec<&str> = out.successful().iter().map(|s| s.id()).collect();
-                        sort_entries(&pending, &ok, out.failed())
+                        let sorted = sort_indices(
+                            pending.len(),
+                            out.successful().iter().map(|s| s.id()),
+                            out.failed(),
+                        );
+                        deleted += sorted.changed;
+                        for (i, f) in &sorted.rejected {
+                            warn!(queue = %self.arn, message_id = %pending[*i].id, code = %f.code(), message = %f.message().unwrap_or_default(), "SQS refused to delete a message");
+                        }
+                        sorted.retry.iter().map(|&i| pending[i]).collect()
                     }
                     Err(e) => {
                         warn!(queue = %self.arn, error = %error_text(&e), "DeleteMessageBatch failed");
-                        VisibilityChange {
-                            retry: pending.clone(),
-                            ..Default::default()
-                        }
+                        pending
                     }
                 };
-                deleted += sorted.changed;
-                for f in &sorted.rejected {
-                    warn!(queue = %self.arn, message_id = %f.message_id, code = %f.code, message = %f.message, "SQS refused to delete a message");
-                }
-                pending = sorted.retry;
+                pending = retry;
             }
-            for (id, _) in &pending {
-                warn!(queue = %self.arn, message_id = %id, "could not delete a message: it will be delivered again after its visibility timeout");
+            for m in &pending {
+                warn!(queue = %self.arn, message_id = %m.id, "could not delete a message: it will be delivered again after its visibility timeout");
             }
         }
         deleted
@@ -136,13 +182,13 @@ impl SqsQueue {
         limit: Duration,
     ) -> VisibilityChange {
         let mut total = VisibilityChange::default();
-        for chunk in messages.chunks(10) {
+        for chunk in messages.chunks(IDS.len()) {
             let entries = chunk
                 .iter()
-                .enumerate()
-                .filter_map(|(i, (_, handle))| {
+                .zip(IDS)
+                .filter_map(|((_, handle), id)| {
                     ChangeMessageVisibilityBatchRequestEntry::builder()
-                        .id(i.to_string())
+                        .id(id)
                         .receipt_handle(handle)
                         .visibility_timeout(visibility_secs(visibility))
                         .build()
@@ -238,5 +284,56 @@ mod tests {
                 ..Default::default()
             }
         );
+    }
+
+    #[test]
+    fn only_the_ids_a_call_sent_name_an_entry() {
+        assert_eq!(entry_index("0", 1), Some(0));
+        assert_eq!(entry_index("9", 10), Some(9));
+        assert_eq!(entry_index("12", 13), Some(12));
+        for id in [
+            "",
+            "10",
+            "01",
+            "00",
+            "+1",
+            "-1",
+            " 1",
+            "1 ",
+            "x",
+            "99999999999999999999999",
+        ] {
+            assert_eq!(entry_index(id, 10), None, "{id:?}");
+        }
+        assert_eq!(entry_index("3", 3), None);
+        assert_eq!(
+            IDS.iter()
+                .enumerate()
+                .filter(|(i, id)| entry_index(id, 10) == Some(*i))
+                .count(),
+            10
+        );
+    }
+
+    #[test]
+    fn the_last_answer_for_an_entry_counts_and_a_failure_outranks_a_success() {
+        let failed = [
+            entry("0", false, "InternalError"),
+            entry("0", true, "ReceiptHandleIsInvalid"),
+            entry("1", true, "X"),
+        ];
+        let sorted = sort_indices(3, ["1", "2", "2"], &failed);
+        assert_eq!(sorted.changed, 1);
+        assert_eq!(
+            sorted
+                .rejected
+                .iter()
+                .map(|(i, f)| (*i, f.code()))
+                .collect::<Vec<_>>(),
+            vec![(0, "ReceiptHandleIsInvalid"), (1, "X")]
+        );
+        assert!(sorted.retry.is_empty());
+        let none = sort_indices(2, [], &[]);
+        assert_eq!(none.retry, vec![0, 1]);
     }
 }

@@ -1,124 +1,204 @@
 //! The SQS event record exactly as Lambda builds it (esm-spec.md §8): `messageId`, `receiptHandle`,
 //! `body`, `attributes` (all strings), `messageAttributes` in Lambda's shape, `md5OfBody`,
 //! `md5OfMessageAttributes`, `eventSource`, `eventSourceARN`, `awsRegion`.
+//!
+//! [`encode`] runs once per message received, so it writes the JSON by hand: the bytes serde_json
+//! writes for the entry as a `serde_json::Value` (keys in sorted order, as its default `Map` keeps
+//! them; the tests hold it to that byte for byte), into one buffer sized once, with no map and no
+//! string copied on the way.
 
-use aws_sdk_sqs::types::Message;
-use base64::Engine;
-use serde_json::{json, Map, Value};
+use aws_sdk_sqs::types::{Message, MessageAttributeValue};
 
+/// Serializes one message's event entry.
 pub fn encode(m: &Message, queue_arn: &str, region: &str) -> Vec<u8> {
-    let b64 = |b: &[u8]| Value::String(base64::engine::general_purpose::STANDARD.encode(b));
-    let attributes: Map<String, Value> = m
+    let body = m.body().unwrap_or_default();
+    let mut attributes: Vec<(&str, &str)> = m
         .attributes()
-        .map(|a| {
-            a.iter()
-                .map(|(k, v)| (k.as_str().to_string(), Value::String(v.clone())))
-                .collect()
-        })
+        .map(|a| a.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect())
         .unwrap_or_default();
-    let message_attributes: Map<String, Value> = m
+    attributes.sort_unstable_by(|a, b| a.0.cmp(b.0));
+    let mut message_attributes: Vec<(&str, &MessageAttributeValue)> = m
         .message_attributes()
-        .map(|a| {
-            a.iter()
-                .map(|(name, v)| {
-                    let mut o = Map::new();
-                    if let Some(s) = v.string_value() {
-                        o.insert("stringValue".into(), Value::String(s.to_string()));
-                    }
-                    if let Some(b) = v.binary_value() {
-                        o.insert("binaryValue".into(), b64(b.as_ref()));
-                    }
-                    o.insert("stringListValues".into(), json!(v.string_list_values()));
-                    o.insert(
-                        "binaryListValues".into(),
-                        Value::Array(
-                            v.binary_list_values()
-                                .iter()
-                                .map(|b| b64(b.as_ref()))
-                                .collect(),
-                        ),
-                    );
-                    o.insert("dataType".into(), Value::String(v.data_type().to_string()));
-                    (name.clone(), Value::Object(o))
-                })
-                .collect()
-        })
+        .map(|a| a.iter().map(|(k, v)| (k.as_str(), v)).collect())
         .unwrap_or_default();
-    let mut entry = Map::new();
-    entry.insert("messageId".into(), json!(m.message_id()));
-    entry.insert("receiptHandle".into(), json!(m.receipt_handle()));
-    entry.insert("body".into(), json!(m.body().unwrap_or_default()));
-    entry.insert("attributes".into(), Value::Object(attributes));
-    entry.insert(
-        "messageAttributes".into(),
-        Value::Object(message_attributes),
-    );
-    entry.insert("md5OfBody".into(), json!(m.md5_of_body()));
-    if let Some(md5) = m.md5_of_message_attributes() {
-        entry.insert("md5OfMessageAttributes".into(), json!(md5));
+    message_attributes.sort_unstable_by(|a, b| a.0.cmp(b.0));
+
+    let short = |s: Option<&str>| s.map_or(4, str::len);
+    let mut size = 256
+        + body.len()
+        + short(m.message_id())
+        + short(m.receipt_handle())
+        + short(m.md5_of_body())
+        + short(m.md5_of_message_attributes())
+        + queue_arn.len()
+        + region.len();
+    size += attributes
+        .iter()
+        .map(|(k, v)| k.len() + v.len() + 6)
+        .sum::<usize>();
+    size += message_attributes
+        .iter()
+        .map(|(k, v)| k.len() + attribute_size(v))
+        .sum::<usize>();
+    let mut out = Vec::with_capacity(size);
+
+    out.extend_from_slice(br#"{"attributes":{"#);
+    for (i, (k, v)) in attributes.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        json_str(&mut out, k);
+        out.push(b':');
+        json_str(&mut out, v);
     }
-    entry.insert("eventSource".into(), json!("aws:sqs"));
-    entry.insert("eventSourceARN".into(), json!(queue_arn));
-    entry.insert("awsRegion".into(), json!(region));
-    serde_json::to_vec(&Value::Object(entry)).expect("JSON values serialize")
+    out.extend_from_slice(br#"},"awsRegion":"#);
+    json_str(&mut out, region);
+    out.extend_from_slice(br#","body":"#);
+    json_str(&mut out, body);
+    out.extend_from_slice(br#","eventSource":"aws:sqs","eventSourceARN":"#);
+    json_str(&mut out, queue_arn);
+    out.extend_from_slice(br#","md5OfBody":"#);
+    json_opt(&mut out, m.md5_of_body());
+    if let Some(md5) = m.md5_of_message_attributes() {
+        out.extend_from_slice(br#","md5OfMessageAttributes":"#);
+        json_str(&mut out, md5);
+    }
+    out.extend_from_slice(br#","messageAttributes":{"#);
+    for (i, (name, v)) in message_attributes.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        json_str(&mut out, name);
+        out.push(b':');
+        attribute(&mut out, v);
+    }
+    out.extend_from_slice(br#"},"messageId":"#);
+    json_opt(&mut out, m.message_id());
+    out.extend_from_slice(br#","receiptHandle":"#);
+    json_opt(&mut out, m.receipt_handle());
+    out.push(b'}');
+    out
+}
+
+/// One message attribute in Lambda's shape, its keys sorted: `binaryListValues`, `binaryValue`
+/// (when set), `dataType`, `stringListValues`, `stringValue` (when set).
+fn attribute(out: &mut Vec<u8>, v: &MessageAttributeValue) {
+    out.extend_from_slice(br#"{"binaryListValues":["#);
+    for (i, b) in v.binary_list_values().iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        base64_str(out, b.as_ref());
+    }
+    out.push(b']');
+    if let Some(b) = v.binary_value() {
+        out.extend_from_slice(br#","binaryValue":"#);
+        base64_str(out, b.as_ref());
+    }
+    out.extend_from_slice(br#","dataType":"#);
+    json_str(out, v.data_type());
+    out.extend_from_slice(br#","stringListValues":["#);
+    for (i, s) in v.string_list_values().iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        json_str(out, s);
+    }
+    out.push(b']');
+    if let Some(s) = v.string_value() {
+        out.extend_from_slice(br#","stringValue":"#);
+        json_str(out, s);
+    }
+    out.push(b'}');
+}
+
+/// About how many bytes [`attribute`] writes for `v` (a capacity hint, not a bound).
+fn attribute_size(v: &MessageAttributeValue) -> usize {
+    let b64 = |n: usize| n.div_ceil(3) * 4 + 3;
+    96 + v.data_type().len()
+        + v.string_value().map_or(0, |s| s.len() + 16)
+        + v.binary_value().map_or(0, |b| b64(b.as_ref().len()) + 16)
+        + v.string_list_values()
+            .iter()
+            .map(|s| s.len() + 3)
+            .sum::<usize>()
+        + v.binary_list_values()
+            .iter()
+            .map(|b| b64(b.as_ref().len()))
+            .sum::<usize>()
+}
+
+fn base64_str(out: &mut Vec<u8>, data: &[u8]) {
+    out.push(b'"');
+    base64_simd::STANDARD.encode_append(data, out);
+    out.push(b'"');
+}
+
+/// `s` as a JSON string, or `null`.
+fn json_opt(out: &mut Vec<u8>, s: Option<&str>) {
+    match s {
+        Some(s) => json_str(out, s),
+        None => out.extend_from_slice(b"null"),
+    }
+}
+
+/// Whether serde_json escapes byte `b` in a string: the control characters, `"` and `\`.
+#[inline]
+fn escaped(b: u8) -> bool {
+    b < 0x20 || b == b'"' || b == b'\\'
+}
+
+/// Bytes checked at once for anything to escape (branch-free, so the check vectorizes).
+const CHUNK: usize = 32;
+
+/// Writes `s` as a JSON string, escaped as serde_json escapes it: runs with nothing to escape are
+/// copied whole, `\b \t \n \f \r \" \\` get their short escapes and other control characters
+/// `\u00xx` (lowercase hex); everything else, non-ASCII included, is written as it is.
+fn json_str(out: &mut Vec<u8>, s: &str) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let bytes = s.as_bytes();
+    out.reserve(bytes.len() + 2);
+    out.push(b'"');
+    let mut start = 0;
+    let mut i = 0;
+    while i < bytes.len() {
+        if let Some(chunk) = bytes.get(i..i + CHUNK) {
+            if !chunk.iter().fold(false, |any, &b| any | escaped(b)) {
+                i += CHUNK;
+                continue;
+            }
+        }
+        let end = (i + CHUNK).min(bytes.len());
+        while i < end {
+            let b = bytes[i];
+            if escaped(b) {
+                out.extend_from_slice(&bytes[start..i]);
+                match b {
+                    b'"' => out.extend_from_slice(b"\\\""),
+                    b'\\' => out.extend_from_slice(b"\\\\"),
+                    0x08 => out.extend_from_slice(b"\\b"),
+                    0x09 => out.extend_from_slice(b"\\t"),
+                    0x0a => out.extend_from_slice(b"\\n"),
+                    0x0c => out.extend_from_slice(b"\\f"),
+                    0x0d => out.extend_from_slice(b"\\r"),
+                    _ => out.extend_from_slice(&[
+                        b'\\',
+                        b'u',
+                        b'0',
+                        b'0',
+                        HEX[(b >> 4) as usize],
+                        HEX[(b & 0xf) as usize],
+                    ]),
+                }
+                start = i + 1;
+            }
+            i += 1;
+        }
+    }
+    out.extend_from_slice(&bytes[start..]);
+    out.push(b'"');
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use aws_sdk_sqs::primitives::Blob;
-    use aws_sdk_sqs::types::{MessageAttributeValue, MessageSystemAttributeName};
-
-    #[test]
-    fn matches_the_aws_example() {
-        let m = Message::builder()
-            .message_id("059f36b4-87a3-44ab-83d2-661975830a7d")
-            .receipt_handle("AQEBwJnKyrHigUMZj6rYigCgxlaS3SLy0a")
-            .body("Test message.")
-            .attributes(MessageSystemAttributeName::ApproximateReceiveCount, "1")
-            .attributes(MessageSystemAttributeName::SentTimestamp, "1545082649183")
-            .attributes(
-                MessageSystemAttributeName::SenderId,
-                "AIDAIENQZJOLO23YVJ4VO",
-            )
-            .attributes(
-                MessageSystemAttributeName::ApproximateFirstReceiveTimestamp,
-                "1545082649185",
-            )
-            .message_attributes(
-                "s",
-                MessageAttributeValue::builder()
-                    .data_type("String")
-                    .string_value("v")
-                    .build()
-                    .unwrap(),
-            )
-            .message_attributes(
-                "b",
-                MessageAttributeValue::builder()
-                    .data_type("Binary")
-                    .binary_value(Blob::new(b"hi".to_vec()))
-                    .build()
-                    .unwrap(),
-            )
-            .md5_of_body("e4e68fb7bd0e697a0ae8f1bb342846b3")
-            .build();
-        let v: Value = serde_json::from_slice(&encode(
-            &m,
-            "arn:aws:sqs:us-east-2:123456789012:my-queue",
-            "us-east-2",
-        ))
-        .unwrap();
-        assert_eq!(
-            v,
-            json!({"messageId":"059f36b4-87a3-44ab-83d2-661975830a7d","receiptHandle":"AQEBwJnKyrHigUMZj6rYigCgxlaS3SLy0a",
-                "body":"Test message.","attributes":{"ApproximateReceiveCount":"1","SentTimestamp":"1545082649183",
-                "SenderId":"AIDAIENQZJOLO23YVJ4VO","ApproximateFirstReceiveTimestamp":"1545082649185"},
-                "messageAttributes":{
-                    "s":{"stringValue":"v","stringListValues":[],"binaryListValues":[],"dataType":"String"},
-                    "b":{"binaryValue":"aGk=","stringListValues":[],"binaryListValues":[],"dataType":"Binary"}},
-                "md5OfBody":"e4e68fb7bd0e697a0ae8f1bb342846b3","eventSource":"aws:sqs",
-                "eventSourceARN":"arn:aws:sqs:us-east-2:123456789012:my-queue","awsRegion":"us-east-2"})
-        );
-    }
-}
+#[path = "event_tests.rs"]
+mod tests;

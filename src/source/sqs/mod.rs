@@ -197,24 +197,31 @@ impl SqsQueue {
             .await
             .map_err(|e| classify("ReceiveMessage", &e))?;
         Ok(out
-            .messages()
-            .iter()
-            .filter_map(|m| {
-                let id = m.message_id()?.to_string();
-                let receipt_handle = m.receipt_handle()?.to_string();
-                let group = m
-                    .attributes()
-                    .and_then(|a| a.get(&MessageSystemAttributeName::MessageGroupId))
-                    .cloned();
-                Some(Message {
-                    event: event::encode(m, &self.arn, &self.region),
-                    id,
-                    receipt_handle,
-                    group,
-                    received,
-                })
-            })
+            .messages
+            .unwrap_or_default()
+            .into_iter()
+            .filter_map(|m| self.message(m, received))
             .collect())
+    }
+
+    /// A received message: its event entry, and its id, receipt handle and group moved out of the
+    /// SDK's message (none copied). None for a message without an id or a receipt handle.
+    fn message(&self, mut m: aws_sdk_sqs::types::Message, received: Instant) -> Option<Message> {
+        if m.message_id.is_none() || m.receipt_handle.is_none() {
+            return None;
+        }
+        let event = event::encode(&m, &self.arn, &self.region);
+        let group = m
+            .attributes
+            .as_mut()
+            .and_then(|a| a.remove(&MessageSystemAttributeName::MessageGroupId));
+        Some(Message {
+            id: m.message_id?,
+            receipt_handle: m.receipt_handle?,
+            group,
+            event,
+            received,
+        })
     }
 }
 
@@ -376,5 +383,39 @@ pub(crate) mod tests {
         let t = CallTimeouts::default();
         assert_eq!(t.call, Duration::from_secs(10));
         assert_eq!(t.poll_margin, Duration::from_secs(5));
+    }
+
+    #[test]
+    fn a_received_message_moves_its_fields_and_keeps_its_entry() {
+        let q = test_queue("http://127.0.0.1:9", CallTimeouts::default());
+        let sdk = |id: Option<&str>, handle: Option<&str>| {
+            aws_sdk_sqs::types::Message::builder()
+                .set_message_id(id.map(String::from))
+                .set_receipt_handle(handle.map(String::from))
+                .body("b")
+                .attributes(MessageSystemAttributeName::MessageGroupId, "g")
+                .attributes(MessageSystemAttributeName::ApproximateReceiveCount, "1")
+                .build()
+        };
+        let received = Instant::now();
+        let full = sdk(Some("m"), Some("h"));
+        let want = event::encode(&full, &q.arn, "us-east-1");
+        let m = q.message(full, received).expect("a whole message");
+        assert_eq!((m.id.as_str(), m.receipt_handle.as_str()), ("m", "h"));
+        assert_eq!(m.group.as_deref(), Some("g"));
+        assert_eq!(m.received, received);
+        assert_eq!(
+            m.event, want,
+            "the entry keeps every attribute, the group's too"
+        );
+        let entry: serde_json::Value = serde_json::from_slice(&m.event).unwrap();
+        assert_eq!(entry["attributes"]["MessageGroupId"], "g");
+        assert!(q.message(sdk(None, Some("h")), received).is_none());
+        assert!(q.message(sdk(Some("m"), None), received).is_none());
+        let plain = aws_sdk_sqs::types::Message::builder()
+            .message_id("m")
+            .receipt_handle("h")
+            .build();
+        assert_eq!(q.message(plain, received).unwrap().group, None);
     }
 }
