@@ -5,6 +5,7 @@
 //! Streams are one [`shards::ShardSource`] each, over their per-service [`shards::ShardApi`].
 
 pub mod dynamodb;
+pub(crate) mod json;
 pub mod kafka;
 pub mod kinesis;
 pub mod lineage;

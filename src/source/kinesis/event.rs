@@ -114,32 +114,13 @@ pub fn encode(
     out
 }
 
-/// The bytes JSON writes as they are in a string: all but control characters, `"` and `\\`.
-static PLAIN: [bool; 256] = {
-    let mut t = [true; 256];
-    let mut b = 0;
-    while b < 0x20 {
-        t[b] = false;
-        b += 1;
-    }
-    t[b'"' as usize] = false;
-    t[b'\\' as usize] = false;
-    t
-};
-
-/// Writes `parts`, joined, as one JSON string: as they are when nothing in them needs escaping
-/// (shard ids, sequence numbers and ARNs never do), else through serde_json.
+/// Writes `parts`, joined, as one JSON string.
 fn json_str(out: &mut Vec<u8>, parts: &[&str]) {
-    let plain = |s: &&str| s.bytes().all(|b| PLAIN[b as usize]);
-    if parts.iter().all(plain) {
-        out.push(b'"');
-        for p in parts {
-            out.extend_from_slice(p.as_bytes());
-        }
-        out.push(b'"');
-    } else {
-        serde_json::to_writer(out, &parts.concat()).expect("a string writes");
+    out.push(b'"');
+    for p in parts {
+        crate::source::json::write_escaped(out, p);
     }
+    out.push(b'"');
 }
 
 #[cfg(test)]

@@ -9,6 +9,8 @@
 
 use aws_sdk_sqs::types::{Message, MessageAttributeValue};
 
+use crate::source::json::write_str as json_str;
+
 /// Serializes one message's event entry.
 pub fn encode(m: &Message, queue_arn: &str, region: &str) -> Vec<u8> {
     let body = m.body().unwrap_or_default();
@@ -140,63 +142,6 @@ fn json_opt(out: &mut Vec<u8>, s: Option<&str>) {
         Some(s) => json_str(out, s),
         None => out.extend_from_slice(b"null"),
     }
-}
-
-/// Whether serde_json escapes byte `b` in a string: the control characters, `"` and `\`.
-#[inline]
-fn escaped(b: u8) -> bool {
-    b < 0x20 || b == b'"' || b == b'\\'
-}
-
-/// Bytes checked at once for anything to escape (branch-free, so the check vectorizes).
-const CHUNK: usize = 32;
-
-/// Writes `s` as a JSON string, escaped as serde_json escapes it: runs with nothing to escape are
-/// copied whole, `\b \t \n \f \r \" \\` get their short escapes and other control characters
-/// `\u00xx` (lowercase hex); everything else, non-ASCII included, is written as it is.
-fn json_str(out: &mut Vec<u8>, s: &str) {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
-    let bytes = s.as_bytes();
-    out.reserve(bytes.len() + 2);
-    out.push(b'"');
-    let mut start = 0;
-    let mut i = 0;
-    while i < bytes.len() {
-        if let Some(chunk) = bytes.get(i..i + CHUNK) {
-            if !chunk.iter().fold(false, |any, &b| any | escaped(b)) {
-                i += CHUNK;
-                continue;
-            }
-        }
-        let end = (i + CHUNK).min(bytes.len());
-        while i < end {
-            let b = bytes[i];
-            if escaped(b) {
-                out.extend_from_slice(&bytes[start..i]);
-                match b {
-                    b'"' => out.extend_from_slice(b"\\\""),
-                    b'\\' => out.extend_from_slice(b"\\\\"),
-                    0x08 => out.extend_from_slice(b"\\b"),
-                    0x09 => out.extend_from_slice(b"\\t"),
-                    0x0a => out.extend_from_slice(b"\\n"),
-                    0x0c => out.extend_from_slice(b"\\f"),
-                    0x0d => out.extend_from_slice(b"\\r"),
-                    _ => out.extend_from_slice(&[
-                        b'\\',
-                        b'u',
-                        b'0',
-                        b'0',
-                        HEX[(b >> 4) as usize],
-                        HEX[(b & 0xf) as usize],
-                    ]),
-                }
-                start = i + 1;
-            }
-            i += 1;
-        }
-    }
-    out.extend_from_slice(&bytes[start..]);
-    out.push(b'"');
 }
 
 #[cfg(test)]
