@@ -23,6 +23,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crate::config::{Config, Endpoints};
+use crate::credentials::CachedCredentials;
 
 /// Time to establish a TCP (and TLS) connection to an AWS endpoint.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
@@ -97,6 +98,10 @@ struct Factory {
     shared: SdkConfig,
     endpoints: Endpoints,
     regions: Mutex<HashMap<String, Set>>,
+    /// For the calls sluice signs itself: one credentials cache and one connection pool for the
+    /// process, as the SDK clients share theirs.
+    signing: Arc<CachedCredentials>,
+    data_http: Result<reqwest::Client, String>,
 }
 
 macro_rules! client {
@@ -225,7 +230,7 @@ impl Clients {
     /// override is `endpoints.kinesis`, else `AWS_ENDPOINT_URL_KINESIS` (or the profile's
     /// `endpoint_url` for Kinesis), else `AWS_ENDPOINT_URL`; FIPS and dual-stack from the shared
     /// configuration; the same credentials provider.
-    pub fn kinesis_data_plane(&self) -> KinesisDataPlane {
+    pub fn kinesis_data_plane(&self) -> Result<KinesisDataPlane, String> {
         let shared = &self.factory.shared;
         let endpoint_url = self.factory.endpoints.kinesis.clone().or_else(|| {
             shared
@@ -242,18 +247,23 @@ impl Clients {
                 })
                 .or_else(|| shared.endpoint_url().map(str::to_string))
         });
-        KinesisDataPlane {
+        let region = self
+            .kinesis
+            .config()
+            .region()
+            .map(|r| r.to_string())
+            .ok_or("no AWS region: set `region` in the config or AWS_REGION")?;
+        Ok(KinesisDataPlane {
             endpoint_url,
-            region: self
-                .kinesis
-                .config()
-                .region()
-                .map(|r| r.to_string())
-                .unwrap_or_default(),
+            region,
             use_fips: shared.use_fips().unwrap_or(false),
             use_dual_stack: shared.use_dual_stack().unwrap_or(false),
-            credentials: shared.credentials_provider(),
-        }
+            account_id_endpoint_mode: shared
+                .account_id_endpoint_mode()
+                .map_or_else(|| "preferred".to_string(), |m| m.to_string()),
+            credentials: self.factory.signing.clone(),
+            http: self.factory.data_http.clone()?,
+        })
     }
 
     /// The clients for the region an ARN names; these clients when `arn` is not an ARN or names no
@@ -275,7 +285,25 @@ pub struct KinesisDataPlane {
     pub region: String,
     pub use_fips: bool,
     pub use_dual_stack: bool,
-    pub credentials: Option<aws_credential_types::provider::SharedCredentialsProvider>,
+    /// The SDK's `AccountIdEndpointMode` (`preferred` unless configured).
+    pub account_id_endpoint_mode: String,
+    /// The process's one cache (shared by every region's clients).
+    pub credentials: Arc<CachedCredentials>,
+    /// The process's one connection pool for these calls.
+    pub http: reqwest::Client,
+}
+
+/// The HTTP client of the calls sluice sends itself: the SDK clients' connect and whole-call
+/// timeouts, no redirects, and, as the SDK clients, no proxy from the environment.
+pub fn data_http() -> Result<reqwest::Client, reqwest::Error> {
+    reqwest::Client::builder()
+        .connect_timeout(CONNECT_TIMEOUT)
+        // The whole exchange, body read included.
+        .timeout(DEFAULT_OPERATION_TIMEOUT)
+        .redirect(reqwest::redirect::Policy::none())
+        .no_proxy()
+        .user_agent(concat!("sluice/", env!("CARGO_PKG_VERSION")))
+        .build()
 }
 
 /// The region field of `arn:<partition>:<service>:<region>:…`, when there is one.
@@ -293,8 +321,11 @@ pub async fn clients(cfg: &Config) -> Clients {
     if let Some(region) = &cfg.region {
         loader = loader.region(Region::new(region.clone()));
     }
+    let shared = loader.load().await;
     let factory = Factory {
-        shared: loader.load().await,
+        signing: Arc::new(CachedCredentials::new(shared.credentials_provider())),
+        data_http: data_http().map_err(|e| format!("an HTTP client: {}", error_chain(&e))),
+        shared,
         endpoints: cfg.endpoints.clone(),
         regions: Mutex::new(HashMap::new()),
     };
@@ -365,13 +396,19 @@ mod tests {
     #[tokio::test]
     async fn the_kinesis_data_plane_keeps_the_override_and_takes_the_region() {
         let clients = clients(&config()).await;
-        let plane = clients.kinesis_data_plane();
+        let plane = clients.kinesis_data_plane().unwrap();
         assert_eq!(plane.endpoint_url.as_deref(), Some("http://127.0.0.1:1"));
         assert_eq!(plane.region, "us-east-1");
-        let eu = clients.for_region("eu-west-1").kinesis_data_plane();
+        let eu = clients
+            .for_region("eu-west-1")
+            .kinesis_data_plane()
+            .unwrap();
         assert_eq!(eu.region, "eu-west-1");
         assert_eq!(eu.endpoint_url.as_deref(), Some("http://127.0.0.1:1"));
         assert!(!eu.use_fips && !eu.use_dual_stack);
+        assert_eq!(eu.account_id_endpoint_mode, "preferred");
+        // One credentials cache for every region.
+        assert!(Arc::ptr_eq(&plane.credentials, &eu.credentials));
     }
 
     #[tokio::test]

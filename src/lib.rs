@@ -23,6 +23,7 @@ pub mod budget;
 pub mod checkpoint;
 pub mod cli;
 pub mod config;
+pub mod credentials;
 pub mod destination;
 pub mod dispatch;
 pub mod filter;

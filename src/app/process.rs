@@ -85,11 +85,13 @@ impl Process {
                 let ctx =
                     EventContext::new(&s.stream.arn, &s.stream.region, &self.invoke_identity_arn);
                 let source: Arc<dyn Source> = match &s.stream.consumer {
-                    Some(consumer) => {
-                        Arc::new(FanoutSource::new(&wiring.clients, ctx, consumer.clone())?)
-                    }
+                    Some(consumer) => Arc::new(
+                        FanoutSource::new(&wiring.clients, ctx, consumer.clone())
+                            .map_err(anyhow::Error::msg)?,
+                    ),
                     None => Arc::new(
-                        KinesisSource::new(&wiring.clients, ctx)?
+                        KinesisSource::new(&wiring.clients, ctx)
+                            .map_err(anyhow::Error::msg)?
                             .with_caught_up_interval(s.caught_up_interval),
                     ),
                 };

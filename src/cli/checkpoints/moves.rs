@@ -158,7 +158,7 @@ async fn shard_api(cfg: &Config, mapping: &Mapping) -> Result<(Arc<dyn ShardApi>
                 &cfg.invoke_identity_arn,
             );
             let source = crate::source::kinesis::KinesisSource::new(&clients, ctx)
-                .map_err(|e| Failed(format!("an HTTP client: {e}"), EXIT_FAILED))?;
+                .map_err(|e| Failed(e, EXIT_FAILED))?;
             let api: Arc<dyn ShardApi> = source.api().clone();
             Ok((api, true))
         }

@@ -111,11 +111,7 @@ pub struct FanoutSource {
 impl FanoutSource {
     /// `clients` must be those of the stream's region; `consumer` is the consumer ARN (registered
     /// beforehand with RegisterStreamConsumer; sluice never registers one).
-    pub fn new(
-        clients: &Clients,
-        ctx: EventContext,
-        consumer: String,
-    ) -> Result<Self, reqwest::Error> {
+    pub fn new(clients: &Clients, ctx: EventContext, consumer: String) -> Result<Self, String> {
         let subscriber = Arc::new(SdkSubscriber {
             client: clients.kinesis.clone(),
             ctx: ctx.clone(),

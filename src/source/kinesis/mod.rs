@@ -41,9 +41,9 @@ pub const LIMITS: ReadLimits = ReadLimits {
 pub type KinesisSource = ShardSource<KinesisApi>;
 
 impl KinesisSource {
-    /// `clients` must be those of the region of `ctx`'s stream. Fails only when no HTTP client
-    /// can be built (TLS set-up).
-    pub fn new(clients: &Clients, ctx: EventContext) -> Result<Self, reqwest::Error> {
+    /// `clients` must be those of the region of `ctx`'s stream. Fails only without a region or
+    /// when no HTTP client could be built (TLS set-up).
+    pub fn new(clients: &Clients, ctx: EventContext) -> Result<Self, String> {
         Ok(ShardSource::from_api(KinesisApi::new(clients, ctx)?))
     }
 }
@@ -57,10 +57,10 @@ pub struct KinesisApi {
 
 impl KinesisApi {
     /// `clients` must be those of the region of `ctx`'s stream.
-    pub fn new(clients: &Clients, ctx: EventContext) -> Result<Self, reqwest::Error> {
+    pub fn new(clients: &Clients, ctx: EventContext) -> Result<Self, String> {
         Ok(KinesisApi {
             client: clients.kinesis.clone(),
-            wire: Wire::new(clients.kinesis_data_plane())?,
+            wire: Wire::new(clients.kinesis_data_plane()?),
             ctx,
         })
     }
@@ -209,10 +209,12 @@ pub(crate) fn record(
     shard: &str,
     r: &aws_sdk_kinesis::types::Record,
 ) -> Record {
-    let arrival_ms = r
-        .approximate_arrival_timestamp()
-        .map(|t| t.to_millis().unwrap_or(0))
-        .unwrap_or(0);
+    // Rounded to the millisecond, as a polled record's (`wire::page`).
+    let arrival_ms = r.approximate_arrival_timestamp().map_or(0, |t| {
+        t.secs()
+            .saturating_mul(1000)
+            .saturating_add((i64::from(t.subsec_nanos()) + 500_000) / 1_000_000)
+    });
     Record {
         sequence: SequenceNumber(r.sequence_number().to_string()),
         arrival_ms,

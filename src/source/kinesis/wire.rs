@@ -4,30 +4,27 @@
 //! bytes that the event entry then turns back into base64. This module owns what the SDK did for
 //! that call: the endpoint (resolved once per stream with the SDK's own endpoint rules, so a
 //! `StreamARN` call goes to the account's data-plane endpoint, as the SDK sends it), SigV4 signing
-//! (aws-sigv4, as the SDK signs) with credentials cached until a minute before they expire, the
-//! timeouts of every short call ([`CONNECT_TIMEOUT`], [`DEFAULT_OPERATION_TIMEOUT`]), the service's
-//! error code (`X-Amzn-ErrorType` or the body's `__type`) and the page, parsed with its strings
+//! (aws-sigv4, as the SDK signs) of the URL exactly as it is sent, with the process's cached
+//! credentials ([`crate::credentials`]), the timeouts of every short call (the process's one
+//! connection pool, [`crate::aws::data_http`]), the service's error code (`X-Amzn-ErrorType`, or
+//! the body's `code` or `__type`, as the SDK reads them) and the page, parsed with its strings
 //! borrowed from the response. Every other Kinesis call still goes through the SDK.
 
-use aws_credential_types::provider::{ProvideCredentials, SharedCredentialsProvider};
 use aws_sdk_kinesis::config::endpoint::{DefaultResolver, Params, ResolveEndpoint};
 use aws_sigv4::http_request::{sign, SignableBody, SignableRequest, SigningSettings};
 use aws_smithy_runtime_api::client::identity::Identity;
 use serde::{Deserialize, Serialize};
 use std::borrow::Cow;
-use std::sync::RwLock;
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
 use super::event::{self, Base64, Data, EventContext};
-use crate::aws::{error_chain, KinesisDataPlane, CONNECT_TIMEOUT, DEFAULT_OPERATION_TIMEOUT};
+use crate::aws::{error_chain, KinesisDataPlane, DEFAULT_OPERATION_TIMEOUT};
 use crate::model::lane_key;
 use crate::source::shards::RawPage;
 use crate::source::{Record, SequenceNumber};
 
 const TARGET: &str = "Kinesis_20131202.GetRecords";
 const CONTENT_TYPE: &str = "application/x-amz-json-1.1";
-/// Cached credentials are replaced this long before they expire.
-const REFRESH_BEFORE: Duration = Duration::from_secs(60);
 
 /// Why a call failed.
 #[derive(Debug, Clone, PartialEq)]
@@ -59,38 +56,25 @@ impl WireError {
 /// The data-plane calls of one stream's mapping.
 #[derive(Debug)]
 pub struct Wire {
-    http: reqwest::Client,
     plane: KinesisDataPlane,
-    endpoint: tokio::sync::OnceCell<String>,
-    credentials: CredentialsCache,
+    endpoint: tokio::sync::OnceCell<reqwest::Url>,
 }
 
 impl Wire {
-    pub fn new(plane: KinesisDataPlane) -> Result<Wire, reqwest::Error> {
-        let http = reqwest::Client::builder()
-            .connect_timeout(CONNECT_TIMEOUT)
-            // The whole exchange, body read included.
-            .timeout(DEFAULT_OPERATION_TIMEOUT)
-            .redirect(reqwest::redirect::Policy::none())
-            // As the SDK's clients: no proxy from the environment.
-            .no_proxy()
-            .user_agent(concat!("sluice/", env!("CARGO_PKG_VERSION")))
-            .build()?;
-        Ok(Wire {
-            http,
-            credentials: CredentialsCache::new(plane.credentials.clone()),
+    pub fn new(plane: KinesisDataPlane) -> Wire {
+        Wire {
             plane,
             endpoint: tokio::sync::OnceCell::new(),
-        })
+        }
     }
 
     /// The endpoint for `stream_arn`'s data-plane calls: the override, else what the SDK's
     /// endpoint rules give for a `data` operation on that ARN.
-    async fn endpoint(&self, stream_arn: &str) -> Result<&str, WireError> {
+    async fn endpoint(&self, stream_arn: &str) -> Result<&reqwest::Url, WireError> {
         self.endpoint
             .get_or_try_init(|| async {
                 if let Some(url) = &self.plane.endpoint_url {
-                    return Ok(url.clone());
+                    return request_url(url);
                 }
                 let params = Params::builder()
                     .region(self.plane.region.clone())
@@ -98,17 +82,16 @@ impl Wire {
                     .use_dual_stack(self.plane.use_dual_stack)
                     .operation_type("data")
                     .stream_arn(stream_arn)
-                    .account_id_endpoint_mode("preferred")
+                    .account_id_endpoint_mode(self.plane.account_id_endpoint_mode.clone())
                     .build()
                     .map_err(|e| WireError::Transport(format!("endpoint parameters: {e}")))?;
                 let endpoint = DefaultResolver::new()
                     .resolve_endpoint(&params)
                     .await
                     .map_err(|e| WireError::Transport(format!("endpoint: {e}")))?;
-                Ok(endpoint.url().to_string())
+                request_url(endpoint.url())
             })
             .await
-            .map(String::as_str)
     }
 
     /// One GetRecords call; the response body of a success.
@@ -134,9 +117,21 @@ impl Wire {
         })
         .map_err(|e| WireError::Transport(e.to_string()))?;
         let url = self.endpoint(stream_arn).await?;
-        let identity = self.credentials.get().await?;
+        // Bounded as a whole: callers queued behind a refresh that fails wait no longer than this.
+        let identity =
+            match tokio::time::timeout(DEFAULT_OPERATION_TIMEOUT, self.plane.credentials.get())
+                .await
+            {
+                Ok(got) => got.map_err(WireError::Transport)?,
+                Err(_) => {
+                    return Err(WireError::Transport(
+                        "credentials: no answer in time".into(),
+                    ))
+                }
+            };
         let request = signed(url, &self.plane.region, &identity, body)?;
         let answer = self
+            .plane
             .http
             .execute(request)
             .await
@@ -159,18 +154,33 @@ impl Wire {
     }
 }
 
+/// The URL a request to `endpoint` goes to, as the SDK builds it (the endpoint's path with the
+/// operation's `/` after it, no query) and as reqwest will send it (host lower-cased, path
+/// normalised), so that what is signed is what is sent.
+fn request_url(endpoint: &str) -> Result<reqwest::Url, WireError> {
+    let bad = |why: String| WireError::Transport(format!("endpoint {endpoint}: {why}"));
+    let mut url = reqwest::Url::parse(endpoint).map_err(|e| bad(e.to_string()))?;
+    if url.host_str().is_none_or(str::is_empty) {
+        return Err(bad("no host".into()));
+    }
+    if !url.path().ends_with('/') {
+        let path = format!("{}/", url.path());
+        url.set_path(&path);
+    }
+    url.set_query(None);
+    url.set_fragment(None);
+    Ok(url)
+}
+
 /// The request, signed with SigV4 for Kinesis in `region`.
 fn signed(
-    url: &str,
+    url: &reqwest::Url,
     region: &str,
     identity: &Identity,
     body: Vec<u8>,
 ) -> Result<reqwest::Request, WireError> {
     let fail = |what: &str, e: &dyn std::fmt::Display| WireError::Transport(format!("{what}: {e}"));
-    let uri: http::Uri = url.parse().map_err(|e| fail("endpoint", &e))?;
-    if uri.host().is_none() {
-        return Err(WireError::Transport(format!("endpoint {url}: no host")));
-    }
+    let uri: http::Uri = url.as_str().parse().map_err(|e| fail("endpoint", &e))?;
     let headers = [("content-type", CONTENT_TYPE), ("x-amz-target", TARGET)];
     let params = aws_sigv4::sign::v4::SigningParams::builder()
         .identity(identity)
@@ -181,9 +191,13 @@ fn signed(
         .build()
         .map_err(|e| fail("signing", &e))?
         .into();
-    let signable =
-        SignableRequest::new("POST", url, headers.into_iter(), SignableBody::Bytes(&body))
-            .map_err(|e| fail("signing", &e))?;
+    let signable = SignableRequest::new(
+        "POST",
+        url.as_str(),
+        headers.into_iter(),
+        SignableBody::Bytes(&body),
+    )
+    .map_err(|e| fail("signing", &e))?;
     let (instructions, _) = sign(signable, &params)
         .map_err(|e| fail("signing", &e))?
         .into_parts();
@@ -196,26 +210,50 @@ fn signed(
     reqwest::Request::try_from(request).map_err(|e| fail("request", &e))
 }
 
-/// An awsJson1.1 error answer: the code from `X-Amzn-ErrorType` or the body's `__type` (either may
-/// carry a namespace before `#` and a suffix after `:`), the message from `message`/`Message`.
+/// An awsJson1.1 error answer, read as the SDK reads it: the code from `X-Amzn-ErrorType`, else the
+/// body's `code`, else its `__type` (cut at the first `:`, then after the first `#`); the message
+/// from `message`, `Message` or `errorMessage`, without the canonical request a signature error
+/// may quote (it names the session token).
 fn service_error(status: http::StatusCode, header: Option<&str>, body: &[u8]) -> WireError {
     #[derive(Deserialize, Default)]
     struct Answer<'a> {
+        #[serde(borrow)]
+        code: Option<Cow<'a, str>>,
         #[serde(rename = "__type", borrow)]
         ty: Option<Cow<'a, str>>,
-        #[serde(alias = "Message", borrow)]
+        #[serde(borrow)]
         message: Option<Cow<'a, str>>,
+        #[serde(rename = "Message", borrow)]
+        message_upper: Option<Cow<'a, str>>,
+        #[serde(rename = "errorMessage", borrow)]
+        error_message: Option<Cow<'a, str>>,
     }
     let answer: Answer = serde_json::from_slice(body).unwrap_or_default();
-    let raw = header.or(answer.ty.as_deref()).unwrap_or_default();
-    let code = raw.rsplit('#').next().unwrap_or(raw);
-    let code = code.split(':').next().unwrap_or(code).trim();
+    let raw = header
+        .or(answer.code.as_deref())
+        .or(answer.ty.as_deref())
+        .unwrap_or_default();
+    let code = raw.split(':').next().unwrap_or(raw);
+    let code = code.split_once('#').map_or(code, |(_, c)| c).trim();
     if code.is_empty() {
         return WireError::Transport(format!("HTTP {status} without an error code"));
     }
+    let message = answer
+        .message
+        .or(answer.message_upper)
+        .or(answer.error_message)
+        .unwrap_or_default();
+    let message = message
+        .split("The Canonical String")
+        .next()
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| !l.to_ascii_lowercase().contains("x-amz-security-token"))
+        .collect::<Vec<_>>()
+        .join(" ");
     WireError::Service {
         code: code.to_string(),
-        message: answer.message.unwrap_or_default().into_owned(),
+        message: message.trim().to_string(),
     }
 }
 
@@ -276,56 +314,6 @@ pub(super) fn page(ctx: &EventContext, shard: &str, body: &[u8]) -> Result<RawPa
         next_iterator: wire.next_iterator,
         millis_behind: wire.millis_behind,
     })
-}
-
-/// The credentials of the provider, kept until [`REFRESH_BEFORE`] their expiry; one refresh at a
-/// time, the readers of fresh credentials never wait for it.
-#[derive(Debug)]
-struct CredentialsCache {
-    provider: Option<SharedCredentialsProvider>,
-    current: RwLock<Option<Identity>>,
-    refresh: tokio::sync::Mutex<()>,
-}
-
-impl CredentialsCache {
-    fn new(provider: Option<SharedCredentialsProvider>) -> Self {
-        CredentialsCache {
-            provider,
-            current: RwLock::new(None),
-            refresh: tokio::sync::Mutex::new(()),
-        }
-    }
-
-    fn fresh(&self) -> Option<Identity> {
-        let current = self.current.read().unwrap_or_else(|p| p.into_inner());
-        current
-            .as_ref()
-            .filter(|id| {
-                id.expiration()
-                    .is_none_or(|at| at > SystemTime::now() + REFRESH_BEFORE)
-            })
-            .cloned()
-    }
-
-    async fn get(&self) -> Result<Identity, WireError> {
-        if let Some(id) = self.fresh() {
-            return Ok(id);
-        }
-        let _one = self.refresh.lock().await;
-        if let Some(id) = self.fresh() {
-            return Ok(id);
-        }
-        let provider = self.provider.as_ref().ok_or_else(|| {
-            WireError::Transport("no AWS credentials: the SDK's default chain found none".into())
-        })?;
-        let credentials = provider
-            .provide_credentials()
-            .await
-            .map_err(|e| WireError::Transport(format!("credentials: {}", error_chain(&e))))?;
-        let id = Identity::from(credentials);
-        *self.current.write().unwrap_or_else(|p| p.into_inner()) = Some(id.clone());
-        Ok(id)
-    }
 }
 
 #[cfg(test)]

@@ -1,9 +1,10 @@
 //! The hand-sent GetRecords: signatures a SigV4 verifier accepts (the same verifier accepts the
-//! SDK's own requests), the error codes, the credentials cache, the endpoint and the page.
+//! SDK's own requests), the error codes, the endpoint and the page.
 
 use super::*;
+use crate::credentials::CachedCredentials;
+use aws_credential_types::provider::SharedCredentialsProvider;
 use aws_credential_types::Credentials;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 const ARN: &str = "arn:aws:kinesis:us-east-1:123456789012:stream/s";
@@ -25,7 +26,9 @@ fn plane(url: Option<String>, credentials: Option<SharedCredentialsProvider>) ->
         region: "us-east-1".into(),
         use_fips: false,
         use_dual_stack: false,
-        credentials,
+        account_id_endpoint_mode: "preferred".into(),
+        credentials: Arc::new(CachedCredentials::new(credentials)),
+        http: crate::aws::data_http().unwrap(),
     }
 }
 
@@ -173,7 +176,7 @@ async fn the_sdk_and_the_hand_sent_call_both_pass_a_sigv4_verifier() {
         .expect("the SDK's request verifies");
     assert_eq!(out.next_shard_iterator(), Some("next"));
     // ... and what we sign.
-    let wire = Wire::new(plane(Some(url.clone()), Some(provider(SECRET)))).unwrap();
+    let wire = Wire::new(plane(Some(url.clone()), Some(provider(SECRET))));
     let body = wire
         .get_records(ARN, "it", 10_000)
         .await
@@ -183,7 +186,7 @@ async fn the_sdk_and_the_hand_sent_call_both_pass_a_sigv4_verifier() {
     assert_eq!(page.next_iterator.as_deref(), Some("next"));
     assert_eq!(page.records.len(), 1);
     // ... and not a request signed with another secret: the check can fail.
-    let wrong = Wire::new(plane(Some(url), Some(provider("another")))).unwrap();
+    let wrong = Wire::new(plane(Some(url), Some(provider("another"))));
     let e = wrong.get_records(ARN, "it", 10_000).await.unwrap_err();
     assert_eq!(e.code(), Some("InvalidSignatureException"), "{e:?}");
     let requests = seen.requests.lock().unwrap().clone();
@@ -265,6 +268,21 @@ fn error_codes_come_from_the_header_or_the_body_without_namespace_or_suffix() {
         (None, "<html>bad gateway</html>", None, ""),
         (None, "{}", None, ""),
     ];
+    let cases = cases.into_iter().chain([
+        // The SDK's order: `code` before `__type`; the first `:` cuts, then the first `#`.
+        (
+            None,
+            r#"{"code":"KMSThrottlingException","__type":"Other","errorMessage":"slow down"}"#,
+            Some("KMSThrottlingException"),
+            "slow down",
+        ),
+        (
+            None,
+            r#"{"__type":"ns#ExpiredIteratorException:http://x#y","message":"m","Message":"M"}"#,
+            Some("ExpiredIteratorException"),
+            "m",
+        ),
+    ]);
     for (header, body, code, message) in cases {
         let e = service_error(status, header, body.as_bytes());
         assert_eq!(e.code(), code, "{body}");
@@ -276,69 +294,57 @@ fn error_codes_come_from_the_header_or_the_body_without_namespace_or_suffix() {
     }
 }
 
-/// Counts its calls; its credentials expire `ttl` from each call.
-#[derive(Debug)]
-struct Counting {
-    calls: Arc<AtomicUsize>,
-    ttl: Duration,
-}
-
-impl ProvideCredentials for Counting {
-    fn provide_credentials<'a>(
-        &'a self,
-    ) -> aws_credential_types::provider::future::ProvideCredentials<'a>
-    where
-        Self: 'a,
-    {
-        self.calls.fetch_add(1, Ordering::SeqCst);
-        let expiry = SystemTime::now() + self.ttl;
-        aws_credential_types::provider::future::ProvideCredentials::ready(Ok(Credentials::new(
-            "a",
-            "b",
-            None,
-            Some(expiry),
-            "counting",
-        )))
-    }
-}
-
-#[tokio::test]
-async fn credentials_are_kept_until_shortly_before_they_expire() {
-    let calls = Arc::new(AtomicUsize::new(0));
-    let long = Counting {
-        calls: calls.clone(),
-        ttl: Duration::from_secs(3600),
-    };
-    let cache = CredentialsCache::new(Some(SharedCredentialsProvider::new(long)));
-    for _ in 0..5 {
-        cache.get().await.unwrap();
-    }
-    assert_eq!(calls.load(Ordering::SeqCst), 1);
-
-    // Within REFRESH_BEFORE of their expiry: fetched again on every use.
-    let calls = Arc::new(AtomicUsize::new(0));
-    let short = Counting {
-        calls: calls.clone(),
-        ttl: REFRESH_BEFORE / 2,
-    };
-    let cache = CredentialsCache::new(Some(SharedCredentialsProvider::new(short)));
-    for _ in 0..3 {
-        cache.get().await.unwrap();
-    }
-    assert_eq!(calls.load(Ordering::SeqCst), 3);
-
-    let none = CredentialsCache::new(None);
-    let e = none.get().await.unwrap_err();
-    assert!(e.text().contains("no AWS credentials"), "{e:?}");
-}
-
 #[tokio::test]
 async fn without_an_override_a_stream_arn_goes_to_the_accounts_data_plane_endpoint() {
-    let wire = Wire::new(plane(None, None)).unwrap();
+    let wire = Wire::new(plane(None, None));
     assert_eq!(
-        wire.endpoint(ARN).await.unwrap(),
-        "https://123456789012.data-kinesis.us-east-1.amazonaws.com"
+        wire.endpoint(ARN).await.unwrap().as_str(),
+        "https://123456789012.data-kinesis.us-east-1.amazonaws.com/"
     );
-    let wire = Wire::new(plane(Some("http://127.0.0.1:4567".into()), None)).unwrap();
-    assert_eq!(wire.endpoint(ARN).await.unwrap(), "http://127.0.0.1:4567");
+    let wire = Wire::new(plane(Some("http://127.0.0.1:4567".into()), None));
+    assert_eq!(
+        wire.endpoint(ARN).await.unwrap().as_str(),
+        "http://127.0.0.1:4567/"
+    );
+}
+
+#[test]
+fn an_override_is_the_url_the_sdk_would_send_to_and_reqwest_sends() {
+    for (endpoint, url) in [
+        ("http://127.0.0.1:4567", "http://127.0.0.1:4567/"),
+        ("http://127.0.0.1:4567/", "http://127.0.0.1:4567/"),
+        // The SDK puts the operation's `/` after the endpoint's path and drops its query.
+        (
+            "http://LocalStack:4566/kinesis",
+            "http://localstack:4566/kinesis/",
+        ),
+        ("https://h.example/p/?x=1", "https://h.example/p/"),
+        ("https://h.example:443", "https://h.example/"),
+    ] {
+        assert_eq!(request_url(endpoint).unwrap().as_str(), url, "{endpoint}");
+    }
+    for bad in ["", "not a url", "file:///tmp/x", "unix:/x"] {
+        assert!(request_url(bad).is_err(), "{bad}");
+    }
+}
+
+#[tokio::test]
+async fn a_mixed_case_override_is_signed_as_sent() {
+    let (url, seen) = verifying_endpoint().await;
+    let mixed = url.replace("127.0.0.1", "LOCALHOST");
+    let wire = Wire::new(plane(Some(mixed), Some(provider(SECRET))));
+    wire.get_records(ARN, "it", 10).await.expect("it verifies");
+    assert!(seen.requests.lock().unwrap()[0].1);
+}
+
+#[test]
+fn a_signature_error_loses_the_canonical_request_it_quotes() {
+    let body = r#"{"__type":"InvalidSignatureException","message":"The request signature we calculated does not match the signature you provided.\n\nThe Canonical String for this request should have been\n'POST\n/\n\ncontent-type:application/x-amz-json-1.1\nhost:h\nx-amz-security-token:SECRET-TOKEN\n'"}"#;
+    let e = service_error(http::StatusCode::BAD_REQUEST, None, body.as_bytes());
+    assert_eq!(e.code(), Some("InvalidSignatureException"));
+    assert!(!e.text().contains("SECRET-TOKEN"), "{}", e.text());
+    assert!(e.text().contains("does not match"), "{}", e.text());
+    let body = r#"{"__type":"X","message":"a\nx-amz-security-token:SECRET-TOKEN\nb"}"#;
+    let e = service_error(http::StatusCode::BAD_REQUEST, None, body.as_bytes());
+    assert!(!e.text().contains("SECRET-TOKEN"), "{}", e.text());
 }
