@@ -45,14 +45,7 @@ pub fn encode(m: &Message, queue_arn: &str, region: &str) -> Vec<u8> {
     let mut out = Vec::with_capacity(size);
 
     out.extend_from_slice(br#"{"attributes":{"#);
-    for (i, (k, v)) in attributes.iter().enumerate() {
-        if i > 0 {
-            out.push(b',');
-        }
-        json_str(&mut out, k);
-        out.push(b':');
-        json_str(&mut out, v);
-    }
+    members(&mut out, &attributes, |out, v| json_str(out, v));
     out.extend_from_slice(br#"},"awsRegion":"#);
     json_str(&mut out, region);
     out.extend_from_slice(br#","body":"#);
@@ -66,14 +59,7 @@ pub fn encode(m: &Message, queue_arn: &str, region: &str) -> Vec<u8> {
         json_str(&mut out, md5);
     }
     out.extend_from_slice(br#","messageAttributes":{"#);
-    for (i, (name, v)) in message_attributes.iter().enumerate() {
-        if i > 0 {
-            out.push(b',');
-        }
-        json_str(&mut out, name);
-        out.push(b':');
-        attribute(&mut out, v);
-    }
+    members(&mut out, &message_attributes, |out, v| attribute(out, v));
     out.extend_from_slice(br#"},"messageId":"#);
     json_opt(&mut out, m.message_id());
     out.extend_from_slice(br#","receiptHandle":"#);
@@ -137,6 +123,18 @@ fn base64_str(out: &mut Vec<u8>, data: &[u8]) {
 }
 
 /// `s` as a JSON string, or `null`.
+/// An object's members, `"name":value,…`, each value written by `value`.
+fn members<V>(out: &mut Vec<u8>, entries: &[(&str, V)], value: impl Fn(&mut Vec<u8>, &V)) {
+    for (i, (name, v)) in entries.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        json_str(out, name);
+        out.push(b':');
+        value(out, v);
+    }
+}
+
 fn json_opt(out: &mut Vec<u8>, s: Option<&str>) {
     match s {
         Some(s) => json_str(out, s),
