@@ -2,9 +2,10 @@
 //! `source/kinesis/wire.rs`), one cache for the whole process: the provider of the SDK's default
 //! chain (which caches nothing itself) is called once per refresh, its credentials are kept until a
 //! minute before they expire ([`REFRESH_BEFORE`]; [`NO_EXPIRY_REFRESH`] after they were fetched
-//! when they never expire, as the SDK's own cache does), a fetch is bounded by [`FETCH_TIMEOUT`],
-//! and while one caller refreshes, the others go on with the old credentials as long as those are
-//! still valid.
+//! when they never expire, as the SDK's own cache does), a fetch is bounded by [`FETCH_TIMEOUT`]
+//! and a caller's whole wait (behind other callers' failing fetches too) by [`WAIT_TIMEOUT`], and
+//! while one caller refreshes, the others go on with the old credentials as long as those are
+//! still valid. Fresh credentials are handed out without a timer or a lock wait.
 
 use aws_credential_types::provider::{ProvideCredentials, SharedCredentialsProvider};
 use aws_smithy_runtime_api::client::identity::Identity;
@@ -17,6 +18,9 @@ pub const REFRESH_BEFORE: Duration = Duration::from_secs(60);
 pub const NO_EXPIRY_REFRESH: Duration = Duration::from_secs(15 * 60);
 /// The longest one fetch from the provider may take (IMDS, the ECS agent, STS).
 pub const FETCH_TIMEOUT: Duration = Duration::from_secs(5);
+/// The longest a caller waits for credentials that are not cached: the whole-call timeout of the
+/// AWS calls they sign.
+pub const WAIT_TIMEOUT: Duration = crate::aws::DEFAULT_OPERATION_TIMEOUT;
 
 #[derive(Debug, Clone)]
 struct Entry {
@@ -62,11 +66,19 @@ impl CachedCredentials {
         self.current(|e, now| e.expires.is_none_or(|at| now < at))
     }
 
-    /// Credentials to sign with: the cached ones, or fetched now.
+    /// Credentials to sign with: the cached ones, or fetched now (within [`WAIT_TIMEOUT`]).
     pub async fn get(&self) -> Result<Identity, String> {
         if let Some(id) = self.fresh() {
             return Ok(id);
         }
+        tokio::time::timeout(WAIT_TIMEOUT, self.refresh())
+            .await
+            .unwrap_or_else(|_| Err(format!("credentials: no answer within {WAIT_TIMEOUT:?}")))
+    }
+
+    /// The slow path of [`get`](Self::get): one caller fetches, the others wait for it or use
+    /// the old credentials while they are valid.
+    async fn refresh(&self) -> Result<Identity, String> {
         let _one = match self.refresh.try_lock() {
             Ok(guard) => guard,
             Err(_) => {
@@ -193,6 +205,18 @@ mod tests {
         assert!(e.contains("no answer"), "{e}");
         assert_eq!(started.elapsed(), FETCH_TIMEOUT);
         assert_eq!(calls.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_caller_queued_behind_a_stuck_refresh_gives_up_within_the_wait_timeout() {
+        let (c, calls) = cache(None, false);
+        let stuck = c.refresh.lock().await;
+        let started = tokio::time::Instant::now();
+        let e = c.get().await.unwrap_err();
+        assert!(e.contains("no answer"), "{e}");
+        assert_eq!(started.elapsed(), WAIT_TIMEOUT);
+        assert_eq!(calls.load(Ordering::SeqCst), 0);
+        drop(stuck);
     }
 
     #[tokio::test]

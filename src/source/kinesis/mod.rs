@@ -1,8 +1,8 @@
 //! Kinesis Data Streams as a [`ShardApi`]: ListShards (paginated), DescribeStreamSummary's retention,
 //! GetShardIterator (through the SDK) and GetRecords (sent by hand, see [`wire`]: the one call made
 //! once a second per shard), each classified into [`SourceError`], and records encoded the way
-//! Lambda builds them (see [`event`]; GetRecords' base64 `Data` goes into the entry as it came). Reading itself (pacing, iterators, caught-up) is the
-//! shared [`IteratorReader`](crate::source::shards::IteratorReader): at most 5 reads per second per
+//! Lambda builds them (see [`event`]; GetRecords' base64 `Data` goes into the entry as it came).
+//! Reading itself (pacing, iterators, caught-up) is the shared [`IteratorReader`](crate::source::shards::IteratorReader): at most 5 reads per second per
 //! shard, at Lambda's base rate of one per second once caught up. The stream is addressed by its
 //! ARN (`StreamARN` on every call), never by name: the ARN's account and region decide what is read
 //! (the client must be one for the ARN's region, see `aws::Clients::for_arn`). A mapping on a stream
@@ -202,8 +202,34 @@ impl ShardApi for KinesisApi {
     }
 }
 
-/// One Kinesis record as its entry in the function's event: the same for GetRecords (polling) and
-/// SubscribeToShard (enhanced fan-out).
+/// One Kinesis record as its entry in the function's event, from its fields: the one way both
+/// readers make it (GetRecords' page, [`wire::page`], and SubscribeToShard's events, [`record`]).
+pub(crate) fn entry(
+    ctx: &EventContext,
+    shard: &str,
+    sequence: &str,
+    partition_key: &str,
+    data: Data,
+    arrival_ms: i64,
+    encryption_type: Option<&str>,
+) -> Record {
+    Record {
+        sequence: SequenceNumber(sequence.to_string()),
+        arrival_ms,
+        lane_key: lane_key(partition_key.as_bytes()),
+        event: event::encode(
+            ctx,
+            shard,
+            sequence,
+            partition_key,
+            data,
+            arrival_ms,
+            encryption_type,
+        ),
+    }
+}
+
+/// A record of a SubscribeToShard event as its entry (see [`entry`]).
 pub(crate) fn record(
     ctx: &EventContext,
     shard: &str,
@@ -215,18 +241,13 @@ pub(crate) fn record(
             .saturating_mul(1000)
             .saturating_add((i64::from(t.subsec_nanos()) + 500_000) / 1_000_000)
     });
-    Record {
-        sequence: SequenceNumber(r.sequence_number().to_string()),
+    entry(
+        ctx,
+        shard,
+        r.sequence_number(),
+        r.partition_key().unwrap_or_default(),
+        Data::Bytes(r.data().as_ref()),
         arrival_ms,
-        lane_key: lane_key(r.partition_key().unwrap_or_default().as_bytes()),
-        event: event::encode(
-            ctx,
-            shard,
-            r.sequence_number(),
-            r.partition_key().unwrap_or_default(),
-            Data::Bytes(r.data().as_ref()),
-            arrival_ms,
-            r.encryption_type().map(|t| t.as_str()),
-        ),
-    }
+        r.encryption_type().map(|t| t.as_str()),
+    )
 }

@@ -17,11 +17,9 @@ use serde::{Deserialize, Serialize};
 use std::borrow::Cow;
 use std::time::SystemTime;
 
-use super::event::{self, Base64, Data, EventContext};
-use crate::aws::{error_chain, KinesisDataPlane, DEFAULT_OPERATION_TIMEOUT};
-use crate::model::lane_key;
+use super::event::{Base64, Data, EventContext};
+use crate::aws::{error_chain, KinesisDataPlane};
 use crate::source::shards::RawPage;
-use crate::source::{Record, SequenceNumber};
 
 const TARGET: &str = "Kinesis_20131202.GetRecords";
 const CONTENT_TYPE: &str = "application/x-amz-json-1.1";
@@ -117,18 +115,12 @@ impl Wire {
         })
         .map_err(|e| WireError::Transport(e.to_string()))?;
         let url = self.endpoint(stream_arn).await?;
-        // Bounded as a whole: callers queued behind a refresh that fails wait no longer than this.
-        let identity =
-            match tokio::time::timeout(DEFAULT_OPERATION_TIMEOUT, self.plane.credentials.get())
-                .await
-            {
-                Ok(got) => got.map_err(WireError::Transport)?,
-                Err(_) => {
-                    return Err(WireError::Transport(
-                        "credentials: no answer in time".into(),
-                    ))
-                }
-            };
+        let identity = self
+            .plane
+            .credentials
+            .get()
+            .await
+            .map_err(WireError::Transport)?;
         let request = signed(url, &self.plane.region, &identity, body)?;
         let answer = self
             .plane
@@ -172,7 +164,8 @@ fn request_url(endpoint: &str) -> Result<reqwest::Url, WireError> {
     Ok(url)
 }
 
-/// The request, signed with SigV4 for Kinesis in `region`.
+/// The request, signed with SigV4 for Kinesis in `region`: built on `url` as it is (parsed once,
+/// when the endpoint was resolved), the signature's headers added to it.
 fn signed(
     url: &reqwest::Url,
     region: &str,
@@ -180,7 +173,6 @@ fn signed(
     body: Vec<u8>,
 ) -> Result<reqwest::Request, WireError> {
     let fail = |what: &str, e: &dyn std::fmt::Display| WireError::Transport(format!("{what}: {e}"));
-    let uri: http::Uri = url.as_str().parse().map_err(|e| fail("endpoint", &e))?;
     let headers = [("content-type", CONTENT_TYPE), ("x-amz-target", TARGET)];
     let params = aws_sigv4::sign::v4::SigningParams::builder()
         .identity(identity)
@@ -198,16 +190,22 @@ fn signed(
         SignableBody::Bytes(&body),
     )
     .map_err(|e| fail("signing", &e))?;
-    let (instructions, _) = sign(signable, &params)
+    let (signature, _) = sign(signable, &params)
         .map_err(|e| fail("signing", &e))?
         .into_parts();
-    let mut request = http::Request::builder().method("POST").uri(uri);
+    let (signature, _query) = signature.into_parts();
+    let mut request = reqwest::Request::new(reqwest::Method::POST, url.clone());
+    let map = request.headers_mut();
     for (k, v) in headers {
-        request = request.header(k, v);
+        map.insert(k, http::HeaderValue::from_static(v));
     }
-    let mut request = request.body(body).map_err(|e| fail("request", &e))?;
-    instructions.apply_to_request_http1x(&mut request);
-    reqwest::Request::try_from(request).map_err(|e| fail("request", &e))
+    for h in signature {
+        let mut value = http::HeaderValue::from_str(h.value()).map_err(|e| fail("signing", &e))?;
+        value.set_sensitive(h.sensitive());
+        map.insert(h.name(), value);
+    }
+    *request.body_mut() = Some(body.into());
+    Ok(request)
 }
 
 /// An awsJson1.1 error answer, read as the SDK reads it: the code from `X-Amzn-ErrorType`, else the
@@ -294,20 +292,15 @@ pub(super) fn page(ctx: &EventContext, shard: &str, body: &[u8]) -> Result<RawPa
             .ok_or_else(|| format!("record {}: Data is not base64", r.sequence))?;
         // Rounded to the millisecond the fraction carries (a binary float is a hair off it).
         let arrival_ms = r.arrival.map_or(0, |s| (s * 1000.0).round() as i64);
-        records.push(Record {
-            sequence: SequenceNumber(r.sequence.to_string()),
+        records.push(super::entry(
+            ctx,
+            shard,
+            &r.sequence,
+            &r.partition_key,
+            Data::Base64(data),
             arrival_ms,
-            lane_key: lane_key(r.partition_key.as_bytes()),
-            event: event::encode(
-                ctx,
-                shard,
-                &r.sequence,
-                &r.partition_key,
-                Data::Base64(data),
-                arrival_ms,
-                r.encryption.as_deref(),
-            ),
-        });
+            r.encryption.as_deref(),
+        ));
     }
     Ok(RawPage {
         records,

@@ -1,8 +1,10 @@
 //! The hand-sent GetRecords: signatures a SigV4 verifier accepts (the same verifier accepts the
 //! SDK's own requests), the error codes, the endpoint and the page.
 
+use super::super::event;
 use super::*;
 use crate::credentials::CachedCredentials;
+use crate::model::lane_key;
 use aws_credential_types::provider::SharedCredentialsProvider;
 use aws_credential_types::Credentials;
 use std::sync::Arc;
