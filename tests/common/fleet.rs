@@ -32,16 +32,19 @@ use super::{create_stream, kinesis, unique, wait_for, TestBed, Written};
 /// How many fleets run at once in a test binary (`SLUICE_TEST_FLEETS`, default 2): each is three
 /// sluice processes with their reads, renewals and scans, and the tests measure takeover times and
 /// silences of a few seconds, which a loaded 2-core machine stretches (a moto answer slower than a
-/// renewal's 1 s timeout alone loses leases).
-fn fleet_slots() -> Arc<tokio::sync::Semaphore> {
-    static SLOTS: std::sync::OnceLock<Arc<tokio::sync::Semaphore>> = std::sync::OnceLock::new();
+/// renewal's 1 s timeout alone loses leases). A test that measures silences of a second or two
+/// takes every slot ([`Fleet::alone`]).
+fn fleet_slots() -> (Arc<tokio::sync::Semaphore>, u32) {
+    static SLOTS: std::sync::OnceLock<(Arc<tokio::sync::Semaphore>, u32)> =
+        std::sync::OnceLock::new();
     SLOTS
         .get_or_init(|| {
             let n = std::env::var("SLUICE_TEST_FLEETS")
                 .ok()
                 .and_then(|v| v.parse().ok())
-                .unwrap_or(2);
-            Arc::new(tokio::sync::Semaphore::new(n))
+                .unwrap_or(2u32)
+                .max(1);
+            (Arc::new(tokio::sync::Semaphore::new(n as usize)), n)
         })
         .clone()
 }
@@ -96,7 +99,24 @@ pub struct Fleet {
 impl Fleet {
     /// A new stream of `shards` shards and a fresh lease table name, both starting with `prefix`.
     pub async fn new(prefix: &str, shards: i32, sink: Sink) -> Fleet {
-        let slot = fleet_slots().acquire_owned().await.expect("fleet slots");
+        Fleet::with_slots(prefix, shards, sink, 1).await
+    }
+
+    /// As [`Fleet::new`], but with no other fleet of this test binary running beside it: for
+    /// assertions on silences short enough that another fleet's load on two cores (three more
+    /// processes, and moto and kinesis-local answering them) would stretch them. Waiting fleets
+    /// queue behind it (the semaphore is fair).
+    pub async fn alone(prefix: &str, shards: i32, sink: Sink) -> Fleet {
+        let (_, all) = fleet_slots();
+        Fleet::with_slots(prefix, shards, sink, all).await
+    }
+
+    async fn with_slots(prefix: &str, shards: i32, sink: Sink, permits: u32) -> Fleet {
+        let slot = fleet_slots()
+            .0
+            .acquire_many_owned(permits)
+            .await
+            .expect("fleet slots");
         let tb = super::testbed();
         let kinesis = kinesis(&tb).await;
         let stream = unique(prefix);
@@ -120,6 +140,13 @@ impl Fleet {
     /// A new stream of `shards` shards with replicas `replica-a`, `-b` and `-c` on it, all ready.
     pub async fn three(prefix: &str, shards: i32, sink: Sink) -> Fleet {
         let mut fleet = Fleet::new(prefix, shards, sink).await;
+        fleet.start_three(Link::Direct).await;
+        fleet
+    }
+
+    /// As [`Fleet::three`], on a [`Fleet::alone`].
+    pub async fn three_alone(prefix: &str, shards: i32, sink: Sink) -> Fleet {
+        let mut fleet = Fleet::alone(prefix, shards, sink).await;
         fleet.start_three(Link::Direct).await;
         fleet
     }
