@@ -16,8 +16,12 @@ use tracing::{debug, warn};
 
 use super::group::{ErrorReport, Group, GroupContext};
 use super::iam::{AuthContext, MskIamSigner};
+use super::seek::Seeks;
 
 pub type KafkaConsumer = BaseConsumer<GroupContext>;
+
+/// How long one seek, made on the poll thread, may wait for the client.
+const SEEK_WAIT: Duration = Duration::from_secs(2);
 
 /// What the consumer is built from.
 #[derive(Clone)]
@@ -103,6 +107,7 @@ pub fn connect(
 pub fn poll_thread(
     consumer: Arc<KafkaConsumer>,
     group: Arc<Group>,
+    seeks: Arc<Seeks>,
     stop: Arc<AtomicBool>,
     errors: Arc<ErrorReport>,
 ) -> std::thread::JoinHandle<()> {
@@ -110,6 +115,17 @@ pub fn poll_thread(
         .name(format!("kafka-{}", group.topic))
         .spawn(move || {
             while !stop.load(Ordering::SeqCst) {
+                seeks.serve(|partition, offset| {
+                    let topic = &group.topic;
+                    let buffer = group
+                        .buffer(partition)
+                        .ok_or_else(|| format!("{topic}-{partition} is not assigned"))?;
+                    consumer
+                        .seek(topic, partition, Offset::Offset(offset), SEEK_WAIT)
+                        .map_err(|e| e.to_string())?;
+                    buffer.clear(|| pause(&consumer, topic, partition, false));
+                    Ok(())
+                });
                 match consumer.poll(Duration::from_millis(100)) {
                     None => {}
                     Some(Ok(m)) => {
@@ -156,30 +172,4 @@ pub(super) async fn blocking<T: Send + 'static>(
     tokio::task::spawn_blocking(f)
         .await
         .map_err(|e| format!("client task failed: {e}"))?
-}
-
-/// Moves `partition`'s fetch position to `offset`, retrying while the partition is still being
-/// set up after its assignment.
-pub(super) async fn seek(
-    consumer: &Arc<KafkaConsumer>,
-    topic: &str,
-    partition: i32,
-    offset: Offset,
-) -> Result<(), String> {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    loop {
-        let (c, t) = (consumer.clone(), topic.to_string());
-        let done = blocking(move || {
-            c.seek(&t, partition, offset, Duration::from_secs(5))
-                .map_err(|e| e.to_string())
-        })
-        .await;
-        match done {
-            Ok(()) => return Ok(()),
-            Err(e) if tokio::time::Instant::now() >= deadline => {
-                return Err(format!("seeking {topic}-{partition} to {offset:?}: {e}"))
-            }
-            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
-        }
-    }
 }

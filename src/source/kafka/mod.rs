@@ -13,6 +13,7 @@ pub mod group;
 pub mod iam;
 pub mod msk;
 pub mod reader;
+pub mod seek;
 
 use async_trait::async_trait;
 use rdkafka::consumer::Consumer;
@@ -38,6 +39,7 @@ pub struct KafkaSource {
     consumer: Arc<KafkaConsumer>,
     group: Arc<Group>,
     checkpoints: Arc<KafkaCheckpoints>,
+    seeks: Arc<seek::Seeks>,
     encode: Encode,
     cluster: KafkaCluster,
     max_page: usize,
@@ -72,7 +74,14 @@ impl KafkaSource {
         let errors = Arc::new(group::ErrorReport::new(on_error, Duration::from_secs(30)));
         let consumer = consumer::connect(settings, group.clone(), errors.clone())?;
         let stop = Arc::new(AtomicBool::new(false));
-        let poller = consumer::poll_thread(consumer.clone(), group.clone(), stop.clone(), errors);
+        let seeks = Arc::new(seek::Seeks::default());
+        let poller = consumer::poll_thread(
+            consumer.clone(),
+            group.clone(),
+            seeks.clone(),
+            stop.clone(),
+            errors,
+        );
         let checkpoints = Arc::new(KafkaCheckpoints {
             consumer: consumer.clone(),
             group: group.clone(),
@@ -86,6 +95,7 @@ impl KafkaSource {
                 consumer,
                 group,
                 checkpoints,
+                seeks,
                 encode,
                 cluster,
                 max_page,
@@ -187,6 +197,7 @@ impl Source for KafkaSource {
             consumer: self.consumer.clone(),
             group: self.group.clone(),
             checkpoints: self.checkpoints.clone(),
+            seeks: self.seeks.clone(),
             partition: number,
             from: Some(from),
             skip_through,

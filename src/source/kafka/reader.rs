@@ -13,8 +13,9 @@ use std::time::{Duration, UNIX_EPOCH};
 use tokio::time::Instant;
 use tracing::info;
 
-use super::consumer::{blocking, pause, seek, KafkaConsumer};
+use super::consumer::{blocking, pause, KafkaConsumer};
 use super::group::{Group, KafkaCheckpoints};
+use super::seek::Seeks;
 use crate::model::{Position, Record, StartingPosition};
 use crate::source::{Page, PartitionReader, SourceError};
 
@@ -30,6 +31,7 @@ pub struct KafkaReader {
     pub(super) consumer: Arc<KafkaConsumer>,
     pub(super) group: Arc<Group>,
     pub(super) checkpoints: Arc<KafkaCheckpoints>,
+    pub(super) seeks: Arc<Seeks>,
     pub(super) partition: i32,
     /// Where to put the partition before the first read (`None` once done).
     pub(super) from: Option<Position>,
@@ -76,12 +78,13 @@ impl KafkaReader {
             None => self.fetch_position().await?,
         };
         // Where the fetch is already at `next` (or has not started: it starts at the committed
-        // offset, which is `next`), nothing to do; otherwise seek and drop what was fetched.
+        // offset, which is `next`), nothing to do; otherwise seek and drop what was fetched, both
+        // on the poll thread.
         if at.is_some_and(|at| at != next) {
-            seek(&self.consumer, self.topic(), p, Offset::Offset(next))
+            self.seeks
+                .seek(self.topic(), p, next)
                 .await
                 .map_err(SourceError::Service)?;
-            buffer.clear(|| pause(&self.consumer, self.topic(), p, false));
             info!(topic = %self.topic(), partition = p, offset = next, "partition repositioned");
         }
         Ok(())
