@@ -144,13 +144,6 @@ impl Fleet {
         fleet
     }
 
-    /// As [`Fleet::three`], on a [`Fleet::alone`].
-    pub async fn three_alone(prefix: &str, shards: i32, sink: Sink) -> Fleet {
-        let mut fleet = Fleet::alone(prefix, shards, sink).await;
-        fleet.start_three(Link::Direct).await;
-        fleet
-    }
-
     /// Starts replicas `replica-a` (its lease-table calls going through `first`), `-b` and `-c`
     /// (on moto directly), in that order, and waits until all are ready.
     pub async fn start_three(&mut self, first: Link) {
