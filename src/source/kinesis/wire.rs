@@ -51,11 +51,17 @@ impl WireError {
     }
 }
 
+/// The largest answer read: a GetRecords page holds at most 10 MiB of data, which is about
+/// 13.4 MiB as base64, plus up to 10,000 records' sequence numbers, partition keys and field names.
+/// An answer declared larger is refused unread; one sent without a length stops being read there.
+pub const MAX_ANSWER: usize = 64 << 20;
+
 /// The data-plane calls of one stream's mapping.
 #[derive(Debug)]
 pub struct Wire {
     plane: KinesisDataPlane,
     endpoint: tokio::sync::OnceCell<reqwest::Url>,
+    max_answer: usize,
 }
 
 impl Wire {
@@ -63,6 +69,7 @@ impl Wire {
         Wire {
             plane,
             endpoint: tokio::sync::OnceCell::new(),
+            max_answer: MAX_ANSWER,
         }
     }
 
@@ -134,14 +141,39 @@ impl Wire {
             .get("x-amzn-errortype")
             .and_then(|v| v.to_str().ok())
             .map(str::to_string);
-        let body = answer
-            .bytes()
-            .await
-            .map_err(|e| WireError::Transport(error_chain(&e)))?;
+        let body = read_capped(answer, self.max_answer).await?;
         if status.is_success() {
             Ok(body)
         } else {
             Err(service_error(status, error_type.as_deref(), &body))
+        }
+    }
+}
+
+/// The body of `answer`, refused if it is (or is declared) over `limit` bytes. With a length
+/// (as AWS sends it), hyper reads no more than it declares.
+async fn read_capped(
+    mut answer: reqwest::Response,
+    limit: usize,
+) -> Result<bytes::Bytes, WireError> {
+    let over = |n: String| {
+        WireError::Transport(format!(
+            "the answer is {n} bytes, over the {limit} a GetRecords answer can be"
+        ))
+    };
+    let failed = |e: reqwest::Error| WireError::Transport(error_chain(&e));
+    match answer.content_length() {
+        Some(n) if n > limit as u64 => Err(over(n.to_string())),
+        Some(_) => answer.bytes().await.map_err(failed),
+        None => {
+            let mut body = bytes::BytesMut::new();
+            while let Some(chunk) = answer.chunk().await.map_err(failed)? {
+                if body.len() + chunk.len() > limit {
+                    return Err(over(format!("more than {}", body.len() + chunk.len() - 1)));
+                }
+                body.extend_from_slice(&chunk);
+            }
+            Ok(body.freeze())
         }
     }
 }

@@ -350,3 +350,46 @@ fn a_signature_error_loses_the_canonical_request_it_quotes() {
     let e = service_error(http::StatusCode::BAD_REQUEST, None, body.as_bytes());
     assert!(!e.text().contains("SECRET-TOKEN"), "{}", e.text());
 }
+
+/// An endpoint answering every request with `body`, streamed without a length when `chunked`.
+async fn answering(body: Vec<u8>, chunked: bool) -> String {
+    let app = axum::Router::new().fallback(move || {
+        let body = body.clone();
+        async move {
+            if chunked {
+                let chunks: Vec<Result<Vec<u8>, std::io::Error>> =
+                    body.chunks(100).map(|c| Ok(c.to_vec())).collect();
+                axum::body::Body::from_stream(futures_util::stream::iter(chunks))
+            } else {
+                axum::body::Body::from(body)
+            }
+        }
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    url
+}
+
+#[tokio::test]
+async fn an_answer_over_the_limit_is_refused_declared_or_streamed() {
+    let page = br#"{"Records":[],"NextShardIterator":"next","MillisBehindLatest":0}"#;
+    for chunked in [false, true] {
+        let mut wire = Wire::new(plane(
+            Some(answering(vec![b' '; 1000], chunked).await),
+            Some(provider(SECRET)),
+        ));
+        wire.max_answer = 999;
+        let e = wire.get_records(ARN, "it", 10).await.unwrap_err();
+        assert!(
+            matches!(&e, WireError::Transport(t) if t.contains("over the 999 a GetRecords answer can be")),
+            "chunked {chunked}: {e:?}"
+        );
+        let wire = Wire::new(plane(
+            Some(answering(page.to_vec(), chunked).await),
+            Some(provider(SECRET)),
+        ));
+        let body = wire.get_records(ARN, "it", 10).await.unwrap();
+        assert_eq!(&body[..], page, "chunked {chunked}: read whole");
+    }
+}
