@@ -2,8 +2,9 @@
 //! GetShardIterator (through the SDK) and GetRecords (sent by hand, see [`wire`]: the one call made
 //! once a second per shard), each classified into [`SourceError`], and records encoded the way
 //! Lambda builds them (see [`event`]; GetRecords' base64 `Data` goes into the entry as it came).
-//! Reading itself (pacing, iterators, caught-up) is the shared [`IteratorReader`](crate::source::shards::IteratorReader): at most 5 reads per second per
-//! shard, at Lambda's base rate of one per second once caught up. The stream is addressed by its
+//! Reading itself (pacing, iterators, caught-up) is the shared
+//! [`IteratorReader`](crate::source::shards::IteratorReader): at most 5 reads per second per shard,
+//! at Lambda's base rate of one per second once caught up. The stream is addressed by its
 //! ARN (`StreamARN` on every call), never by name: the ARN's account and region decide what is read
 //! (the client must be one for the ARN's region, see `aws::Clients::for_arn`). A mapping on a stream
 //! consumer ARN lists shards the same way but reads them with SubscribeToShard ([`fanout`]).

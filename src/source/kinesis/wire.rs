@@ -61,7 +61,6 @@ pub const MAX_ANSWER: usize = 64 << 20;
 pub struct Wire {
     plane: KinesisDataPlane,
     endpoint: tokio::sync::OnceCell<reqwest::Url>,
-    max_answer: usize,
 }
 
 impl Wire {
@@ -69,7 +68,6 @@ impl Wire {
         Wire {
             plane,
             endpoint: tokio::sync::OnceCell::new(),
-            max_answer: MAX_ANSWER,
         }
     }
 
@@ -141,7 +139,7 @@ impl Wire {
             .get("x-amzn-errortype")
             .and_then(|v| v.to_str().ok())
             .map(str::to_string);
-        let body = read_capped(answer, self.max_answer).await?;
+        let body = read_capped(answer, MAX_ANSWER).await?;
         if status.is_success() {
             Ok(body)
         } else {
@@ -168,8 +166,9 @@ async fn read_capped(
         None => {
             let mut body = bytes::BytesMut::new();
             while let Some(chunk) = answer.chunk().await.map_err(failed)? {
-                if body.len() + chunk.len() > limit {
-                    return Err(over(format!("more than {}", body.len() + chunk.len() - 1)));
+                let read = body.len() + chunk.len();
+                if read > limit {
+                    return Err(over(format!("at least {read}")));
                 }
                 body.extend_from_slice(&chunk);
             }

@@ -375,12 +375,13 @@ async fn answering(body: Vec<u8>, chunked: bool) -> String {
 async fn an_answer_over_the_limit_is_refused_declared_or_streamed() {
     let page = br#"{"Records":[],"NextShardIterator":"next","MillisBehindLatest":0}"#;
     for chunked in [false, true] {
-        let mut wire = Wire::new(plane(
-            Some(answering(vec![b' '; 1000], chunked).await),
-            Some(provider(SECRET)),
-        ));
-        wire.max_answer = 999;
-        let e = wire.get_records(ARN, "it", 10).await.unwrap_err();
+        let answer = crate::aws::data_http()
+            .unwrap()
+            .get(answering(vec![b' '; 1000], chunked).await)
+            .send()
+            .await
+            .unwrap();
+        let e = read_capped(answer, 999).await.unwrap_err();
         assert!(
             matches!(&e, WireError::Transport(t) if t.contains("over the 999 a GetRecords answer can be")),
             "chunked {chunked}: {e:?}"

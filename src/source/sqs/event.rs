@@ -122,7 +122,6 @@ fn base64_str(out: &mut Vec<u8>, data: &[u8]) {
     out.push(b'"');
 }
 
-/// `s` as a JSON string, or `null`.
 /// An object's members, `"name":value,…`, each value written by `value`.
 fn members<V>(out: &mut Vec<u8>, entries: &[(&str, V)], value: impl Fn(&mut Vec<u8>, &V)) {
     for (i, (name, v)) in entries.iter().enumerate() {
@@ -135,6 +134,7 @@ fn members<V>(out: &mut Vec<u8>, entries: &[(&str, V)], value: impl Fn(&mut Vec<
     }
 }
 
+/// `s` as a JSON string, or `null`.
 fn json_opt(out: &mut Vec<u8>, s: Option<&str>) {
     match s {
         Some(s) => json_str(out, s),
